@@ -1,0 +1,3 @@
+//! Chat adapters: each translates its platform's events into engine requests and replies back. None decides.
+
+pub mod console;

@@ -1,0 +1,172 @@
+//! Configuration: built-in defaults < `lastmile.toml` < `LASTMILE_*` environment variables (and
+//! `DATABASE_URL`, `DISCORD_TOKEN`) < command-line flags. Secrets never print.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineSettings;
+
+/// A secret value: shown as `[redacted]` in every `Debug` and `Display`.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://lastmile.db` (created when missing) or `postgres://user@host/db`.
+    pub database_url: String,
+    /// A folder with `messages.toml` and `vagueness.toml` replacing the built-in prompts.
+    pub prompts_dir: Option<PathBuf>,
+    /// How far ahead a first review may be set, in days.
+    pub review_horizon_days: u32,
+    /// The first review date proposed by default, in weeks.
+    pub default_review_weeks: u32,
+    /// How many pilots `/pilot list` shows before "and N more".
+    pub list_limit: u32,
+    pub console: ConsoleConfig,
+    /// The Discord bot token (used from the Discord issue on). Never logged.
+    pub discord_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub workspace: String,
+    pub user: String,
+    pub channel: String,
+    /// Console names that are bots (refused as owners and sponsors).
+    pub bots: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://lastmile.db".into(),
+            prompts_dir: None,
+            review_horizon_days: 365,
+            default_review_weeks: 6,
+            list_limit: 25,
+            console: ConsoleConfig {
+                workspace: "default".into(),
+                user: "you".into(),
+                channel: "general".into(),
+                bots: vec!["lastmile".into()],
+            },
+            discord_token: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (when it exists), then the environment, over the defaults.
+    pub fn load(file: &Path) -> Result<Self, Box<figment::Error>> {
+        Self::figment(file).extract().map_err(Box::new)
+    }
+
+    fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("LASTMILE_")
+                    .filter(|k| !k.as_str().starts_with("test_"))
+                    .split("__"),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL", "DISCORD_TOKEN"])
+                    .map(|k| {
+                        if k.as_str().eq_ignore_ascii_case("DISCORD_TOKEN") {
+                            "discord_token".into()
+                        } else {
+                            "database_url".into()
+                        }
+                    }),
+            )
+    }
+
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            review_horizon_days: self.review_horizon_days,
+            default_review_weeks: self.default_review_weeks,
+            list_limit: i64::from(self.list_limit.max(1)),
+        }
+    }
+}
+
+/// A database URL with any password replaced, safe to log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_passwords_never_print() {
+        let c = Config {
+            discord_token: Some(Secret("abc.def".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("abc.def"));
+        assert_eq!(
+            redact_url("postgres://bob:hunter2@db:5432/x"),
+            "postgres://bob:[redacted]@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://lastmile.db"), "sqlite://lastmile.db");
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "lastmile.toml",
+                "review_horizon_days = 200\n[console]\nworkspace = \"acme\"\n",
+            )?;
+            jail.set_env("LASTMILE_REVIEW_HORIZON_DAYS", "100");
+            jail.set_env("DATABASE_URL", "postgres://u:p@h/db");
+            jail.set_env("DISCORD_TOKEN", "tok");
+            let c = Config::load(Path::new("lastmile.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.review_horizon_days, 100);
+            assert_eq!(c.console.workspace, "acme");
+            assert_eq!(c.console.user, "you");
+            assert_eq!(c.database_url, "postgres://u:p@h/db");
+            assert_eq!(c.discord_token.as_ref().map(Secret::expose), Some("tok"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/lastmile.example.toml");
+        figment::Jail::expect_with(|_| {
+            Config::load(Path::new(example)).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+}

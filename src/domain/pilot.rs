@@ -1,0 +1,191 @@
+//! A pilot and the validated values it is made of.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{PnlTarget, UserId};
+
+/// A workspace: a Discord guild, a Slack team or a console workspace. Every row belongs to one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkspaceId(pub String);
+
+impl WorkspaceId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A channel in a workspace, where a pilot was registered and its announcements go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChannelId(pub String);
+
+impl ChannelId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PilotId(pub i64);
+
+impl std::fmt::Display for PilotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a pilot is on its way to production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Being registered: some answers are still missing.
+    Draft,
+    /// All three scoping answers given and confirmed.
+    Scoped,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Draft => "draft",
+            Stage::Scoped => "scoped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "draft" => Some(Stage::Draft),
+            "scoped" => Some(Stage::Scoped),
+            _ => None,
+        }
+    }
+}
+
+pub const NAME_MIN_CHARS: usize = 3;
+pub const NAME_MAX_CHARS: usize = 80;
+
+/// A pilot's name: 3-80 characters on one line, with at least one letter so it never reads as an id.
+/// Stored exactly as typed (mentions included: they are only ever echoed without pinging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PilotName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PilotNameError {
+    #[error("name shorter than {min} characters")]
+    TooShort { min: usize },
+    #[error("name longer than {max} characters")]
+    TooLong { max: usize, length: usize },
+    #[error("name spans several lines")]
+    MultiLine,
+    #[error("name has no letter")]
+    NoLetter,
+}
+
+impl PilotName {
+    pub fn parse(raw: &str) -> Result<Self, PilotNameError> {
+        let name = raw.trim();
+        let length = name.chars().count();
+        if name.contains('\n') {
+            return Err(PilotNameError::MultiLine);
+        }
+        if length < NAME_MIN_CHARS {
+            return Err(PilotNameError::TooShort {
+                min: NAME_MIN_CHARS,
+            });
+        }
+        if length > NAME_MAX_CHARS {
+            return Err(PilotNameError::TooLong {
+                max: NAME_MAX_CHARS,
+                length,
+            });
+        }
+        if !name.chars().any(char::is_alphabetic) {
+            return Err(PilotNameError::NoLetter);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key names are unique by within a workspace: case and surrounding space ignored.
+    pub fn key(&self) -> String {
+        name_key(&self.0)
+    }
+}
+
+/// Normalises a name or a typed reference to a name for case-insensitive comparison.
+pub fn name_key(s: &str) -> String {
+    s.trim()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// A pilot as stored: the draft's answers are filled in one step at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pilot {
+    pub id: PilotId,
+    pub workspace: WorkspaceId,
+    pub name: String,
+    pub stage: Stage,
+    pub registered_by: UserId,
+    pub registered_at: DateTime<Utc>,
+    pub home_channel: ChannelId,
+    pub workflow: Option<String>,
+    pub owner: Option<UserId>,
+    pub sponsor: Option<UserId>,
+    pub pnl: Option<PnlTarget>,
+    pub review_date: Option<NaiveDate>,
+}
+
+impl Pilot {
+    /// Registrant, owner and sponsor may change a pilot's answers.
+    pub fn may_edit(&self, user: &UserId) -> bool {
+        &self.registered_by == user
+            || self.owner.as_ref() == Some(user)
+            || self.sponsor.as_ref() == Some(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_kept_as_typed() {
+        assert_eq!(
+            PilotName::parse(" Claims triage ").unwrap().as_str(),
+            "Claims triage"
+        );
+        assert_eq!(
+            PilotName::parse("ab"),
+            Err(PilotNameError::TooShort { min: 3 })
+        );
+        assert!(matches!(
+            PilotName::parse(&"a".repeat(81)),
+            Err(PilotNameError::TooLong { .. })
+        ));
+        assert!(PilotName::parse(&"a".repeat(80)).is_ok());
+        assert_eq!(PilotName::parse("12345"), Err(PilotNameError::NoLetter));
+        assert_eq!(PilotName::parse("one\ntwo"), Err(PilotNameError::MultiLine));
+        assert_eq!(
+            PilotName::parse("@everyone bot").unwrap().as_str(),
+            "@everyone bot"
+        );
+        assert_eq!(
+            PilotName::parse("Ünïcode  Pilot").unwrap().key(),
+            "ünïcode pilot"
+        );
+    }
+}

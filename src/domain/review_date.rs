@@ -1,0 +1,154 @@
+//! Review dates as people write them: `2027-03-31`, `31 March 2027`, `in 6 weeks`, `6w`, `next friday`,
+//! `tomorrow`. Relative forms count from `today`, which the caller passes in.
+
+use std::sync::LazyLock;
+
+use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+use regex::Regex;
+
+/// The dates a review may be set to: after `today`, no later than `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewWindow {
+    pub today: NaiveDate,
+    pub latest: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewDateError {
+    #[error("not a date")]
+    Unparseable,
+    #[error("{0} is not in the future")]
+    NotInFuture(NaiveDate),
+    #[error("{date} is after {latest}")]
+    BeyondHorizon { date: NaiveDate, latest: NaiveDate },
+}
+
+static RELATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:in\s+)?(?P<n>\d{1,4})\s*(?P<unit>d|days?|w|wks?|weeks?|m|mos?|months?|y|yrs?|years?)(?:\s+from\s+(?:now|today))?$")
+        .unwrap()
+});
+static WEEKDAY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:(?P<which>next|this|on)\s+)?(?P<day>mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|sday|nesday|rsday|urday)?$").unwrap()
+});
+
+impl ReviewWindow {
+    pub fn new(today: NaiveDate, horizon_days: u32) -> Self {
+        Self {
+            today,
+            latest: today + Days::new(u64::from(horizon_days)),
+        }
+    }
+
+    pub fn parse(&self, text: &str) -> Result<NaiveDate, ReviewDateError> {
+        let date = self.read(text.trim()).ok_or(ReviewDateError::Unparseable)?;
+        if date <= self.today {
+            Err(ReviewDateError::NotInFuture(date))
+        } else if date > self.latest {
+            Err(ReviewDateError::BeyondHorizon {
+                date,
+                latest: self.latest,
+            })
+        } else {
+            Ok(date)
+        }
+    }
+
+    fn read(&self, text: &str) -> Option<NaiveDate> {
+        let text = text.trim_end_matches('.');
+        let lower = text.to_lowercase();
+        match lower.as_str() {
+            "tomorrow" => return self.today.checked_add_days(Days::new(1)),
+            "next week" => return self.today.checked_add_days(Days::new(7)),
+            "next month" => return self.today.checked_add_months(Months::new(1)),
+            _ => {}
+        }
+        if let Some(c) = RELATIVE.captures(text) {
+            let n: u32 = c["n"].parse().ok()?;
+            let unit = c["unit"].to_lowercase();
+            return match unit.chars().next()? {
+                'd' => self.today.checked_add_days(Days::new(n.into())),
+                'w' => self.today.checked_add_days(Days::new(u64::from(n) * 7)),
+                'm' => self.today.checked_add_months(Months::new(n)),
+                _ => self
+                    .today
+                    .checked_add_months(Months::new(n.checked_mul(12)?)),
+            };
+        }
+        if let Some(c) = WEEKDAY.captures(text) {
+            let day: Weekday = c["day"][..3].parse().ok()?;
+            // The first such day after today; "next friday" said on a Friday is a week away.
+            let ahead =
+                (7 + day.num_days_from_monday() - self.today.weekday().num_days_from_monday()) % 7;
+            let ahead = if ahead == 0 { 7 } else { ahead };
+            return self.today.checked_add_days(Days::new(ahead.into()));
+        }
+        const FORMATS: &[&str] = &[
+            "%Y-%m-%d",
+            "%d %B %Y",
+            "%d %b %Y",
+            "%B %d %Y",
+            "%b %d %Y",
+            "%B %d, %Y",
+            "%b %d, %Y",
+        ];
+        FORMATS
+            .iter()
+            .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    // 2026-11-25 is a Wednesday.
+    fn window() -> ReviewWindow {
+        ReviewWindow::new(d("2026-11-25"), 365)
+    }
+
+    #[test]
+    fn absolute_and_relative_forms() {
+        let w = window();
+        assert_eq!(w.parse("2027-03-31"), Ok(d("2027-03-31")));
+        assert_eq!(w.parse("31 March 2027"), Ok(d("2027-03-31")));
+        assert_eq!(w.parse("Mar 31, 2027"), Ok(d("2027-03-31")));
+        assert_eq!(w.parse("in 6 weeks"), Ok(d("2027-01-06")));
+        assert_eq!(w.parse("6w"), Ok(d("2027-01-06")));
+        assert_eq!(w.parse("10 days"), Ok(d("2026-12-05")));
+        assert_eq!(w.parse("3 months"), Ok(d("2027-02-25")));
+        assert_eq!(w.parse("tomorrow"), Ok(d("2026-11-26")));
+        assert_eq!(w.parse("next friday"), Ok(d("2026-11-27")));
+        assert_eq!(w.parse("Wednesday"), Ok(d("2026-12-02")));
+        assert_eq!(w.parse("next Tue"), Ok(d("2026-12-01")));
+    }
+
+    #[test]
+    fn past_far_and_nonsense_are_refused() {
+        let w = window();
+        assert_eq!(
+            w.parse("2026-11-25"),
+            Err(ReviewDateError::NotInFuture(d("2026-11-25")))
+        );
+        assert_eq!(
+            w.parse("2020-01-01"),
+            Err(ReviewDateError::NotInFuture(d("2020-01-01")))
+        );
+        assert_eq!(
+            w.parse("2y"),
+            Err(ReviewDateError::BeyondHorizon {
+                date: d("2028-11-25"),
+                latest: d("2027-11-25")
+            })
+        );
+        assert_eq!(w.parse("soon"), Err(ReviewDateError::Unparseable));
+        assert_eq!(w.parse("2027-02-30"), Err(ReviewDateError::Unparseable));
+        assert!(matches!(
+            w.parse("9999 years"),
+            Err(ReviewDateError::BeyondHorizon { .. })
+        ));
+    }
+}

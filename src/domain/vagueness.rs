@@ -1,0 +1,129 @@
+//! Vague answers: which answers to a scoping question are too vague to accept, and what to ask instead.
+//! The rules themselves are data (`prompts/vagueness.toml`); this module only applies them.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// The questions of the scoping dialogue, in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Name,
+    Workflow,
+    Owner,
+    Pnl,
+    Sponsor,
+    ReviewDate,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::Name,
+        Step::Workflow,
+        Step::Owner,
+        Step::Pnl,
+        Step::Sponsor,
+        Step::ReviewDate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Name => "name",
+            Step::Workflow => "workflow",
+            Step::Owner => "owner",
+            Step::Pnl => "pnl",
+            Step::Sponsor => "sponsor",
+            Step::ReviewDate => "review_date",
+        }
+    }
+
+    /// Reads a step as a user may type it (`pnl`, `P&L`, `review`, `date`, `3`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().to_lowercase().replace(['-', ' '], "_");
+        Some(match s.as_str() {
+            "name" | "1" => Step::Name,
+            "workflow" | "2" => Step::Workflow,
+            "owner" | "last_mile_owner" | "3" => Step::Owner,
+            "pnl" | "p&l" | "pnl_line" | "p&l_line" | "4" => Step::Pnl,
+            "sponsor" | "5" => Step::Sponsor,
+            "review_date" | "review" | "date" | "6" => Step::ReviewDate,
+            _ => return None,
+        })
+    }
+
+    pub fn next(self) -> Option<Step> {
+        let i = Step::ALL.iter().position(|s| *s == self)?;
+        Step::ALL.get(i + 1).copied()
+    }
+
+    pub fn previous(self) -> Option<Step> {
+        let i = Step::ALL.iter().position(|s| *s == self)?;
+        i.checked_sub(1).map(|j| Step::ALL[j])
+    }
+}
+
+/// One rule: an answer to `step` matching `pattern` is vague; `followup` (a template) asks for more.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub step: Step,
+    pub pattern: Regex,
+    pub followup: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rules(Vec<Rule>);
+
+impl Rules {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self(rules)
+    }
+
+    /// The first rule, in file order, that finds this answer vague.
+    pub fn check(&self, step: Step, answer: &str) -> Option<&Rule> {
+        self.0
+            .iter()
+            .find(|r| r.step == step && r.pattern.is_match(answer))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Rule> {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_read_as_typed_and_walk_in_order() {
+        assert_eq!(Step::parse("P&L"), Some(Step::Pnl));
+        assert_eq!(Step::parse("review date"), Some(Step::ReviewDate));
+        assert_eq!(Step::parse("budget"), None);
+        assert_eq!(Step::Name.next(), Some(Step::Workflow));
+        assert_eq!(Step::ReviewDate.next(), None);
+        assert_eq!(Step::Name.previous(), None);
+        assert_eq!(Step::Sponsor.previous(), Some(Step::Pnl));
+    }
+
+    #[test]
+    fn first_matching_rule_of_the_step_wins() {
+        let rule = |id: &str, step, p: &str| Rule {
+            id: id.into(),
+            step,
+            pattern: Regex::new(p).unwrap(),
+            followup: id.into(),
+        };
+        let rules = Rules::new(vec![
+            rule("tbd", Step::Owner, "(?i)^tbd$"),
+            rule("short", Step::Workflow, r"^\S+(\s+\S+)?$"),
+            rule("any", Step::Workflow, ".*"),
+        ]);
+        assert_eq!(rules.check(Step::Owner, "TBD").unwrap().id, "tbd");
+        assert!(rules.check(Step::Owner, "<@alice>").is_none());
+        assert_eq!(
+            rules.check(Step::Workflow, "claims intake").unwrap().id,
+            "short"
+        );
+    }
+}

@@ -1,0 +1,781 @@
+//! The one entry point of the bot: (workspace, user, channel, input, now) -> replies.
+//! Adapters translate platform events into a [`Request`] and [`Reply`]s back into platform calls;
+//! everything they must not decide is decided here, the dialogue and the domain.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use minijinja::context;
+
+use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
+use crate::dialogue::{At, Conversation, Ctx, Effect, Refusal, Say, Turn, scoping};
+use crate::domain::{
+    AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError,
+    ReviewWindow, Stage, Step, UserId, WorkspaceId,
+};
+use crate::prompts::{Key, Prompts};
+use crate::store::{Store, StoreError};
+
+/// Settings the rules depend on.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How far ahead a review date may be set, in days.
+    pub review_horizon_days: u32,
+    /// The review date proposed by default, in weeks from now.
+    pub default_review_weeks: u32,
+    /// Pilots shown by `/pilot list` before "and N more".
+    pub list_limit: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            review_horizon_days: 365,
+            default_review_weeks: 6,
+            list_limit: 25,
+        }
+    }
+}
+
+/// What a user did.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A slash command typed as text (`/pilot status Claims triage`).
+    CommandLine(String),
+    /// A command the platform already parsed into options.
+    Command(Command),
+    /// Any other message, button or menu choice: the answer to the user's pending question.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub workspace: WorkspaceId,
+    pub user: UserId,
+    pub channel: ChannelId,
+    pub now: DateTime<Utc>,
+    pub input: Input,
+    /// Users mentioned in the input whom the platform knows to be bots.
+    pub bots: Vec<UserId>,
+}
+
+/// Where a reply goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Only this user sees it.
+    Ephemeral(UserId),
+    /// Posted in the channel for everyone.
+    Channel(ChannelId),
+    /// A direct message.
+    Dm(UserId),
+}
+
+/// What kind of answer a reply asks for, so an adapter can offer the right control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Free text for this step; `current` is the answer on record, to prefill.
+    Text { step: Step, current: Option<String> },
+    /// One person (a user picker where the platform has one).
+    Person { step: Step, skippable: bool },
+    /// One of the reply's choices.
+    Choice,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub to: Destination,
+    /// Text with mentions in the neutral form `<@id>`.
+    pub text: String,
+    /// Choices offered, in order (buttons, or numbered in the console).
+    pub choices: Vec<String>,
+    /// The only users this reply may notify. Never roles, @everyone or @here.
+    pub ping: Vec<UserId>,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    prompts: Arc<Prompts>,
+    settings: EngineSettings,
+}
+
+impl Engine {
+    pub fn new(store: Store, prompts: Arc<Prompts>, settings: EngineSettings) -> Self {
+        Self {
+            store,
+            prompts,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// Handles one input. Never fails: what breaks is logged and the user gets a short apology.
+    pub async fn handle(&self, req: Request) -> Vec<Reply> {
+        match self.dispatch(&req).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                tracing::error!(workspace = req.workspace.as_str(), user = req.user.as_str(), %error, "request failed");
+                vec![self.ephemeral(&req, self.prompts.text(Key::InternalError))]
+            }
+        }
+    }
+
+    async fn dispatch(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {
+        match &req.input {
+            Input::CommandLine(line) => match commands::parse(line) {
+                Ok(cmd) => self.command(req, cmd).await,
+                Err(e) => Ok(vec![self.parse_error(req, e)]),
+            },
+            Input::Command(cmd) => self.command(req, cmd.clone()).await,
+            Input::Text(text) => {
+                let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
+                    return Ok(vec![
+                        self.ephemeral(req, self.prompts.text(Key::NothingPending)),
+                    ]);
+                };
+                let pilot = self.conversation_pilot(req, &conv).await?;
+                if conv.pilot.is_some() && pilot.is_none() {
+                    return self.abandon(req).await;
+                }
+                let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req));
+                self.run(req, &conv, pilot, turn).await
+            }
+        }
+    }
+
+    pub fn parse_error(&self, req: &Request, e: ParseError) -> Reply {
+        let text = match e {
+            ParseError::Unknown {
+                command,
+                suggestion,
+            } => self
+                .prompts
+                .render(Key::UnknownCommand, context! { command, suggestion }),
+            ParseError::Usage { usage } => {
+                self.prompts.render(Key::CommandUsage, context! { usage })
+            }
+        };
+        self.ephemeral(req, text)
+    }
+
+    async fn conversation_pilot(
+        &self,
+        req: &Request,
+        conv: &Conversation,
+    ) -> Result<Option<Pilot>, StoreError> {
+        match conv.pilot {
+            Some(id) => self.store.pilot(&req.workspace, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The conversation's pilot disappeared: end the conversation rather than leave the user stuck.
+    async fn abandon(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {
+        self.store
+            .apply(
+                &req.workspace,
+                &req.user,
+                req.now,
+                None,
+                req.channel.as_str(),
+                &[Effect::EndConversation],
+            )
+            .await?;
+        Ok(vec![
+            self.ephemeral(req, self.prompts.text(Key::NothingToResume)),
+        ])
+    }
+
+    fn ctx<'a>(&'a self, req: &'a Request) -> Ctx<'a> {
+        Ctx {
+            user: &req.user,
+            today: req.now.date_naive(),
+            horizon_days: self.settings.review_horizon_days,
+            default_review_weeks: self.settings.default_review_weeks,
+            rules: self.prompts.rules(),
+            bots: &req.bots,
+            labels: self.prompts.as_ref(),
+        }
+    }
+
+    async fn command(&self, req: &Request, cmd: Command) -> Result<Vec<Reply>, StoreError> {
+        let pending = self.store.conversation(&req.workspace, &req.user).await?;
+        match cmd {
+            Command::Register { name } => {
+                if let Some(conv) = pending {
+                    return self.already_in_progress(req, &conv).await;
+                }
+                let turn =
+                    scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req));
+                let conv = Conversation {
+                    flow: crate::dialogue::Flow::Register,
+                    at: At::Ask(Step::Name),
+                    pilot: None,
+                    channel: req.channel.clone(),
+                    return_to_confirm: false,
+                };
+                self.run(req, &conv, None, turn).await
+            }
+            Command::Resume => match pending {
+                None => Ok(vec![
+                    self.ephemeral(req, self.prompts.text(Key::NothingToResume)),
+                ]),
+                Some(conv) => {
+                    let pilot = self.conversation_pilot(req, &conv).await?;
+                    if conv.pilot.is_some() && pilot.is_none() {
+                        return self.abandon(req).await;
+                    }
+                    let name = pilot.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+                    let step = self.position_label(conv.at);
+                    let mut replies = Vec::new();
+                    if pilot.is_some() {
+                        replies.push(
+                            self.ephemeral(
+                                req,
+                                self.prompts
+                                    .render(Key::Resuming, context! { pilot => name, step }),
+                            ),
+                        );
+                    }
+                    replies.push(self.ask(req, conv.at, pilot.as_ref()));
+                    Ok(replies)
+                }
+            },
+            Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await?
+            {
+                Ok(p) => Ok(vec![self.ephemeral(req, self.card(&p))]),
+                Err(suggestion) => Ok(vec![self.not_found(req, &pilot, suggestion)]),
+            },
+            Command::List { scope } => self.list(req, scope).await,
+            Command::Edit { pilot, step } => {
+                let Some(step) = Step::parse(&step) else {
+                    let steps = Step::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Ok(vec![
+                        self.ephemeral(
+                            req,
+                            self.prompts
+                                .render(Key::EditUnknownStep, context! { step, steps }),
+                        ),
+                    ]);
+                };
+                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                    Ok(p) => p,
+                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                };
+                if p.stage == Stage::Draft {
+                    let text = self.prompts.render(
+                        Key::EditDraft,
+                        context! { pilot => p.name, registrant => p.registered_by.mention() },
+                    );
+                    return Ok(vec![self.ephemeral(req, text)]);
+                }
+                if !p.may_edit(&req.user) {
+                    let text = self.prompts.render(
+                        Key::EditNotAllowed,
+                        context! {
+                            pilot => p.name, registrant => p.registered_by.mention(),
+                            owner => self.person(p.owner.as_ref()), sponsor => self.person(p.sponsor.as_ref()),
+                        },
+                    );
+                    return Ok(vec![self.ephemeral(req, text)]);
+                }
+                if let Some(conv) = pending {
+                    return self.already_in_progress(req, &conv).await;
+                }
+                let turn = scoping::start_edit(p.id, step, req.channel.clone());
+                let conv = Conversation {
+                    flow: crate::dialogue::Flow::Edit,
+                    at: At::Ask(step),
+                    pilot: Some(p.id),
+                    channel: req.channel.clone(),
+                    return_to_confirm: false,
+                };
+                self.run(req, &conv, Some(p), turn).await
+            }
+            Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
+        }
+    }
+
+    async fn already_in_progress(
+        &self,
+        req: &Request,
+        conv: &Conversation,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let pilot = self.conversation_pilot(req, conv).await?;
+        if conv.pilot.is_some() && pilot.is_none() {
+            return self.abandon(req).await;
+        }
+        let name = pilot.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        let text = self.prompts.render(
+            Key::AlreadyInProgress,
+            context! { pilot => name, step => self.position_label(conv.at) },
+        );
+        Ok(vec![
+            self.ephemeral(req, text),
+            self.ask(req, conv.at, pilot.as_ref()),
+        ])
+    }
+
+    /// Saves a turn's effects, then says what the turn says about the pilot as saved.
+    async fn run(
+        &self,
+        req: &Request,
+        conv: &Conversation,
+        before: Option<Pilot>,
+        turn: Turn,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let Turn { effects, says } = turn;
+        // A registration is only confirmed when every required answer is on record.
+        if effects.contains(&Effect::SetStage(Stage::Scoped))
+            && let Some(missing) = before.as_ref().and_then(first_missing)
+        {
+            let back = [Effect::SaveConversation(Conversation {
+                at: At::Ask(missing),
+                ..conv.clone()
+            })];
+            let id = before.as_ref().map(|p| p.id);
+            self.store
+                .apply(
+                    &req.workspace,
+                    &req.user,
+                    req.now,
+                    id,
+                    conv.channel.as_str(),
+                    &back,
+                )
+                .await?;
+            return Ok(vec![self.ask(req, At::Ask(missing), before.as_ref())]);
+        }
+        let channel = before
+            .as_ref()
+            .map(|p| p.home_channel.as_str())
+            .unwrap_or(conv.channel.as_str())
+            .to_owned();
+        let pilot_id = before.as_ref().map(|p| p.id);
+        let after_id = match self
+            .store
+            .apply(
+                &req.workspace,
+                &req.user,
+                req.now,
+                pilot_id,
+                &channel,
+                &effects,
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(StoreError::NameTaken) => {
+                let name = effects.iter().find_map(|e| match e {
+                    Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => {
+                        Some(n.as_str().to_owned())
+                    }
+                    _ => None,
+                });
+                let mut replies = vec![
+                    self.ephemeral(
+                        req,
+                        self.prompts
+                            .render(Key::NameTaken, context! { pilot => name }),
+                    ),
+                ];
+                if before.is_none()
+                    && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
+                    && conv.pilot.is_none()
+                {
+                    // Make sure a registration started with a taken name still waits for a name.
+                    self.store
+                        .apply(
+                            &req.workspace,
+                            &req.user,
+                            req.now,
+                            None,
+                            &channel,
+                            &[Effect::SaveConversation(conv.clone())],
+                        )
+                        .await?;
+                }
+                replies.push(self.ask(req, conv.at, before.as_ref()));
+                return Ok(replies);
+            }
+            Err(e) => return Err(e),
+        };
+        let after = match after_id {
+            Some(id) => self.store.pilot(&req.workspace, id).await?,
+            None => None,
+        };
+        let mut replies = Vec::new();
+        for say in says {
+            self.say(req, say, before.as_ref(), after.as_ref(), &mut replies);
+        }
+        Ok(replies)
+    }
+
+    fn say(
+        &self,
+        req: &Request,
+        say: Say,
+        before: Option<&Pilot>,
+        after: Option<&Pilot>,
+        out: &mut Vec<Reply>,
+    ) {
+        let p = &self.prompts;
+        let name = after.or(before).map(|p| p.name.clone());
+        match say {
+            Say::Ask(at) => out.push(self.ask(req, at, after.or(before))),
+            Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r))),
+            Say::Vague { rule, answer } => {
+                let rule = p.rules().iter().find(|r| r.id == rule);
+                if let Some(rule) = rule {
+                    out.push(self.ephemeral(
+                        req,
+                        p.render_rule(
+                            rule,
+                            context! { pilot => name.clone().unwrap_or_default(), answer },
+                        ),
+                    ));
+                }
+            }
+            Say::BackAtFirst => out.push(self.ephemeral(req, p.text(Key::BackAtFirstStep))),
+            Say::EditNoBack => out.push(self.ephemeral(req, p.text(Key::EditNoBack))),
+            Say::Cancelled => out.push(self.ephemeral(
+                req,
+                p.render(
+                    Key::Cancelled,
+                    context! { pilot => before.map(|p| p.name.clone()) },
+                ),
+            )),
+            Say::EditCancelled => out.push(self.ephemeral(
+                req,
+                p.render(Key::EditCancelled, context! { pilot => name }),
+            )),
+            Say::Registered => {
+                let Some(pilot) = after else { return };
+                out.push(self.ephemeral(
+                    req,
+                    p.render(Key::Registered, context! { pilot => pilot.name }),
+                ));
+                let (line, baseline, target) = match &pilot.pnl {
+                    Some(t) => (
+                        t.line.clone(),
+                        t.format_value(t.baseline),
+                        t.format_value(t.target),
+                    ),
+                    None => Default::default(),
+                };
+                let text = p.render(
+                    Key::Announcement,
+                    context! {
+                        pilot => pilot.name, owner => self.person(pilot.owner.as_ref()),
+                        registrant => pilot.registered_by.mention(), pnl_line => line, baseline, target,
+                        review_date => self.date(pilot.review_date),
+                    },
+                );
+                out.push(Reply {
+                    to: Destination::Channel(pilot.home_channel.clone()),
+                    text,
+                    choices: vec![],
+                    ping: pilot.owner.iter().cloned().collect(),
+                    expect: None,
+                });
+            }
+            Say::Updated(step) => {
+                let (Some(b), Some(a)) = (before, after) else {
+                    return;
+                };
+                let text = p.render(
+                    Key::Updated,
+                    context! {
+                        pilot => a.name, step => p.text(Key::for_step(step)),
+                        old => self.value(b, step).unwrap_or_else(|| p.text(Key::NotSet)),
+                        new => self.value(a, step).unwrap_or_else(|| p.text(Key::NotSet)),
+                    },
+                );
+                out.push(self.ephemeral(req, text));
+            }
+        }
+    }
+
+    fn refusal(&self, req: &Request, r: Refusal) -> String {
+        let p = &self.prompts;
+        match r {
+            Refusal::Answer(AnswerError::Empty) => p.text(Key::InputEmpty),
+            Refusal::Answer(AnswerError::TooLong { length, limit }) => p.render(Key::InputTooLong, context! { length, limit }),
+            Refusal::Answer(AnswerError::ControlCharacters) => p.text(Key::InputControl),
+            Refusal::Name(PilotNameError::TooShort { min }) => p.render(Key::NameTooShort, context! { min }),
+            Refusal::Name(PilotNameError::TooLong { max, length }) => p.render(Key::NameTooLong, context! { max, length }),
+            Refusal::Name(PilotNameError::MultiLine) => p.text(Key::NameMultiLine),
+            Refusal::Name(PilotNameError::NoLetter) => p.text(Key::NameNoLetter),
+            Refusal::Person { step, error } => {
+                let role = p.text(Key::for_step(step)).to_lowercase();
+                match error {
+                    PersonError::NoMention => p.render(Key::PersonNone, context! { role }),
+                    PersonError::Several(count) => p.render(Key::PersonSeveral, context! { role, count }),
+                    PersonError::Role => p.render(Key::PersonRole, context! { role }),
+                    PersonError::Everyone => p.render(Key::PersonEveryone, context! { role }),
+                    PersonError::Bot(user) => p.render(Key::PersonBot, context! { role, user => user.mention() }),
+                }
+            }
+            Refusal::Pnl(PnlError::Format) => p.text(Key::PnlFormat),
+            Refusal::Pnl(PnlError::NoLine) => p.text(Key::PnlNoLine),
+            Refusal::Pnl(PnlError::NoUnit) => p.text(Key::PnlNoUnit),
+            Refusal::Pnl(PnlError::UnitMismatch { baseline, target }) => {
+                p.render(Key::PnlUnitMismatch, context! { baseline_unit => baseline, target_unit => target })
+            }
+            Refusal::Pnl(PnlError::SameTarget { value }) => p.render(Key::PnlSameTarget, context! { value }),
+            Refusal::Date { answer, error } => match error {
+                ReviewDateError::Unparseable => p.render(Key::DateUnparseable, context! { answer }),
+                ReviewDateError::NotInFuture(date) => {
+                    p.render(Key::DateNotFuture, context! { date => date.to_string(), today => req.now.date_naive().to_string() })
+                }
+                ReviewDateError::BeyondHorizon { date, latest } => {
+                    p.render(Key::DateBeyondHorizon, context! { date => date.to_string(), latest => latest.to_string() })
+                }
+            },
+            Refusal::Choice { answer, choices } => p.render(Key::ChoiceUnknown, context! { answer, choices => choices.join(", ") }),
+        }
+    }
+
+    /// The question at a position, with what the user can answer.
+    fn ask(&self, req: &Request, at: At, pilot: Option<&Pilot>) -> Reply {
+        let p = &self.prompts;
+        let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
+        match at {
+            At::Ask(step) => {
+                let mut text = match step {
+                    Step::Name => p.text(Key::AskName),
+                    Step::Workflow => p.render(Key::AskWorkflow, context! { pilot => name }),
+                    Step::Owner => p.render(Key::AskOwner, context! { pilot => name }),
+                    Step::Pnl => p.render(Key::AskPnl, context! { pilot => name }),
+                    Step::Sponsor => p.render(Key::AskSponsor, context! { pilot => name }),
+                    Step::ReviewDate => {
+                        let ctx = self.ctx(req);
+                        let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
+                        p.render(
+                            Key::AskReviewDate,
+                            context! {
+                                pilot => name, default_date => scoping::default_review_date(&ctx).to_string(),
+                                latest_date => window.latest.to_string(),
+                            },
+                        )
+                    }
+                };
+                let current = pilot
+                    .and_then(|pl| self.value(pl, step))
+                    .filter(|_| step != Step::Name || pilot.is_some());
+                if let Some(answer) = &current {
+                    text.push('\n');
+                    text.push_str(&p.render(Key::CurrentAnswer, context! { answer }));
+                }
+                let expect = match step {
+                    Step::Owner | Step::Sponsor => Expect::Person {
+                        step,
+                        skippable: step == Step::Sponsor,
+                    },
+                    _ => Expect::Text {
+                        step,
+                        current: pilot.and_then(|pl| self.raw_value(pl, step)),
+                    },
+                };
+                Reply {
+                    expect: Some(expect),
+                    ..self.ephemeral(req, text)
+                }
+            }
+            At::Confirm => {
+                let card = pilot.map(|pl| self.card(pl)).unwrap_or_default();
+                let choices = scoping::CONFIRM_CHOICES
+                    .iter()
+                    .map(|k| p.text(*k))
+                    .collect();
+                Reply {
+                    choices,
+                    expect: Some(Expect::Choice),
+                    ..self.ephemeral(req, p.render(Key::AskConfirm, context! { card }))
+                }
+            }
+            At::PickEdit => {
+                let choices = Step::ALL
+                    .iter()
+                    .map(|s| p.text(Key::for_step(*s)))
+                    .collect();
+                Reply {
+                    choices,
+                    expect: Some(Expect::Choice),
+                    ..self.ephemeral(req, p.render(Key::AskEditStep, context! { pilot => name }))
+                }
+            }
+        }
+    }
+
+    fn position_label(&self, at: At) -> String {
+        match at {
+            At::Ask(step) => self.prompts.text(Key::for_step(step)),
+            At::Confirm => self.prompts.text(Key::ChoiceConfirm),
+            At::PickEdit => self.prompts.text(Key::ChoiceEdit),
+        }
+    }
+
+    /// An answer on record, as shown to users.
+    fn value(&self, pilot: &Pilot, step: Step) -> Option<String> {
+        match step {
+            Step::Name => Some(pilot.name.clone()),
+            Step::Workflow => pilot.workflow.clone(),
+            Step::Owner => pilot.owner.as_ref().map(UserId::mention),
+            Step::Sponsor => pilot.sponsor.as_ref().map(UserId::mention),
+            Step::Pnl => pilot.pnl.as_ref().map(|t| {
+                format!(
+                    "{}: {} -> {}",
+                    t.line,
+                    t.format_value(t.baseline),
+                    t.format_value(t.target)
+                )
+            }),
+            Step::ReviewDate => pilot.review_date.map(|d| d.to_string()),
+        }
+    }
+
+    /// An answer on record as it could be typed again (to prefill a text field).
+    fn raw_value(&self, pilot: &Pilot, step: Step) -> Option<String> {
+        self.value(pilot, step)
+    }
+
+    fn person(&self, user: Option<&UserId>) -> String {
+        user.map(UserId::mention)
+            .unwrap_or_else(|| self.prompts.text(Key::NotSet))
+    }
+
+    fn date(&self, date: Option<chrono::NaiveDate>) -> String {
+        date.map(|d| d.to_string())
+            .unwrap_or_else(|| self.prompts.text(Key::NotSet))
+    }
+
+    fn stage(&self, stage: Stage) -> String {
+        self.prompts.text(match stage {
+            Stage::Draft => Key::StageDraft,
+            Stage::Scoped => Key::StageScoped,
+        })
+    }
+
+    /// A pilot's scoping card.
+    pub fn card(&self, pilot: &Pilot) -> String {
+        let not_set = || self.prompts.text(Key::NotSet);
+        let (line, baseline, target) = match &pilot.pnl {
+            Some(t) => (
+                t.line.clone(),
+                Some(t.format_value(t.baseline)),
+                Some(t.format_value(t.target)),
+            ),
+            None => (not_set(), None, None),
+        };
+        self.prompts.render(
+            Key::Card,
+            context! {
+                id => pilot.id.0, pilot => pilot.name, stage => self.stage(pilot.stage),
+                workflow => pilot.workflow.clone().unwrap_or_else(not_set),
+                owner => self.person(pilot.owner.as_ref()), sponsor => self.person(pilot.sponsor.as_ref()),
+                pnl_line => line, baseline, target, review_date => self.date(pilot.review_date),
+                registrant => pilot.registered_by.mention(),
+                registered_at => pilot.registered_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            },
+        )
+    }
+
+    async fn list(&self, req: &Request, scope: ListScope) -> Result<Vec<Reply>, StoreError> {
+        let involving = matches!(scope, ListScope::Mine).then_some(&req.user);
+        let scope_word = if involving.is_some() { "mine" } else { "all" };
+        let (pilots, total) = self
+            .store
+            .list_pilots(&req.workspace, involving, self.settings.list_limit)
+            .await?;
+        if pilots.is_empty() {
+            return Ok(vec![
+                self.ephemeral(
+                    req,
+                    self.prompts
+                        .render(Key::ListEmpty, context! { scope => scope_word }),
+                ),
+            ]);
+        }
+        let mut lines = vec![self.prompts.render(
+            Key::ListHeader,
+            context! { scope => scope_word, count => total },
+        )];
+        for pl in &pilots {
+            lines.push(self.prompts.render(
+                Key::ListItem,
+                context! {
+                    id => pl.id.0, pilot => pl.name, stage => self.stage(pl.stage),
+                    owner => self.person(pl.owner.as_ref()), review_date => self.date(pl.review_date),
+                },
+            ));
+        }
+        let more = total - pilots.len() as i64;
+        if more > 0 {
+            lines.push(
+                self.prompts
+                    .render(Key::ListMore, context! { count => more }),
+            );
+        }
+        Ok(vec![self.ephemeral(req, lines.join("\n"))])
+    }
+
+    fn not_found(&self, req: &Request, query: &str, suggestion: Option<String>) -> Reply {
+        self.ephemeral(
+            req,
+            self.prompts
+                .render(Key::PilotNotFound, context! { query, suggestion }),
+        )
+    }
+
+    /// The help text, from the command description.
+    pub fn help(&self) -> String {
+        let lines: Vec<String> = COMMANDS
+            .iter()
+            .flat_map(|c| {
+                c.subcommands.iter().map(move |s| {
+                    self.prompts.render(Key::HelpLine, context! { usage => s.usage(c.name), description => self.prompts.text(s.description) })
+                })
+            })
+            .collect();
+        self.prompts
+            .render(Key::Help, context! { commands => lines.join("\n") })
+    }
+
+    fn ephemeral(&self, req: &Request, text: String) -> Reply {
+        Reply {
+            to: Destination::Ephemeral(req.user.clone()),
+            text,
+            choices: vec![],
+            ping: vec![],
+            expect: None,
+        }
+    }
+}
+
+/// The first required answer a draft is missing (the sponsor is optional).
+fn first_missing(p: &Pilot) -> Option<Step> {
+    if p.workflow.is_none() {
+        Some(Step::Workflow)
+    } else if p.owner.is_none() {
+        Some(Step::Owner)
+    } else if p.pnl.is_none() {
+        Some(Step::Pnl)
+    } else if p.review_date.is_none() {
+        Some(Step::ReviewDate)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,144 @@
+//! The `lastmile` command: reads configuration, opens the store and runs one adapter.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use lastmile::chat::console::{self, ConsoleOptions};
+use lastmile::config::Config;
+use lastmile::domain::WorkspaceId;
+use lastmile::export;
+
+/// lastmile: scoping reviews of AI pilots, in the chat your organisation already uses.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (optional; see lastmile.example.toml).
+    #[arg(long, global = true, default_value = "lastmile.toml")]
+    config: PathBuf,
+    /// Database URL: sqlite://FILE (created when missing) or postgres://... Overrides DATABASE_URL.
+    #[arg(long, global = true)]
+    db: Option<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Chat with the bot in this terminal, on the embedded database (reads a transcript when stdin is not a terminal).
+    Console {
+        /// Workspace to act in.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// User to speak as, like @alice.
+        #[arg(long = "as")]
+        user: Option<String>,
+        /// Channel to speak in, like #general.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Pin the clock to this instant (RFC 3339), for reproducible transcripts.
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Write every pilot to stdout as JSON or CSV.
+    Export {
+        /// Only this workspace's pilots.
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long, value_enum)]
+        format: export::Format,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = Config::load(&cli.config)
+        .with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
+    if let Some(db) = cli.db {
+        config.database_url = db;
+    }
+    let command = match cli.command {
+        Some(c) => c,
+        None if config.discord_token.is_some() => {
+            anyhow::bail!(
+                "a Discord token is configured, but this build has no Discord adapter yet; run `lastmile console`"
+            )
+        }
+        None => Cmd::Console {
+            workspace: None,
+            user: None,
+            channel: None,
+            now: None,
+        },
+    };
+    match command {
+        Cmd::Console {
+            workspace,
+            user,
+            channel,
+            now,
+        } => {
+            let engine = lastmile::open(&config).await?;
+            let interactive = std::io::stdin().is_terminal();
+            let opts = ConsoleOptions {
+                workspace: workspace.unwrap_or(config.console.workspace.clone()),
+                user: user
+                    .unwrap_or(config.console.user.clone())
+                    .trim_start_matches('@')
+                    .to_owned(),
+                channel: channel
+                    .unwrap_or(config.console.channel.clone())
+                    .trim_start_matches('#')
+                    .to_owned(),
+                now,
+                bots: config.console.bots.clone(),
+                interactive,
+            };
+            if interactive {
+                println!(
+                    "{}",
+                    engine.prompts().text(lastmile::prompts::Key::ConsoleHelp)
+                );
+            }
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let mut stdout = std::io::stdout().lock();
+            console::run(&engine, opts, stdin, &mut stdout).await?;
+            engine.store().close().await;
+        }
+        Cmd::Export { workspace, format } => {
+            let store = lastmile::open_store(&config.database_url).await?;
+            let ws = workspace.map(WorkspaceId::new);
+            let pilots = store.all_pilots(ws.as_ref()).await?;
+            export::write(&pilots, format, std::io::stdout().lock())?;
+            store.close().await;
+        }
+        Cmd::Migrate => {
+            let store = lastmile::open_store(&config.database_url).await?;
+            store.close().await;
+            eprintln!("migrations applied");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! Every sentence the bot says, loaded from `prompts/` and checked at start.
+//!
+//! `messages.toml` holds one template per [`Key`]; `vagueness.toml` holds the vague-answer rules with their
+//! follow-up questions. A missing or unknown key, a placeholder the code does not supply, a template that does
+//! not parse or a regex that does not compile is a start-up error naming the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Rule, Rules, Step};
+
+macro_rules! keys {
+    ($( $variant:ident = $key:literal [$($var:ident),*] ),* $(,)?) => {
+        /// A message the bot can say, and the placeholders its template may use.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Key { $($variant),* }
+        impl Key {
+            pub const ALL: &'static [Key] = &[$(Key::$variant),*];
+            pub fn as_str(self) -> &'static str { match self { $(Key::$variant => $key),* } }
+            pub fn vars(self) -> &'static [&'static str] {
+                match self { $(Key::$variant => &[$(stringify!($var)),*]),* }
+            }
+        }
+    };
+}
+
+keys! {
+    // The scoping questions.
+    AskName = "ask.name" [],
+    AskWorkflow = "ask.workflow" [pilot],
+    AskOwner = "ask.owner" [pilot],
+    AskPnl = "ask.pnl" [pilot],
+    AskSponsor = "ask.sponsor" [pilot],
+    AskReviewDate = "ask.review_date" [pilot, default_date, latest_date],
+    AskConfirm = "ask.confirm" [card],
+    AskEditStep = "ask.edit_step" [pilot],
+    CurrentAnswer = "ask.current_answer" [answer],
+
+    ChoiceConfirm = "choice.confirm" [],
+    ChoiceEdit = "choice.edit" [],
+    ChoiceCancel = "choice.cancel" [],
+    ChoiceUnknown = "choice.unknown" [answer, choices],
+
+    StepName = "step.name" [],
+    StepWorkflow = "step.workflow" [],
+    StepOwner = "step.owner" [],
+    StepPnl = "step.pnl" [],
+    StepSponsor = "step.sponsor" [],
+    StepReviewDate = "step.review_date" [],
+
+    // The registration and its end.
+    Registered = "register.done" [pilot],
+    Announcement = "register.announcement" [pilot, owner, registrant, pnl_line, baseline, target, review_date],
+    Cancelled = "register.cancelled" [pilot],
+    AlreadyInProgress = "register.in_progress" [pilot, step],
+    BackAtFirstStep = "register.back_at_first" [],
+    NothingPending = "dialogue.nothing_pending" [],
+    NothingToResume = "dialogue.nothing_to_resume" [],
+    Resuming = "dialogue.resuming" [pilot, step],
+
+    // Edits of a scoped pilot.
+    Updated = "edit.updated" [pilot, step, old, new],
+    EditCancelled = "edit.cancelled" [pilot],
+    EditNotAllowed = "edit.not_allowed" [pilot, registrant, owner, sponsor],
+    EditDraft = "edit.draft" [pilot, registrant],
+    EditUnknownStep = "edit.unknown_step" [step, steps],
+    EditNoBack = "edit.no_back" [],
+
+    // Answers that cannot be taken.
+    InputEmpty = "invalid.empty" [],
+    InputTooLong = "invalid.too_long" [limit, length],
+    InputControl = "invalid.control_characters" [],
+    NameTooShort = "invalid.name_too_short" [min],
+    NameTooLong = "invalid.name_too_long" [max, length],
+    NameMultiLine = "invalid.name_multiline" [],
+    NameNoLetter = "invalid.name_no_letter" [],
+    NameTaken = "invalid.name_taken" [pilot],
+    PersonNone = "invalid.person_none" [role],
+    PersonSeveral = "invalid.person_several" [role, count],
+    PersonRole = "invalid.person_role" [role],
+    PersonEveryone = "invalid.person_everyone" [role],
+    PersonBot = "invalid.person_bot" [role, user],
+    PnlFormat = "invalid.pnl_format" [],
+    PnlNoLine = "invalid.pnl_no_line" [],
+    PnlNoUnit = "invalid.pnl_no_unit" [],
+    PnlUnitMismatch = "invalid.pnl_unit_mismatch" [baseline_unit, target_unit],
+    PnlSameTarget = "invalid.pnl_same_target" [value],
+    DateUnparseable = "invalid.date_unparseable" [answer],
+    DateNotFuture = "invalid.date_not_future" [date, today],
+    DateBeyondHorizon = "invalid.date_beyond_horizon" [date, latest],
+
+    // Commands, lookups and cards.
+    UnknownCommand = "command.unknown" [command, suggestion],
+    CommandUsage = "command.usage" [usage],
+    PilotNotFound = "pilot.not_found" [query, suggestion],
+    Card = "pilot.card" [id, pilot, stage, workflow, owner, sponsor, pnl_line, baseline, target, review_date, registrant, registered_at],
+    ListHeader = "list.header" [scope, count],
+    ListItem = "list.item" [id, pilot, stage, owner, review_date],
+    ListEmpty = "list.empty" [scope],
+    ListMore = "list.more" [count],
+    Help = "help.text" [commands],
+    HelpLine = "help.line" [usage, description],
+    StageDraft = "stage.draft" [],
+    StageScoped = "stage.scoped" [],
+    NotSet = "value.not_set" [],
+    InternalError = "error.internal" [],
+
+    // Command descriptions: one line each, shown in help and registered with chat platforms.
+    DescPilot = "describe.pilot" [],
+    DescRegister = "describe.pilot_register" [],
+    DescStatus = "describe.pilot_status" [],
+    DescList = "describe.pilot_list" [],
+    DescEdit = "describe.pilot_edit" [],
+    DescResume = "describe.pilot_resume" [],
+    DescHelp = "describe.pilot_help" [],
+    DescOptName = "describe.option_name" [],
+    DescOptPilot = "describe.option_pilot" [],
+    DescOptStep = "describe.option_step" [],
+    DescOptScope = "describe.option_scope" [],
+
+    // The local console's own controls.
+    ConsoleHelp = "console.help" [],
+    ConsoleUser = "console.now_speaking" [user],
+    ConsoleChannel = "console.now_in" [channel],
+    ConsoleUnknownControl = "console.unknown_control" [control],
+}
+
+impl Key {
+    /// The label a step goes by in prompts and choices.
+    pub fn for_step(step: Step) -> Key {
+        match step {
+            Step::Name => Key::StepName,
+            Step::Workflow => Key::StepWorkflow,
+            Step::Owner => Key::StepOwner,
+            Step::Pnl => Key::StepPnl,
+            Step::Sponsor => Key::StepSponsor,
+            Step::ReviewDate => Key::StepReviewDate,
+        }
+    }
+}
+
+/// Placeholders every vague-answer follow-up may use.
+const RULE_VARS: &[&str] = &["pilot", "answer"];
+
+const EMBEDDED_MESSAGES: &str = include_str!("../prompts/messages.toml");
+const EMBEDDED_VAGUENESS: &str = include_str!("../prompts/vagueness.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid TOML: {source}")]
+    Toml {
+        file: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{file}: missing key `{key}`")]
+    Missing { file: PathBuf, key: String },
+    #[error("{file}: unknown key `{key}` (no code uses it; a typo?)")]
+    Unknown { file: PathBuf, key: String },
+    #[error("{file}: key `{key}` is not a string")]
+    NotText { file: PathBuf, key: String },
+    #[error("{file}: key `{key}`: template does not parse: {reason}")]
+    Template {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{file}: key `{key}`: unknown placeholder `{placeholder}` (known: {known})")]
+    Placeholder {
+        file: PathBuf,
+        key: String,
+        placeholder: String,
+        known: String,
+    },
+    #[error("{file}: rule `{key}`: {reason}")]
+    Rule {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    step: String,
+    pattern: String,
+    followup: String,
+}
+
+/// The loaded, checked prompts.
+pub struct Prompts {
+    env: Environment<'static>,
+    rules: Rules,
+}
+
+impl std::fmt::Debug for Prompts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prompts").finish_non_exhaustive()
+    }
+}
+
+impl Prompts {
+    /// The prompts compiled into the binary (a copy of this repository's `prompts/`).
+    pub fn embedded() -> Result<Self, PromptError> {
+        Self::from_sources(
+            (Path::new("prompts/messages.toml"), EMBEDDED_MESSAGES),
+            (Path::new("prompts/vagueness.toml"), EMBEDDED_VAGUENESS),
+        )
+    }
+
+    /// Prompts from another folder holding `messages.toml` and `vagueness.toml`.
+    pub fn load_dir(dir: &Path) -> Result<Self, PromptError> {
+        let read = |name: &str| {
+            let file = dir.join(name);
+            std::fs::read_to_string(&file)
+                .map(|text| (file.clone(), text))
+                .map_err(|source| PromptError::Read { file, source })
+        };
+        let (mfile, messages) = read("messages.toml")?;
+        let (vfile, vagueness) = read("vagueness.toml")?;
+        Self::from_sources((&mfile, &messages), (&vfile, &vagueness))
+    }
+
+    pub fn from_sources(
+        messages: (&Path, &str),
+        vagueness: (&Path, &str),
+    ) -> Result<Self, PromptError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+
+        let (file, text) = messages;
+        let table: toml::Table = toml::from_str(text).map_err(|source| PromptError::Toml {
+            file: file.to_owned(),
+            source,
+        })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat, file)?;
+        for key in Key::ALL {
+            let source = flat
+                .remove(key.as_str())
+                .ok_or_else(|| PromptError::Missing {
+                    file: file.to_owned(),
+                    key: key.as_str().to_owned(),
+                })?;
+            add_template(&mut env, file, key.as_str(), source, key.vars())?;
+        }
+        if let Some(key) = flat.into_keys().next() {
+            return Err(PromptError::Unknown {
+                file: file.to_owned(),
+                key,
+            });
+        }
+
+        let (file, text) = vagueness;
+        let parsed: RuleFile = toml::from_str(text).map_err(|source| PromptError::Toml {
+            file: file.to_owned(),
+            source,
+        })?;
+        let mut rules = Vec::new();
+        for raw in parsed.rule {
+            let bad = |reason: String| PromptError::Rule {
+                file: file.to_owned(),
+                key: raw.id.clone(),
+                reason,
+            };
+            let step = serde_json::from_value::<Step>(serde_json::Value::String(raw.step.clone()))
+                .map_err(|_| bad(format!("unknown step `{}`", raw.step)))?;
+            let pattern = Regex::new(&raw.pattern)
+                .map_err(|e| bad(format!("pattern does not compile: {e}")))?;
+            if rules.iter().any(|r: &Rule| r.id == raw.id) {
+                return Err(bad("id used twice".into()));
+            }
+            let name = format!("vagueness.{}", raw.id);
+            add_template(&mut env, file, &name, raw.followup, RULE_VARS)?;
+            rules.push(Rule {
+                id: raw.id,
+                step,
+                pattern,
+                followup: name,
+            });
+        }
+        Ok(Self {
+            env,
+            rules: Rules::new(rules),
+        })
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Renders a message. Templates were checked at load; a failure here is a bug, logged and shown plainly.
+    pub fn render(&self, key: Key, ctx: impl Serialize) -> String {
+        self.render_named(key.as_str(), ctx)
+    }
+
+    pub fn text(&self, key: Key) -> String {
+        self.render(key, ())
+    }
+
+    pub fn render_rule(&self, rule: &Rule, ctx: impl Serialize) -> String {
+        self.render_named(&rule.followup, ctx)
+    }
+
+    fn render_named(&self, name: &str, ctx: impl Serialize) -> String {
+        let result = self.env.get_template(name).and_then(|t| t.render(ctx));
+        match result {
+            Ok(text) => text.trim_end().to_owned(),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "prompt failed to render");
+                format!("[{name}]")
+            }
+        }
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+    file: &Path,
+) -> Result<(), PromptError> {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out, file)?;
+            }
+            Ok(())
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_owned(), s.clone());
+            Ok(())
+        }
+        _ => Err(PromptError::NotText {
+            file: file.to_owned(),
+            key: prefix.to_owned(),
+        }),
+    }
+}
+
+fn add_template(
+    env: &mut Environment<'static>,
+    file: &Path,
+    name: &str,
+    source: String,
+    vars: &[&str],
+) -> Result<(), PromptError> {
+    let err = |reason: String| PromptError::Template {
+        file: file.to_owned(),
+        key: name.to_owned(),
+        reason,
+    };
+    env.add_template_owned(name.to_owned(), source)
+        .map_err(|e| err(e.to_string()))?;
+    let template = env.get_template(name).map_err(|e| err(e.to_string()))?;
+    let mut unknown: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !vars.contains(&v.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(placeholder) = unknown.into_iter().next() {
+        return Err(PromptError::Placeholder {
+            file: file.to_owned(),
+            key: name.to_owned(),
+            placeholder,
+            known: if vars.is_empty() {
+                "none".into()
+            } else {
+                vars.join(", ")
+            },
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = "[[rule]]\nid = \"tbd\"\nstep = \"owner\"\npattern = \"(?i)tbd\"\nfollowup = \"Who, for {{ pilot }}?\"\n";
+
+    fn messages_with(edit: impl Fn(&mut toml::Table)) -> String {
+        let mut table: toml::Table = toml::from_str(EMBEDDED_MESSAGES).unwrap();
+        edit(&mut table);
+        toml::to_string(&table).unwrap()
+    }
+
+    fn load(messages: &str, rules: &str) -> Result<Prompts, PromptError> {
+        Prompts::from_sources(
+            (Path::new("m.toml"), messages),
+            (Path::new("v.toml"), rules),
+        )
+    }
+
+    #[test]
+    fn the_shipped_prompts_load() {
+        let p = Prompts::embedded().unwrap();
+        assert!(p.rules().iter().count() >= 8);
+        assert!(
+            p.render(
+                Key::AskWorkflow,
+                minijinja::context! { pilot => "Claims triage" }
+            )
+            .contains("Claims triage")
+        );
+    }
+
+    #[test]
+    fn a_missing_key_names_file_and_key() {
+        let m = messages_with(|t| {
+            t["ask"].as_table_mut().unwrap().remove("owner");
+        });
+        let err = load(&m, RULES).unwrap_err().to_string();
+        assert_eq!(err, "m.toml: missing key `ask.owner`");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_or_key_is_refused() {
+        let m = messages_with(|t| {
+            t["ask"]
+                .as_table_mut()
+                .unwrap()
+                .insert("owner".into(), "Who owns {{ pilt }}?".into());
+        });
+        let err = load(&m, RULES).unwrap_err().to_string();
+        assert!(
+            err.starts_with("m.toml: key `ask.owner`: unknown placeholder `pilt`"),
+            "{err}"
+        );
+        let m = messages_with(|t| {
+            t["ask"]
+                .as_table_mut()
+                .unwrap()
+                .insert("ownr".into(), "typo".into());
+        });
+        assert_eq!(
+            load(&m, RULES).unwrap_err().to_string(),
+            "m.toml: unknown key `ask.ownr` (no code uses it; a typo?)"
+        );
+    }
+
+    #[test]
+    fn a_bad_rule_is_refused() {
+        let m = messages_with(|_| {});
+        let err = load(&m, &RULES.replace("(?i)tbd", "(unclosed"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("v.toml: rule `tbd`: pattern does not compile"),
+            "{err}"
+        );
+        let err = load(&m, &RULES.replace("\"owner\"", "\"budget\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "v.toml: rule `tbd`: unknown step `budget`");
+        let err = load(&m, &RULES.replace("{{ pilot }}", "{{ owner }}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown placeholder `owner`"), "{err}");
+    }
+}

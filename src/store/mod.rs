@@ -1,0 +1,339 @@
+//! Storage through sqlx: SQLite (the embedded default) or PostgreSQL, picked by the database URL.
+//! Queries are written once in SQL both dialects accept (`$1` placeholders, `ON CONFLICT`, `RETURNING`);
+//! [`with_pool!`] expands each one for both pools. Where the dialects differ it is visible here.
+
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::dialogue::{Change, Conversation, Effect};
+use crate::domain::{Pilot, PilotId, Stage, UserId, WorkspaceId, pilot::name_key};
+use rows::{ConversationRow, PilotRow};
+
+pub use rows::AuditEntry;
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool the store has.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another pilot of the workspace has this name (case ignored).
+    #[error("a pilot with this name already exists")]
+    NameTaken,
+    /// The conversation's pilot is gone (deleted, or in another workspace).
+    #[error("pilot not found")]
+    PilotGone,
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A pilot reference as typed: `#12`, `12`, or a name (case ignored).
+pub enum PilotQuery<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
+impl<'a> PilotQuery<'a> {
+    pub fn parse(text: &'a str) -> Self {
+        let t = text.trim();
+        match t.trim_start_matches('#').parse::<i64>() {
+            Ok(id) if !t.is_empty() => PilotQuery::Id(id),
+            _ => PilotQuery::Name(t),
+        }
+    }
+}
+
+impl Store {
+    /// Opens the database named by `url`, creating an SQLite file when missing. A bare path means SQLite.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Store::Postgres(pool));
+        }
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else if url.contains("://") {
+            return Err(StoreError::UnsupportedUrl);
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// Applies the dialect's migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    pub async fn conversation(
+        &self,
+        ws: &WorkspaceId,
+        user: &UserId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let sql = "SELECT flow, at, pilot_id, channel, return_to_confirm FROM conversations WHERE workspace = $1 AND user_id = $2";
+        let row: Option<ConversationRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
+        });
+        row.map(ConversationRow::into_domain).transpose()
+    }
+
+    pub async fn pilot(&self, ws: &WorkspaceId, id: PilotId) -> Result<Option<Pilot>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM pilots WHERE workspace = $1 AND id = $2",
+            rows::PILOT_COLUMNS
+        );
+        let row: Option<PilotRow> = with_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(ws.as_str()).bind(id.0).fetch_optional(pool).await?
+        });
+        row.map(PilotRow::into_domain).transpose()
+    }
+
+    /// Finds a pilot by id or name; when none matches, the closest name as a suggestion.
+    pub async fn find_pilot(
+        &self,
+        ws: &WorkspaceId,
+        query: &str,
+    ) -> Result<Result<Pilot, Option<String>>, StoreError> {
+        let found = match PilotQuery::parse(query) {
+            PilotQuery::Id(id) => self.pilot(ws, PilotId(id)).await?,
+            PilotQuery::Name(name) => {
+                let sql = format!(
+                    "SELECT {} FROM pilots WHERE workspace = $1 AND name_key = $2",
+                    rows::PILOT_COLUMNS
+                );
+                let row: Option<PilotRow> = with_pool!(self, pool => {
+                    sqlx::query_as(&sql).bind(ws.as_str()).bind(name_key(name)).fetch_optional(pool).await?
+                });
+                row.map(PilotRow::into_domain).transpose()?
+            }
+        };
+        if let Some(p) = found {
+            return Ok(Ok(p));
+        }
+        let names = self.pilot_names(ws).await?;
+        Ok(Err(crate::commands::closest(
+            query,
+            names.iter().map(String::as_str),
+        )
+        .map(str::to_owned)))
+    }
+
+    /// Every pilot name of the workspace (for suggestions and autocomplete).
+    pub async fn pilot_names(&self, ws: &WorkspaceId) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT name FROM pilots WHERE workspace = $1 ORDER BY name_key";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(ws.as_str()).fetch_all(pool).await?
+        }))
+    }
+
+    /// Pilots of a workspace, oldest first; `involving` keeps those the user registered, owns or sponsors.
+    /// Returns at most `limit` pilots and the total count.
+    pub async fn list_pilots(
+        &self,
+        ws: &WorkspaceId,
+        involving: Option<&UserId>,
+        limit: i64,
+    ) -> Result<(Vec<Pilot>, i64), StoreError> {
+        let filter =
+            "workspace = $1 AND ($2 IS NULL OR registered_by = $2 OR owner = $2 OR sponsor = $2)";
+        let sql = format!(
+            "SELECT {} FROM pilots WHERE {filter} ORDER BY id LIMIT $3",
+            rows::PILOT_COLUMNS
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM pilots WHERE {filter}");
+        let who = involving.map(UserId::as_str);
+        let (rows, total): (Vec<PilotRow>, i64) = with_pool!(self, pool => {
+            let rows = sqlx::query_as(&sql).bind(ws.as_str()).bind(who).bind(limit).fetch_all(pool).await?;
+            let total = sqlx::query_scalar(&count_sql).bind(ws.as_str()).bind(who).fetch_one(pool).await?;
+            (rows, total)
+        });
+        Ok((
+            rows.into_iter()
+                .map(PilotRow::into_domain)
+                .collect::<Result<_, _>>()?,
+            total,
+        ))
+    }
+
+    /// Every pilot, optionally of one workspace, in id order (for export).
+    pub async fn all_pilots(&self, ws: Option<&WorkspaceId>) -> Result<Vec<Pilot>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM pilots WHERE ($1 IS NULL OR workspace = $1) ORDER BY id",
+            rows::PILOT_COLUMNS
+        );
+        let rows: Vec<PilotRow> = with_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(ws.map(WorkspaceId::as_str)).fetch_all(pool).await?
+        });
+        rows.into_iter().map(PilotRow::into_domain).collect()
+    }
+
+    pub async fn audit(
+        &self,
+        ws: &WorkspaceId,
+        pilot: Option<PilotId>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = "SELECT pilot_id, actor, action, field, old_value, new_value, at FROM audit \
+                   WHERE workspace = $1 AND ($2 IS NULL OR pilot_id = $2) ORDER BY id";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(pilot.map(|p| p.0)).fetch_all(pool).await?
+        }))
+    }
+
+    /// Applies one turn's effects in one transaction, with an audit row for every change.
+    /// `pilot` is the conversation's pilot; returns the pilot afterwards (a created draft's id included).
+    pub async fn apply(
+        &self,
+        ws: &WorkspaceId,
+        actor: &UserId,
+        now: DateTime<Utc>,
+        mut pilot: Option<PilotId>,
+        channel: &str,
+        effects: &[Effect],
+    ) -> Result<Option<PilotId>, StoreError> {
+        let w = ws.as_str();
+        let a = actor.as_str();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for effect in effects {
+                match effect {
+                    Effect::CreateDraft(name) => {
+                        let id: i64 = sqlx::query_scalar(
+                            "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
+                             VALUES ($1, $2, $3, 'draft', $4, $5, $6, $5) RETURNING id",
+                        )
+                        .bind(w).bind(name.as_str()).bind(name.key()).bind(a).bind(now).bind(channel)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
+                        pilot = Some(PilotId(id));
+                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'created', 'name', NULL, $4, $5)")
+                            .bind(w).bind(id).bind(a).bind(name.as_str()).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    Effect::Set(change) => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
+                        let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
+                        let before = before.into_domain()?;
+                        let (old, new) = rows::audit_values(&before, change);
+                        let q = match change {
+                            Change::Name(n) => sqlx::query("UPDATE pilots SET name = $3, name_key = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(n.as_str()).bind(n.key()).bind(now),
+                            Change::Workflow(t) => sqlx::query("UPDATE pilots SET workflow = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(t.as_str()).bind(now),
+                            Change::Owner(u) => sqlx::query("UPDATE pilots SET owner = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(u.as_str()).bind(now),
+                            Change::Sponsor(u) => sqlx::query("UPDATE pilots SET sponsor = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(u.as_ref().map(UserId::as_str)).bind(now),
+                            Change::Pnl(p) => sqlx::query("UPDATE pilots SET pnl_line = $3, pnl_unit = $4, pnl_baseline = $5, pnl_target = $6, updated_at = $7 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(p.line.as_str()).bind(p.unit.as_str()).bind(p.baseline).bind(p.target).bind(now),
+                            Change::ReviewDate(d) => sqlx::query("UPDATE pilots SET review_date = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(*d).bind(now),
+                        };
+                        q.execute(&mut *tx).await.map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
+                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'set', $4, $5, $6, $7)")
+                            .bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(old).bind(new).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    Effect::SetStage(stage) => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
+                        let old = old.ok_or(StoreError::PilotGone)?;
+                        sqlx::query("UPDATE pilots SET stage = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).bind(stage.as_str()).bind(now).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'stage', 'stage', $4, $5, $6)")
+                            .bind(w).bind(id).bind(a).bind(old).bind(stage.as_str()).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    Effect::DeleteDraft => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        let name: Option<String> = sqlx::query_scalar("DELETE FROM pilots WHERE workspace = $1 AND id = $2 AND stage = $3 RETURNING name")
+                            .bind(w).bind(id).bind(Stage::Draft.as_str()).fetch_optional(&mut *tx).await?;
+                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'deleted', NULL, $4, NULL, $5)")
+                            .bind(w).bind(id).bind(a).bind(name).bind(now)
+                            .execute(&mut *tx).await?;
+                        pilot = None;
+                    }
+                    Effect::SaveConversation(c) => {
+                        let pilot_id = c.pilot.or(pilot).map(|p| p.0);
+                        sqlx::query(
+                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                             ON CONFLICT (workspace, user_id) DO UPDATE SET flow = $3, at = $4, pilot_id = $5, channel = $6, \
+                             return_to_confirm = $7, updated_at = $8",
+                        )
+                        .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
+                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now)
+                        .execute(&mut *tx).await?;
+                    }
+                    Effect::EndConversation => {
+                        sqlx::query("DELETE FROM conversations WHERE workspace = $1 AND user_id = $2")
+                            .bind(w).bind(a).execute(&mut *tx).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(pilot)
+    }
+}

@@ -1,0 +1,138 @@
+//! Rows as stored, and their translation to and from domain values.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::StoreError;
+use crate::dialogue::{At, Change, Conversation, Flow};
+use crate::domain::{ChannelId, Pilot, PilotId, PnlTarget, Stage, UserId, WorkspaceId};
+
+pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
+     sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date";
+
+#[derive(sqlx::FromRow)]
+pub struct PilotRow {
+    id: i64,
+    workspace: String,
+    name: String,
+    stage: String,
+    registered_by: String,
+    registered_at: DateTime<Utc>,
+    home_channel: String,
+    workflow: Option<String>,
+    owner: Option<String>,
+    sponsor: Option<String>,
+    pnl_line: Option<String>,
+    pnl_unit: Option<String>,
+    pnl_baseline: Option<f64>,
+    pnl_target: Option<f64>,
+    review_date: Option<NaiveDate>,
+}
+
+impl PilotRow {
+    pub fn into_domain(self) -> Result<Pilot, StoreError> {
+        let stage = Stage::parse(&self.stage).ok_or_else(|| {
+            StoreError::Corrupt(format!("pilot {}: stage {}", self.id, self.stage))
+        })?;
+        let pnl = match (
+            self.pnl_line,
+            self.pnl_unit,
+            self.pnl_baseline,
+            self.pnl_target,
+        ) {
+            (Some(line), Some(unit), Some(baseline), Some(target)) => Some(PnlTarget {
+                line,
+                unit,
+                baseline,
+                target,
+            }),
+            _ => None,
+        };
+        Ok(Pilot {
+            id: PilotId(self.id),
+            workspace: WorkspaceId(self.workspace),
+            name: self.name,
+            stage,
+            registered_by: UserId(self.registered_by),
+            registered_at: self.registered_at,
+            home_channel: ChannelId(self.home_channel),
+            workflow: self.workflow,
+            owner: self.owner.map(UserId),
+            sponsor: self.sponsor.map(UserId),
+            pnl,
+            review_date: self.review_date,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct ConversationRow {
+    flow: String,
+    at: String,
+    pilot_id: Option<i64>,
+    channel: String,
+    return_to_confirm: bool,
+}
+
+pub fn flow_str(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Register => "register",
+        Flow::Edit => "edit",
+    }
+}
+
+impl ConversationRow {
+    pub fn into_domain(self) -> Result<Conversation, StoreError> {
+        let flow = match self.flow.as_str() {
+            "register" => Flow::Register,
+            "edit" => Flow::Edit,
+            other => return Err(StoreError::Corrupt(format!("conversation flow {other}"))),
+        };
+        let at = At::parse(&self.at)
+            .ok_or_else(|| StoreError::Corrupt(format!("conversation step {}", self.at)))?;
+        Ok(Conversation {
+            flow,
+            at,
+            pilot: self.pilot_id.map(PilotId),
+            channel: ChannelId(self.channel),
+            return_to_confirm: self.return_to_confirm,
+        })
+    }
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub pilot_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub field: Option<String>,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+fn pnl_text(p: &PnlTarget) -> String {
+    serde_json::json!({"line": p.line, "unit": p.unit, "baseline": p.baseline, "target": p.target})
+        .to_string()
+}
+
+/// The old and new value of a change, as the audit trail records them.
+pub fn audit_values(before: &Pilot, change: &Change) -> (Option<String>, Option<String>) {
+    match change {
+        Change::Name(n) => (Some(before.name.clone()), Some(n.as_str().to_owned())),
+        Change::Workflow(t) => (before.workflow.clone(), Some(t.clone())),
+        Change::Owner(u) => (
+            before.owner.as_ref().map(|u| u.0.clone()),
+            Some(u.0.clone()),
+        ),
+        Change::Sponsor(u) => (
+            before.sponsor.as_ref().map(|u| u.0.clone()),
+            u.as_ref().map(|u| u.0.clone()),
+        ),
+        Change::Pnl(p) => (before.pnl.as_ref().map(pnl_text), Some(pnl_text(p))),
+        Change::ReviewDate(d) => (
+            before.review_date.map(|d| d.to_string()),
+            Some(d.to_string()),
+        ),
+    }
+}

@@ -1,0 +1,120 @@
+//! Test helpers: a fresh database per test (SQLite file, or a new PostgreSQL database), an engine on it,
+//! and a console session driven by a transcript.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::{DateTime, Utc};
+use lastmile::chat::console::{self, ConsoleOptions};
+use lastmile::engine::{Engine, EngineSettings};
+use lastmile::prompts::Prompts;
+use sqlx::Connection;
+
+pub const NOW: &str = "2026-11-25T10:00:00Z";
+
+pub fn now() -> DateTime<Utc> {
+    NOW.parse().unwrap()
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("lastmile.db");
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            _dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    /// A new, empty PostgreSQL database, or None (and a note on stdout) when `LASTMILE_TEST_POSTGRES_URL` is unset.
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let Ok(admin) = std::env::var("LASTMILE_TEST_POSTGRES_URL") else {
+            println!("{test}: skipped: LASTMILE_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!(
+            "lastmile_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            Utc::now().timestamp_subsec_nanos()
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to LASTMILE_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let (base, _) = admin.rsplit_once('/').expect("URL with a database path");
+        println!("{test}: running on PostgreSQL database {name}");
+        Some(Self {
+            url: format!("{base}/{name}"),
+            _dir: None,
+            pg: Some((admin, name)),
+        })
+    }
+
+    /// Removes a PostgreSQL database (SQLite files go with their temporary folder).
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.pg
+            && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
+        {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .ok();
+        }
+    }
+}
+
+pub async fn engine(url: &str) -> Engine {
+    let store = lastmile::open_store(url).await.unwrap();
+    Engine::new(
+        store,
+        Arc::new(Prompts::embedded().unwrap()),
+        EngineSettings::default(),
+    )
+}
+
+pub fn options(user: &str) -> ConsoleOptions {
+    ConsoleOptions {
+        workspace: "acme".into(),
+        user: user.into(),
+        channel: "general".into(),
+        now: Some(now()),
+        bots: vec!["lastmile".into(), "deploybot".into()],
+        interactive: false,
+    }
+}
+
+/// Feeds input lines to a console session as `user`, returning what it printed. A `:restart` line closes the
+/// engine and opens a new one on the same database, as a restarted bot would.
+pub async fn run_console(url: &str, user: &str, input: &str) -> String {
+    let mut out = Vec::new();
+    let mut opts = options(user);
+    for (i, part) in input.split("\n:restart\n").enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"> :restart\n");
+        }
+        let engine = engine(url).await;
+        // The speaking user and channel carry over a restart, as they would for a person.
+        opts = console::run(&engine, opts, part.as_bytes(), &mut out)
+            .await
+            .unwrap();
+        engine.store().close().await;
+    }
+    String::from_utf8(out).unwrap()
+}
