@@ -8,7 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -77,10 +78,16 @@ impl Store {
     /// Opens the database named by `url`, creating an SQLite file when missing. A bare path means SQLite.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            // One direct attempt first: an unreachable server fails at once with its real cause.
+            sqlx::PgConnection::connect_with(&options)
+                .await?
+                .close()
+                .await?;
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             return Ok(Store::Postgres(pool));
         }
@@ -256,6 +263,12 @@ impl Store {
             for effect in effects {
                 match effect {
                     Effect::CreateDraft(name) => {
+                        // Checked first so a taken name consumes no id; the unique index still settles races.
+                        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
+                            .bind(w).bind(name.key()).fetch_optional(&mut *tx).await?;
+                        if taken.is_some() {
+                            return Err(StoreError::NameTaken);
+                        }
                         let id: i64 = sqlx::query_scalar(
                             "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
                              VALUES ($1, $2, $3, 'draft', $4, $5, $6, $5) RETURNING id",
@@ -274,6 +287,13 @@ impl Store {
                         let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
                         let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
                         let before = before.into_domain()?;
+                        if let Change::Name(n) = change {
+                            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
+                                .bind(w).bind(n.key()).bind(id).fetch_optional(&mut *tx).await?;
+                            if taken.is_some() {
+                                return Err(StoreError::NameTaken);
+                            }
+                        }
                         let (old, new) = rows::audit_values(&before, change);
                         let q = match change {
                             Change::Name(n) => sqlx::query("UPDATE pilots SET name = $3, name_key = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")

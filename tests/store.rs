@@ -1,0 +1,289 @@
+//! The store through the engine, on SQLite and on PostgreSQL: workspaces are sealed from each other, names are
+//! unique per workspace ignoring case, every change is audited, and refused answers change nothing.
+
+mod common;
+
+use common::TestDb;
+use lastmile::domain::{ChannelId, PilotId, Stage, UserId, WorkspaceId};
+use lastmile::engine::{Engine, Input, Reply, Request};
+
+fn req(ws: &str, user: &str, input: Input) -> Request {
+    Request {
+        workspace: WorkspaceId::new(ws),
+        user: UserId::new(user),
+        channel: ChannelId::new("general"),
+        now: common::now(),
+        input,
+        bots: vec![],
+    }
+}
+
+async fn say(engine: &Engine, ws: &str, user: &str, line: &str) -> Vec<Reply> {
+    let input = if line.starts_with('/') {
+        Input::CommandLine(line.into())
+    } else {
+        Input::Text(line.into())
+    };
+    engine.handle(req(ws, user, input)).await
+}
+
+async fn register(engine: &Engine, ws: &str, user: &str, name: &str) {
+    for line in [
+        &format!("/pilot register {name}") as &str,
+        "Claims intake team triages motor claims by hand; the model pre-sorts them.",
+        "<@alice>",
+        "Claims handling cost: £4.2m -> £3.6m",
+        "skip",
+        "2027-03-31",
+        "Confirm",
+    ] {
+        say(engine, ws, user, line).await;
+    }
+}
+
+fn text(replies: &[Reply]) -> String {
+    replies
+        .iter()
+        .map(|r| r.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn workspaces_are_sealed(url: &str) {
+    let engine = common::engine(url).await;
+    register(&engine, "acme", "bob", "Claims triage").await;
+    let store = engine.store();
+    let acme = WorkspaceId::new("acme");
+    let other = WorkspaceId::new("globex");
+    assert_eq!(store.all_pilots(Some(&acme)).await.unwrap().len(), 1);
+    assert!(store.all_pilots(Some(&other)).await.unwrap().is_empty());
+    assert!(store.pilot(&other, PilotId(1)).await.unwrap().is_none());
+
+    // Another workspace can neither see nor edit the pilot, by name or by id, and may reuse the name.
+    for line in [
+        "/pilot status Claims triage",
+        "/pilot status #1",
+        "/pilot edit #1 owner",
+    ] {
+        let out = text(&say(&engine, "globex", "bob", line).await);
+        assert!(out.contains("No pilot called"), "{line}: {out}");
+    }
+    assert!(text(&say(&engine, "globex", "bob", "/pilot list").await).contains("No pilots"));
+    register(&engine, "globex", "bob", "CLAIMS TRIAGE").await;
+    let g = store.all_pilots(Some(&other)).await.unwrap();
+    assert_eq!(
+        (g.len(), g[0].name.as_str(), g[0].stage),
+        (1, "CLAIMS TRIAGE", Stage::Scoped)
+    );
+    assert_eq!(store.all_pilots(None).await.unwrap().len(), 2);
+    engine.store().close().await;
+}
+
+async fn names_are_unique_ignoring_case_and_a_refusal_changes_nothing(url: &str) {
+    let engine = common::engine(url).await;
+    register(&engine, "acme", "bob", "Claims triage").await;
+    let store = engine.store();
+    let ws = WorkspaceId::new("acme");
+    let before = store.all_pilots(Some(&ws)).await.unwrap();
+    let audit_before = store.audit(&ws, None).await.unwrap().len();
+
+    let out = text(&say(&engine, "acme", "carol", "/pilot register  claims TRIAGE ").await);
+    assert!(out.contains("already exists"), "{out}");
+    // Carol is still asked for a name; nothing else was written.
+    let conv = store
+        .conversation(&ws, &UserId::new("carol"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conv.pilot, None);
+    assert_eq!(store.all_pilots(Some(&ws)).await.unwrap(), before);
+    assert_eq!(store.audit(&ws, None).await.unwrap().len(), audit_before);
+
+    // Renaming into a taken name is refused the same way.
+    say(&engine, "acme", "carol", "Fraud scoring").await;
+    let out = text(&say(&engine, "acme", "carol", "back").await);
+    assert!(out.contains("Fraud scoring"), "{out}");
+    let out = text(&say(&engine, "acme", "carol", "CLAIMS triage").await);
+    assert!(out.contains("already exists"), "{out}");
+    let fraud = store
+        .find_pilot(&ws, "fraud scoring")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fraud.name, "Fraud scoring");
+
+    // Empty, over-long and control-character answers are refused and change nothing.
+    let snapshot = (
+        store.all_pilots(Some(&ws)).await.unwrap(),
+        store
+            .conversation(&ws, &UserId::new("carol"))
+            .await
+            .unwrap(),
+    );
+    for bad in ["   ", &"x".repeat(1001), "Claims\u{0}intake"] {
+        let out = text(&say(&engine, "acme", "carol", bad).await);
+        assert!(
+            out.contains("empty")
+                || out.contains("limit is 1000")
+                || out.contains("control characters"),
+            "{out}"
+        );
+        let now = (
+            store.all_pilots(Some(&ws)).await.unwrap(),
+            store
+                .conversation(&ws, &UserId::new("carol"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(now, snapshot);
+    }
+    engine.store().close().await;
+}
+
+async fn every_change_is_audited(url: &str) {
+    let engine = common::engine(url).await;
+    register(&engine, "acme", "bob", "Claims triage").await;
+    say(&engine, "acme", "alice", "/pilot edit Claims triage owner").await;
+    say(&engine, "acme", "alice", "<@dave>").await;
+    let store = engine.store();
+    let ws = WorkspaceId::new("acme");
+    let audit = store.audit(&ws, Some(PilotId(1))).await.unwrap();
+    let lines: Vec<(
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = audit
+        .iter()
+        .map(|a| {
+            (
+                a.actor.clone(),
+                a.action.clone(),
+                a.field.clone(),
+                a.old_value.clone(),
+                a.new_value.clone(),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        lines[0],
+        (
+            "bob".into(),
+            "created".into(),
+            s("name"),
+            None,
+            s("Claims triage")
+        )
+    );
+    assert_eq!(
+        lines[1],
+        (
+            "bob".into(),
+            "set".into(),
+            s("workflow"),
+            None,
+            s("Claims intake team triages motor claims by hand; the model pre-sorts them.")
+        )
+    );
+    assert_eq!(
+        lines[2],
+        ("bob".into(), "set".into(), s("owner"), None, s("alice"))
+    );
+    assert_eq!(lines[3].2, s("pnl"));
+    assert_eq!(
+        lines[4],
+        ("bob".into(), "set".into(), s("sponsor"), None, None)
+    );
+    assert_eq!(
+        lines[5],
+        (
+            "bob".into(),
+            "set".into(),
+            s("review_date"),
+            None,
+            s("2027-03-31")
+        )
+    );
+    assert_eq!(
+        lines[6],
+        (
+            "bob".into(),
+            "stage".into(),
+            s("stage"),
+            s("draft"),
+            s("scoped")
+        )
+    );
+    assert_eq!(
+        lines[7],
+        (
+            "alice".into(),
+            "set".into(),
+            s("owner"),
+            s("alice"),
+            s("dave")
+        )
+    );
+    assert_eq!(lines.len(), 8);
+    assert!(audit.iter().all(|a| a.at == common::now()));
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn workspaces_are_sealed_sqlite() {
+    workspaces_are_sealed(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn names_unique_and_refusals_change_nothing_sqlite() {
+    names_are_unique_ignoring_case_and_a_refusal_changes_nothing(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn every_change_is_audited_sqlite() {
+    every_change_is_audited(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn workspaces_are_sealed_postgres() {
+    let Some(db) = TestDb::postgres("workspaces_are_sealed_postgres").await else {
+        return;
+    };
+    workspaces_are_sealed(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn names_unique_and_refusals_change_nothing_postgres() {
+    let Some(db) = TestDb::postgres("names_unique_and_refusals_change_nothing_postgres").await
+    else {
+        return;
+    };
+    names_are_unique_ignoring_case_and_a_refusal_changes_nothing(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_change_is_audited_postgres() {
+    let Some(db) = TestDb::postgres("every_change_is_audited_postgres").await else {
+        return;
+    };
+    every_change_is_audited(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bad_database_url_is_a_clear_error_without_the_password() {
+    let err = lastmile::open_store("mysql://root:hunter2@localhost/x")
+        .await
+        .unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(shown.contains("unsupported database URL"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = lastmile::open_store("postgres://u:hunter2@127.0.0.1:1/x")
+        .await
+        .unwrap_err();
+    assert!(!format!("{err:#}").contains("hunter2"));
+}
