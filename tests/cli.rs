@@ -1,0 +1,249 @@
+//! The `lastmile` binary as a user runs it: a piped transcript, export, a kill mid-dialogue, configuration errors.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lastmile");
+
+fn lastmile(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DISCORD_TOKEN")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run_with_input(mut cmd: Command, input: &str) -> (i32, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const REGISTRATION: &str = "\
+/pilot register Claims triage assistant
+claims intake
+The claims intake team (12 people, Leeds) triages motor claims by hand; the assistant pre-sorts them.
+@alice
+Claims handling cost: £4.2m -> £3.6m
+@carol
+2027-03-31
+Confirm
+";
+
+#[test]
+fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args([
+        "console",
+        "--as",
+        "@bob",
+        "--workspace",
+        "acme",
+        "--now",
+        "2026-11-25T10:00:00Z",
+    ]);
+    let (code, out, err) = run_with_input(cmd, REGISTRATION);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("[ephemeral @bob] Which team runs claims intake today"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[#general] New pilot scoped: **Claims triage assistant**"),
+        "{out}"
+    );
+    assert!(
+        dir.path().join("lastmile.db").exists(),
+        "the default database is created in the working directory"
+    );
+
+    let out = lastmile(dir.path())
+        .args(["export", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{
+            "id": 1, "workspace": "acme", "name": "Claims triage assistant", "stage": "scoped",
+            "registered_by": "bob", "registered_at": "2026-11-25T10:00:00Z",
+            "workflow": "The claims intake team (12 people, Leeds) triages motor claims by hand; the assistant pre-sorts them.",
+            "owner": "alice", "sponsor": "carol", "pnl_line": "Claims handling cost", "pnl_unit": "GBP",
+            "pnl_baseline": 4200000.0, "pnl_target": 3600000.0, "review_date": "2027-03-31"
+        }])
+    );
+
+    let out = lastmile(dir.path())
+        .args(["export", "--format", "csv", "--workspace", "acme"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "id,workspace,name,stage,registered_by,registered_at,workflow,owner,sponsor,pnl_line,pnl_unit,pnl_baseline,pnl_target,review_date"
+        )
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("1,acme,Claims triage assistant,scoped,bob,2026-11-25T10:00:00Z,")
+    );
+    let out = lastmile(dir.path())
+        .args(["export", "--format", "csv", "--workspace", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        1,
+        "an empty export still has its header"
+    );
+}
+
+/// Reads the child's stdout until a line containing `needle` appears (or fails after a timeout).
+fn read_until(reader: &mut impl BufRead, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("did not see {needle:?}; output so far:\n{seen}");
+}
+
+#[test]
+fn killing_the_bot_mid_dialogue_resumes_at_the_same_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = lastmile(dir.path())
+        .args(["console", "--as", "@bob", "--workspace", "acme"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"/pilot register Fraud triage\n").unwrap();
+    stdin.flush().unwrap();
+    read_until(&mut stdout, "which end-to-end workflow");
+    stdin.write_all(b"Claims fraud analysts (6, Cardiff) review flagged claims one by one; the model scores them.\n").unwrap();
+    stdin.flush().unwrap();
+    read_until(&mut stdout, "who owns the last mile");
+    // The acknowledged answer must already be on disk: kill without any chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut cmd = lastmile(dir.path());
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme"]);
+    let (code, out, _) = run_with_input(cmd, "/pilot resume\n@heidi\n");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."),
+        "{out}"
+    );
+    assert!(
+        out.contains("Question 3 of 3: which P&L line must **Fraud triage** move"),
+        "{out}"
+    );
+}
+
+#[test]
+fn plain_lastmile_opens_the_console_and_help_lists_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run_with_input(lastmile(dir.path()), "/pilot help\n:as @zoe\n:wat\n");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("[ephemeral @you] lastmile keeps every AI pilot on a path to production"),
+        "{out}"
+    );
+    assert!(out.contains("`/pilot edit <pilot> <step>`"), "{out}");
+    assert!(out.contains("[console] Now speaking as @zoe."), "{out}");
+    assert!(
+        out.contains("[console] Unknown console control `:wat`."),
+        "{out}"
+    );
+
+    let out = lastmile(dir.path()).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for sub in ["console", "export", "migrate"] {
+        assert!(help.contains(sub), "{help}");
+    }
+}
+
+#[test]
+fn broken_prompts_stop_the_start_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("my-prompts");
+    std::fs::create_dir(&prompts).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+    let messages = std::fs::read_to_string(src.join("messages.toml")).unwrap();
+    std::fs::write(
+        prompts.join("messages.toml"),
+        messages.replace("{{ pilot }}** — question 1", "{{ pilto }}** — question 1"),
+    )
+    .unwrap();
+    std::fs::copy(src.join("vagueness.toml"), prompts.join("vagueness.toml")).unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.env("LASTMILE_PROMPTS_DIR", &prompts).arg("console");
+    let (code, _, err) = run_with_input(cmd, "/pilot help\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("messages.toml: key `ask.workflow`: unknown placeholder `pilto`"),
+        "{err}"
+    );
+
+    // A reworded copy is used as is.
+    std::fs::write(
+        prompts.join("messages.toml"),
+        messages.replace("Commands:", "Befehle:"),
+    )
+    .unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.env("LASTMILE_PROMPTS_DIR", &prompts).arg("console");
+    let (code, out, _) = run_with_input(cmd, "/pilot help\n");
+    assert_eq!(code, 0);
+    assert!(out.contains("Befehle:"), "{out}");
+}
+
+#[test]
+fn a_bad_config_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lastmile.toml"),
+        "review_horizon_dayz = 10\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_with_input(lastmile(dir.path()), "");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("invalid configuration") && err.contains("review_horizon_dayz"),
+        "{err}"
+    );
+}

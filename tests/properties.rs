@@ -1,0 +1,146 @@
+//! Property tests: nothing a user types can panic the bot, ping a group, or change a pilot without the
+//! conversation moving on. Arbitrary text goes to every parser and to every question of the dialogue.
+
+mod common;
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::NaiveDate;
+use lastmile::chat::console::{mentions_in, mentions_out};
+use lastmile::domain::{
+    Answer, PersonRef, PilotName, PnlTarget, Quantity, ReviewWindow, UserId, WorkspaceId,
+};
+use lastmile::domain::{ChannelId, Pilot};
+use lastmile::engine::{Engine, Input, Request};
+use proptest::prelude::*;
+
+/// Arbitrary text, plus the words and shapes the dialogue treats specially.
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "\\PC{0,60}",
+        2 => any::<String>(),
+        1 => "[ -~]{0,1200}",
+        1 => prop::sample::select(vec![
+            "back", "cancel", "keep", "skip", "default", "1", "2", "3", "7", "0", "-1", "Confirm", "Edit a step",
+            "<@x>", "<@&r>", "@everyone", "@here", "<@a> <@b>", "£4m -> £3m", "x: 1 -> 1", "x: 1e308m -> 2",
+            "x: 99999999999999999999999999999999999999m -> 1m", "in 9999 years", "next someday", "2027-02-29",
+            "\u{202e}evil", "'; DROP TABLE pilots; --", "\u{0}", "\t\n",
+        ]).prop_map(str::to_owned),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parsers_never_panic_and_keep_their_promises(text in any_text()) {
+        let _ = lastmile::commands::parse(&text);
+        let _ = lastmile::commands::parse(&format!("/pilot {text}"));
+        let _ = Quantity::parse(&text);
+        let _ = mentions_out(&mentions_in(&text));
+        if let Ok(t) = PnlTarget::parse(&text) {
+            prop_assert!(t.baseline != t.target && t.baseline.is_finite() && t.target.is_finite());
+            prop_assert!(t.line.chars().any(char::is_alphabetic) && !t.unit.is_empty());
+        }
+        let today = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let window = ReviewWindow::new(today, 365);
+        if let Ok(d) = window.parse(&text) {
+            prop_assert!(d > window.today && d <= window.latest);
+        }
+        if let Ok(p) = PersonRef::parse(&text, |_| false) {
+            prop_assert!(!p.0.as_str().is_empty());
+        }
+        if let Ok(n) = PilotName::parse(&text) {
+            let len = n.as_str().chars().count();
+            prop_assert!((3..=80).contains(&len));
+        }
+        if let Ok(a) = Answer::parse(&text) {
+            prop_assert!(!a.as_str().is_empty() && a.as_str().chars().count() <= 1000);
+        }
+    }
+}
+
+static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+static DB: LazyLock<common::TestDb> = LazyLock::new(common::TestDb::sqlite);
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| RT.block_on(common::engine(&DB.url)));
+static USERS: AtomicU32 = AtomicU32::new(0);
+
+/// The valid answers that bring a registration to each position, in order.
+const SCRIPT: &[&str] = &[
+    "Workflow redesign of claims intake: the intake team triages by hand; the model pre-sorts.",
+    "<@alice>",
+    "Claims handling cost: £4.2m -> £3.6m",
+    "skip",
+    "2027-03-31",
+    "2",
+];
+
+async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
+    ENGINE
+        .handle(Request {
+            workspace: WorkspaceId::new("prop"),
+            user: user.clone(),
+            channel: ChannelId::new("general"),
+            now: common::now(),
+            input,
+            bots: vec![UserId::new("x")],
+        })
+        .await
+}
+
+async fn snapshot(user: &UserId) -> (Option<String>, Option<Pilot>) {
+    let ws = WorkspaceId::new("prop");
+    let store = ENGINE.store();
+    let conv = store.conversation(&ws, user).await.unwrap();
+    let pilot = match conv.as_ref().and_then(|c| c.pilot) {
+        Some(id) => store.pilot(&ws, id).await.unwrap(),
+        None => None,
+    };
+    (
+        conv.map(|c| format!("{:?}/{}", c.at, c.return_to_confirm)),
+        pilot,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_answer_at_any_question_is_handled_safely(text in any_text(), position in 0usize..=SCRIPT.len() + 1) {
+        LazyLock::force(&ENGINE);
+        RT.block_on(async {
+            let n = USERS.fetch_add(1, Ordering::SeqCst);
+            let user = UserId::new(format!("u{n}"));
+            // Position 0 waits for a name; 1 is the workflow ... 6 the confirmation; 7 picks a step to edit.
+            send(&user, Input::CommandLine("/pilot register".into())).await;
+            if position > 0 {
+                send(&user, Input::Text(format!("Pilot number {n}"))).await;
+            }
+            for answer in SCRIPT.iter().take(position.saturating_sub(1)) {
+                send(&user, Input::Text((*answer).into())).await;
+            }
+            let before = snapshot(&user).await;
+            let replies = send(&user, Input::Text(text.clone())).await;
+            let after = snapshot(&user).await;
+
+            assert!(!replies.is_empty(), "no reply to {text:?}");
+            for r in &replies {
+                assert!(!r.text.contains("something went wrong"), "internal error on {text:?} at {position}");
+                for p in &r.ping {
+                    assert!(after.1.as_ref().and_then(|p| p.owner.as_ref()) == Some(p) || before.1.as_ref().and_then(|p| p.owner.as_ref()) == Some(p),
+                        "reply pings {p} who is not the owner");
+                }
+            }
+            if after.0 == before.0 && after.0.is_some() {
+                assert_eq!(after.1, before.1, "{text:?} at {position} changed the pilot without moving on");
+            }
+        });
+    }
+}
