@@ -150,20 +150,12 @@ impl SubcommandSpec {
 
 fn find_sub(command: &str, sub: &str) -> Option<(&'static CommandSpec, &'static SubcommandSpec)> {
     let spec = COMMANDS.iter().find(|c| c.name == command)?;
-    spec.subcommands
-        .iter()
-        .find(|s| s.name == sub)
-        .map(|s| (spec, s))
+    spec.subcommands.iter().find(|s| s.name == sub).map(|s| (spec, s))
 }
 
 /// Builds a command from named option values, as a platform delivers them.
-pub fn from_options(
-    command: &str,
-    sub: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<Command, ParseError> {
-    let (spec, sub_spec) =
-        find_sub(command, sub).ok_or_else(|| unknown(&format!("/{command} {sub}")))?;
+pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>) -> Result<Command, ParseError> {
+    let (spec, sub_spec) = find_sub(command, sub).ok_or_else(|| unknown(&format!("/{command} {sub}")))?;
     let usage = || ParseError::Usage {
         usage: sub_spec.usage(spec.name),
     };
@@ -177,18 +169,10 @@ pub fn from_options(
             return Err(usage());
         }
     }
-    if options
-        .keys()
-        .any(|k| !sub_spec.options.iter().any(|o| o.name == k))
-    {
+    if options.keys().any(|k| !sub_spec.options.iter().any(|o| o.name == k)) {
         return Err(usage());
     }
-    let get = |name: &str| {
-        options
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| options.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     Ok(match sub_spec.name {
         "register" => Command::Register { name: get("name") },
         "status" => Command::Status {
@@ -222,9 +206,7 @@ fn tokens(text: &str) -> Vec<String> {
                 quote = None;
             }
             Some(_) => current.push(c),
-            None if c == '"' || c == '“' || c == '”' => {
-                quote = Some(if c == '“' { '”' } else { c })
-            }
+            None if c == '"' || c == '“' || c == '”' => quote = Some(if c == '“' { '”' } else { c }),
             None if c.is_whitespace() => {
                 if !current.is_empty() {
                     out.push(std::mem::take(&mut current));
@@ -269,9 +251,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         let following = &sub_spec.options[i + 1..];
         // A step may be typed in two words (`review date`).
         let step_words = |words: &[String]| {
-            if words.len() >= 3
-                && crate::domain::Step::parse(&words[words.len() - 2..].join(" ")).is_some()
-            {
+            if words.len() >= 3 && crate::domain::Step::parse(&words[words.len() - 2..].join(" ")).is_some() {
                 2
             } else {
                 1
@@ -290,11 +270,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         let take = match o.kind {
             // Text and pilot names may have spaces: leave the words the following options need.
             OptionKind::Text | OptionKind::Pilot => rest.len().saturating_sub(reserved).max(1),
-            OptionKind::Step
-                if rest.len() == 2 && crate::domain::Step::parse(&rest.join(" ")).is_some() =>
-            {
-                2
-            }
+            OptionKind::Step if rest.len() == 2 && crate::domain::Step::parse(&rest.join(" ")).is_some() => 2,
             _ => 1,
         };
         let value: Vec<String> = rest.drain(..take.min(rest.len())).collect();
@@ -311,11 +287,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
 fn all_usages() -> Vec<String> {
     COMMANDS
         .iter()
-        .flat_map(|c| {
-            c.subcommands
-                .iter()
-                .map(move |s| format!("/{} {}", c.name, s.name))
-        })
+        .flat_map(|c| c.subcommands.iter().map(move |s| format!("/{} {}", c.name, s.name)))
         .collect()
 }
 
@@ -344,32 +316,16 @@ mod tests {
 
     #[test]
     fn parses_each_command_as_typed() {
-        assert_eq!(
-            parse("/pilot register"),
-            Ok(Command::Register { name: None })
-        );
+        assert_eq!(parse("/pilot register"), Ok(Command::Register { name: None }));
         assert_eq!(
             parse("/pilot register Claims triage assistant"),
             Ok(Command::Register {
                 name: Some("Claims triage assistant".into())
             })
         );
-        assert_eq!(
-            parse("/pilot status  #3"),
-            Ok(Command::Status { pilot: "#3".into() })
-        );
-        assert_eq!(
-            parse("/pilot list mine"),
-            Ok(Command::List {
-                scope: ListScope::Mine
-            })
-        );
-        assert_eq!(
-            parse("/pilot list"),
-            Ok(Command::List {
-                scope: ListScope::All
-            })
-        );
+        assert_eq!(parse("/pilot status  #3"), Ok(Command::Status { pilot: "#3".into() }));
+        assert_eq!(parse("/pilot list mine"), Ok(Command::List { scope: ListScope::Mine }));
+        assert_eq!(parse("/pilot list"), Ok(Command::List { scope: ListScope::All }));
         assert_eq!(
             parse("/pilot edit Claims triage assistant review_date"),
             Ok(Command::Edit {

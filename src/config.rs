@@ -84,20 +84,16 @@ impl Config {
             .merge(Toml::file(file))
             .merge(
                 Env::prefixed("LASTMILE_")
-                    .filter(|k| !k.as_str().starts_with("test_"))
+                    .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
                     .split("__"),
             )
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL", "DISCORD_TOKEN"])
-                    .map(|k| {
-                        if k.as_str().eq_ignore_ascii_case("DISCORD_TOKEN") {
-                            "discord_token".into()
-                        } else {
-                            "database_url".into()
-                        }
-                    }),
-            )
+            .merge(Env::raw().only(&["DATABASE_URL", "DISCORD_TOKEN"]).map(|k| {
+                if k.as_str().eq_ignore_ascii_case("DISCORD_TOKEN") {
+                    "discord_token".into()
+                } else {
+                    "database_url".into()
+                }
+            }))
     }
 
     pub fn engine_settings(&self) -> EngineSettings {

@@ -10,11 +10,11 @@ use minijinja::context;
 use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
 use crate::dialogue::{At, Conversation, Ctx, Effect, Refusal, Say, Turn, scoping};
 use crate::domain::{
-    AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError,
-    ReviewWindow, Stage, Step, UserId, WorkspaceId,
+    AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
+    UserId, WorkspaceId,
 };
 use crate::prompts::{Key, Prompts};
-use crate::store::{Store, StoreError};
+use crate::store::{Guard, Store, StoreError};
 
 /// Settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -119,7 +119,15 @@ impl Engine {
 
     /// Handles one input. Never fails: what breaks is logged and the user gets a short apology.
     pub async fn handle(&self, req: Request) -> Vec<Reply> {
-        match self.dispatch(&req).await {
+        let mut result = self.dispatch(&req).await;
+        // Another request of this user moved the conversation first: decide again on the state as it is now.
+        for _ in 0..3 {
+            if !matches!(result, Err(StoreError::Conflict)) {
+                break;
+            }
+            result = self.dispatch(&req).await;
+        }
+        match result {
             Ok(replies) => replies,
             Err(error) => {
                 tracing::error!(workspace = req.workspace.as_str(), user = req.user.as_str(), %error, "request failed");
@@ -137,40 +145,29 @@ impl Engine {
             Input::Command(cmd) => self.command(req, cmd.clone()).await,
             Input::Text(text) => {
                 let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
-                    return Ok(vec![
-                        self.ephemeral(req, self.prompts.text(Key::NothingPending)),
-                    ]);
+                    return Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingPending))]);
                 };
                 let pilot = self.conversation_pilot(req, &conv).await?;
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
                 }
                 let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req));
-                self.run(req, &conv, pilot, turn).await
+                self.run(req, &conv, Guard::At(&conv), pilot, turn).await
             }
         }
     }
 
     pub fn parse_error(&self, req: &Request, e: ParseError) -> Reply {
         let text = match e {
-            ParseError::Unknown {
-                command,
-                suggestion,
-            } => self
+            ParseError::Unknown { command, suggestion } => self
                 .prompts
                 .render(Key::UnknownCommand, context! { command, suggestion }),
-            ParseError::Usage { usage } => {
-                self.prompts.render(Key::CommandUsage, context! { usage })
-            }
+            ParseError::Usage { usage } => self.prompts.render(Key::CommandUsage, context! { usage }),
         };
         self.ephemeral(req, text)
     }
 
-    async fn conversation_pilot(
-        &self,
-        req: &Request,
-        conv: &Conversation,
-    ) -> Result<Option<Pilot>, StoreError> {
+    async fn conversation_pilot(&self, req: &Request, conv: &Conversation) -> Result<Option<Pilot>, StoreError> {
         match conv.pilot {
             Some(id) => self.store.pilot(&req.workspace, id).await,
             None => Ok(None),
@@ -186,12 +183,11 @@ impl Engine {
                 req.now,
                 None,
                 req.channel.as_str(),
+                Guard::Any,
                 &[Effect::EndConversation],
             )
             .await?;
-        Ok(vec![
-            self.ephemeral(req, self.prompts.text(Key::NothingToResume)),
-        ])
+        Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))])
     }
 
     fn ctx<'a>(&'a self, req: &'a Request) -> Ctx<'a> {
@@ -213,8 +209,7 @@ impl Engine {
                 if let Some(conv) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
-                let turn =
-                    scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req));
+                let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req));
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Register,
                     at: At::Ask(Step::Name),
@@ -222,12 +217,10 @@ impl Engine {
                     channel: req.channel.clone(),
                     return_to_confirm: false,
                 };
-                self.run(req, &conv, None, turn).await
+                self.run(req, &conv, Guard::NoConversation, None, turn).await
             }
             Command::Resume => match pending {
-                None => Ok(vec![
-                    self.ephemeral(req, self.prompts.text(Key::NothingToResume)),
-                ]),
+                None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))]),
                 Some(conv) => {
                     let pilot = self.conversation_pilot(req, &conv).await?;
                     if conv.pilot.is_some() && pilot.is_none() {
@@ -237,38 +230,27 @@ impl Engine {
                     let step = self.position_label(conv.at);
                     let mut replies = Vec::new();
                     if pilot.is_some() {
-                        replies.push(
-                            self.ephemeral(
-                                req,
-                                self.prompts
-                                    .render(Key::Resuming, context! { pilot => name, step }),
-                            ),
-                        );
+                        replies.push(self.ephemeral(
+                            req,
+                            self.prompts.render(Key::Resuming, context! { pilot => name, step }),
+                        ));
                     }
                     replies.push(self.ask(req, conv.at, pilot.as_ref()));
                     Ok(replies)
                 }
             },
-            Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await?
-            {
+            Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await? {
                 Ok(p) => Ok(vec![self.ephemeral(req, self.card(&p))]),
                 Err(suggestion) => Ok(vec![self.not_found(req, &pilot, suggestion)]),
             },
             Command::List { scope } => self.list(req, scope).await,
             Command::Edit { pilot, step } => {
                 let Some(step) = Step::parse(&step) else {
-                    let steps = Step::ALL
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return Ok(vec![
-                        self.ephemeral(
-                            req,
-                            self.prompts
-                                .render(Key::EditUnknownStep, context! { step, steps }),
-                        ),
-                    ]);
+                    let steps = Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                    return Ok(vec![self.ephemeral(
+                        req,
+                        self.prompts.render(Key::EditUnknownStep, context! { step, steps }),
+                    )]);
                 };
                 let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
                     Ok(p) => p,
@@ -302,17 +284,13 @@ impl Engine {
                     channel: req.channel.clone(),
                     return_to_confirm: false,
                 };
-                self.run(req, &conv, Some(p), turn).await
+                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
             }
             Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
         }
     }
 
-    async fn already_in_progress(
-        &self,
-        req: &Request,
-        conv: &Conversation,
-    ) -> Result<Vec<Reply>, StoreError> {
+    async fn already_in_progress(&self, req: &Request, conv: &Conversation) -> Result<Vec<Reply>, StoreError> {
         let pilot = self.conversation_pilot(req, conv).await?;
         if conv.pilot.is_some() && pilot.is_none() {
             return self.abandon(req).await;
@@ -322,10 +300,7 @@ impl Engine {
             Key::AlreadyInProgress,
             context! { pilot => name, step => self.position_label(conv.at) },
         );
-        Ok(vec![
-            self.ephemeral(req, text),
-            self.ask(req, conv.at, pilot.as_ref()),
-        ])
+        Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref())])
     }
 
     /// Saves a turn's effects, then says what the turn says about the pilot as saved.
@@ -333,6 +308,7 @@ impl Engine {
         &self,
         req: &Request,
         conv: &Conversation,
+        guard: Guard<'_>,
         before: Option<Pilot>,
         turn: Turn,
     ) -> Result<Vec<Reply>, StoreError> {
@@ -353,6 +329,7 @@ impl Engine {
                     req.now,
                     id,
                     conv.channel.as_str(),
+                    guard,
                     &back,
                 )
                 .await?;
@@ -366,14 +343,7 @@ impl Engine {
         let pilot_id = before.as_ref().map(|p| p.id);
         let after_id = match self
             .store
-            .apply(
-                &req.workspace,
-                &req.user,
-                req.now,
-                pilot_id,
-                &channel,
-                &effects,
-            )
+            .apply(&req.workspace, &req.user, req.now, pilot_id, &channel, guard, &effects)
             .await
         {
             Ok(id) => id,
@@ -384,13 +354,8 @@ impl Engine {
                     }
                     _ => None,
                 });
-                let mut replies = vec![
-                    self.ephemeral(
-                        req,
-                        self.prompts
-                            .render(Key::NameTaken, context! { pilot => name }),
-                    ),
-                ];
+                let mut replies =
+                    vec![self.ephemeral(req, self.prompts.render(Key::NameTaken, context! { pilot => name }))];
                 if before.is_none()
                     && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
                     && conv.pilot.is_none()
@@ -403,6 +368,7 @@ impl Engine {
                             req.now,
                             None,
                             &channel,
+                            Guard::Any,
                             &[Effect::SaveConversation(conv.clone())],
                         )
                         .await?;
@@ -423,14 +389,7 @@ impl Engine {
         Ok(replies)
     }
 
-    fn say(
-        &self,
-        req: &Request,
-        say: Say,
-        before: Option<&Pilot>,
-        after: Option<&Pilot>,
-        out: &mut Vec<Reply>,
-    ) {
+    fn say(&self, req: &Request, say: Say, before: Option<&Pilot>, after: Option<&Pilot>, out: &mut Vec<Reply>) {
         let p = &self.prompts;
         let name = after.or(before).map(|p| p.name.clone());
         match say {
@@ -441,10 +400,7 @@ impl Engine {
                 if let Some(rule) = rule {
                     out.push(self.ephemeral(
                         req,
-                        p.render_rule(
-                            rule,
-                            context! { pilot => name.clone().unwrap_or_default(), answer },
-                        ),
+                        p.render_rule(rule, context! { pilot => name.clone().unwrap_or_default(), answer }),
                     ));
                 }
             }
@@ -452,27 +408,16 @@ impl Engine {
             Say::EditNoBack => out.push(self.ephemeral(req, p.text(Key::EditNoBack))),
             Say::Cancelled => out.push(self.ephemeral(
                 req,
-                p.render(
-                    Key::Cancelled,
-                    context! { pilot => before.map(|p| p.name.clone()) },
-                ),
+                p.render(Key::Cancelled, context! { pilot => before.map(|p| p.name.clone()) }),
             )),
-            Say::EditCancelled => out.push(self.ephemeral(
-                req,
-                p.render(Key::EditCancelled, context! { pilot => name }),
-            )),
+            Say::EditCancelled => {
+                out.push(self.ephemeral(req, p.render(Key::EditCancelled, context! { pilot => name })))
+            }
             Say::Registered => {
                 let Some(pilot) = after else { return };
-                out.push(self.ephemeral(
-                    req,
-                    p.render(Key::Registered, context! { pilot => pilot.name }),
-                ));
+                out.push(self.ephemeral(req, p.render(Key::Registered, context! { pilot => pilot.name })));
                 let (line, baseline, target) = match &pilot.pnl {
-                    Some(t) => (
-                        t.line.clone(),
-                        t.format_value(t.baseline),
-                        t.format_value(t.target),
-                    ),
+                    Some(t) => (t.line.clone(), t.format_value(t.baseline), t.format_value(t.target)),
                     None => Default::default(),
                 };
                 let text = p.render(
@@ -512,10 +457,14 @@ impl Engine {
         let p = &self.prompts;
         match r {
             Refusal::Answer(AnswerError::Empty) => p.text(Key::InputEmpty),
-            Refusal::Answer(AnswerError::TooLong { length, limit }) => p.render(Key::InputTooLong, context! { length, limit }),
+            Refusal::Answer(AnswerError::TooLong { length, limit }) => {
+                p.render(Key::InputTooLong, context! { length, limit })
+            }
             Refusal::Answer(AnswerError::ControlCharacters) => p.text(Key::InputControl),
             Refusal::Name(PilotNameError::TooShort { min }) => p.render(Key::NameTooShort, context! { min }),
-            Refusal::Name(PilotNameError::TooLong { max, length }) => p.render(Key::NameTooLong, context! { max, length }),
+            Refusal::Name(PilotNameError::TooLong { max, length }) => {
+                p.render(Key::NameTooLong, context! { max, length })
+            }
             Refusal::Name(PilotNameError::MultiLine) => p.text(Key::NameMultiLine),
             Refusal::Name(PilotNameError::NoLetter) => p.text(Key::NameNoLetter),
             Refusal::Person { step, error } => {
@@ -531,20 +480,25 @@ impl Engine {
             Refusal::Pnl(PnlError::Format) => p.text(Key::PnlFormat),
             Refusal::Pnl(PnlError::NoLine) => p.text(Key::PnlNoLine),
             Refusal::Pnl(PnlError::NoUnit) => p.text(Key::PnlNoUnit),
-            Refusal::Pnl(PnlError::UnitMismatch { baseline, target }) => {
-                p.render(Key::PnlUnitMismatch, context! { baseline_unit => baseline, target_unit => target })
-            }
+            Refusal::Pnl(PnlError::UnitMismatch { baseline, target }) => p.render(
+                Key::PnlUnitMismatch,
+                context! { baseline_unit => baseline, target_unit => target },
+            ),
             Refusal::Pnl(PnlError::SameTarget { value }) => p.render(Key::PnlSameTarget, context! { value }),
             Refusal::Date { answer, error } => match error {
                 ReviewDateError::Unparseable => p.render(Key::DateUnparseable, context! { answer }),
-                ReviewDateError::NotInFuture(date) => {
-                    p.render(Key::DateNotFuture, context! { date => date.to_string(), today => req.now.date_naive().to_string() })
-                }
-                ReviewDateError::BeyondHorizon { date, latest } => {
-                    p.render(Key::DateBeyondHorizon, context! { date => date.to_string(), latest => latest.to_string() })
-                }
+                ReviewDateError::NotInFuture(date) => p.render(
+                    Key::DateNotFuture,
+                    context! { date => date.to_string(), today => req.now.date_naive().to_string() },
+                ),
+                ReviewDateError::BeyondHorizon { date, latest } => p.render(
+                    Key::DateBeyondHorizon,
+                    context! { date => date.to_string(), latest => latest.to_string() },
+                ),
             },
-            Refusal::Choice { answer, choices } => p.render(Key::ChoiceUnknown, context! { answer, choices => choices.join(", ") }),
+            Refusal::Choice { answer, choices } => {
+                p.render(Key::ChoiceUnknown, context! { answer, choices => choices.join(", ") })
+            }
         }
     }
 
@@ -596,10 +550,7 @@ impl Engine {
             }
             At::Confirm => {
                 let card = pilot.map(|pl| self.card(pl)).unwrap_or_default();
-                let choices = scoping::CONFIRM_CHOICES
-                    .iter()
-                    .map(|k| p.text(*k))
-                    .collect();
+                let choices = scoping::CONFIRM_CHOICES.iter().map(|k| p.text(*k)).collect();
                 Reply {
                     choices,
                     expect: Some(Expect::Choice),
@@ -607,10 +558,7 @@ impl Engine {
                 }
             }
             At::PickEdit => {
-                let choices = Step::ALL
-                    .iter()
-                    .map(|s| p.text(Key::for_step(*s)))
-                    .collect();
+                let choices = Step::ALL.iter().map(|s| p.text(Key::for_step(*s))).collect();
                 Reply {
                     choices,
                     expect: Some(Expect::Choice),
@@ -701,18 +649,15 @@ impl Engine {
             .list_pilots(&req.workspace, involving, self.settings.list_limit)
             .await?;
         if pilots.is_empty() {
-            return Ok(vec![
-                self.ephemeral(
-                    req,
-                    self.prompts
-                        .render(Key::ListEmpty, context! { scope => scope_word }),
-                ),
-            ]);
+            return Ok(vec![self.ephemeral(
+                req,
+                self.prompts.render(Key::ListEmpty, context! { scope => scope_word }),
+            )]);
         }
-        let mut lines = vec![self.prompts.render(
-            Key::ListHeader,
-            context! { scope => scope_word, count => total },
-        )];
+        let mut lines = vec![
+            self.prompts
+                .render(Key::ListHeader, context! { scope => scope_word, count => total }),
+        ];
         for pl in &pilots {
             lines.push(self.prompts.render(
                 Key::ListItem,
@@ -724,10 +669,7 @@ impl Engine {
         }
         let more = total - pilots.len() as i64;
         if more > 0 {
-            lines.push(
-                self.prompts
-                    .render(Key::ListMore, context! { count => more }),
-            );
+            lines.push(self.prompts.render(Key::ListMore, context! { count => more }));
         }
         Ok(vec![self.ephemeral(req, lines.join("\n"))])
     }
@@ -735,8 +677,7 @@ impl Engine {
     fn not_found(&self, req: &Request, query: &str, suggestion: Option<String>) -> Reply {
         self.ephemeral(
             req,
-            self.prompts
-                .render(Key::PilotNotFound, context! { query, suggestion }),
+            self.prompts.render(Key::PilotNotFound, context! { query, suggestion }),
         )
     }
 
@@ -746,7 +687,10 @@ impl Engine {
             .iter()
             .flat_map(|c| {
                 c.subcommands.iter().map(move |s| {
-                    self.prompts.render(Key::HelpLine, context! { usage => s.usage(c.name), description => self.prompts.text(s.description) })
+                    self.prompts.render(
+                        Key::HelpLine,
+                        context! { usage => s.usage(c.name), description => self.prompts.text(s.description) },
+                    )
                 })
             })
             .collect();

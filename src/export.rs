@@ -40,9 +40,7 @@ impl From<&Pilot> for ExportRow {
             name: p.name.clone(),
             stage: p.stage.as_str(),
             registered_by: p.registered_by.0.clone(),
-            registered_at: p
-                .registered_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            registered_at: p.registered_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             workflow: p.workflow.clone(),
             owner: p.owner.as_ref().map(|u| u.0.clone()),
             sponsor: p.sponsor.as_ref().map(|u| u.0.clone()),

@@ -21,11 +21,7 @@ pub async fn open(config: &config::Config) -> anyhow::Result<engine::Engine> {
         None => prompts::Prompts::embedded()?,
     };
     let store = open_store(&config.database_url).await?;
-    Ok(engine::Engine::new(
-        store,
-        Arc::new(prompts),
-        config.engine_settings(),
-    ))
+    Ok(engine::Engine::new(store, Arc::new(prompts), config.engine_settings()))
 }
 
 pub async fn open_store(url: &str) -> anyhow::Result<store::Store> {

@@ -74,8 +74,8 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let mut config = Config::load(&cli.config)
-        .with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
+    let mut config =
+        Config::load(&cli.config).with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
     if let Some(db) = cli.db {
         config.database_url = db;
     }
@@ -117,10 +117,7 @@ async fn run() -> anyhow::Result<()> {
                 interactive,
             };
             if interactive {
-                println!(
-                    "{}",
-                    engine.prompts().text(lastmile::prompts::Key::ConsoleHelp)
-                );
+                println!("{}", engine.prompts().text(lastmile::prompts::Key::ConsoleHelp));
             }
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let mut stdout = std::io::stdout().lock();

@@ -152,15 +152,9 @@ const EMBEDDED_VAGUENESS: &str = include_str!("../prompts/vagueness.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("{file}: not valid TOML: {source}")]
-    Toml {
-        file: PathBuf,
-        source: toml::de::Error,
-    },
+    Toml { file: PathBuf, source: toml::de::Error },
     #[error("{file}: missing key `{key}`")]
     Missing { file: PathBuf, key: String },
     #[error("{file}: unknown key `{key}` (no code uses it; a typo?)")]
@@ -168,11 +162,7 @@ pub enum PromptError {
     #[error("{file}: key `{key}` is not a string")]
     NotText { file: PathBuf, key: String },
     #[error("{file}: key `{key}`: template does not parse: {reason}")]
-    Template {
-        file: PathBuf,
-        key: String,
-        reason: String,
-    },
+    Template { file: PathBuf, key: String, reason: String },
     #[error("{file}: key `{key}`: unknown placeholder `{placeholder}` (known: {known})")]
     Placeholder {
         file: PathBuf,
@@ -181,11 +171,7 @@ pub enum PromptError {
         known: String,
     },
     #[error("{file}: rule `{key}`: {reason}")]
-    Rule {
-        file: PathBuf,
-        key: String,
-        reason: String,
-    },
+    Rule { file: PathBuf, key: String, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -237,10 +223,7 @@ impl Prompts {
         Self::from_sources((&mfile, &messages), (&vfile, &vagueness))
     }
 
-    pub fn from_sources(
-        messages: (&Path, &str),
-        vagueness: (&Path, &str),
-    ) -> Result<Self, PromptError> {
+    pub fn from_sources(messages: (&Path, &str), vagueness: (&Path, &str)) -> Result<Self, PromptError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
@@ -254,12 +237,10 @@ impl Prompts {
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat, file)?;
         for key in Key::ALL {
-            let source = flat
-                .remove(key.as_str())
-                .ok_or_else(|| PromptError::Missing {
-                    file: file.to_owned(),
-                    key: key.as_str().to_owned(),
-                })?;
+            let source = flat.remove(key.as_str()).ok_or_else(|| PromptError::Missing {
+                file: file.to_owned(),
+                key: key.as_str().to_owned(),
+            })?;
             add_template(&mut env, file, key.as_str(), source, key.vars())?;
         }
         if let Some(key) = flat.into_keys().next() {
@@ -283,8 +264,7 @@ impl Prompts {
             };
             let step = serde_json::from_value::<Step>(serde_json::Value::String(raw.step.clone()))
                 .map_err(|_| bad(format!("unknown step `{}`", raw.step)))?;
-            let pattern = Regex::new(&raw.pattern)
-                .map_err(|e| bad(format!("pattern does not compile: {e}")))?;
+            let pattern = Regex::new(&raw.pattern).map_err(|e| bad(format!("pattern does not compile: {e}")))?;
             if rules.iter().any(|r: &Rule| r.id == raw.id) {
                 return Err(bad("id used twice".into()));
             }
@@ -401,7 +381,8 @@ fn add_template(
 mod tests {
     use super::*;
 
-    const RULES: &str = "[[rule]]\nid = \"tbd\"\nstep = \"owner\"\npattern = \"(?i)tbd\"\nfollowup = \"Who, for {{ pilot }}?\"\n";
+    const RULES: &str =
+        "[[rule]]\nid = \"tbd\"\nstep = \"owner\"\npattern = \"(?i)tbd\"\nfollowup = \"Who, for {{ pilot }}?\"\n";
 
     fn messages_with(edit: impl Fn(&mut toml::Table)) -> String {
         let mut table: toml::Table = toml::from_str(EMBEDDED_MESSAGES).unwrap();
@@ -410,10 +391,7 @@ mod tests {
     }
 
     fn load(messages: &str, rules: &str) -> Result<Prompts, PromptError> {
-        Prompts::from_sources(
-            (Path::new("m.toml"), messages),
-            (Path::new("v.toml"), rules),
-        )
+        Prompts::from_sources((Path::new("m.toml"), messages), (Path::new("v.toml"), rules))
     }
 
     #[test]
@@ -421,11 +399,8 @@ mod tests {
         let p = Prompts::embedded().unwrap();
         assert!(p.rules().iter().count() >= 8);
         assert!(
-            p.render(
-                Key::AskWorkflow,
-                minijinja::context! { pilot => "Claims triage" }
-            )
-            .contains("Claims triage")
+            p.render(Key::AskWorkflow, minijinja::context! { pilot => "Claims triage" })
+                .contains("Claims triage")
         );
     }
 
@@ -452,10 +427,7 @@ mod tests {
             "{err}"
         );
         let m = messages_with(|t| {
-            t["ask"]
-                .as_table_mut()
-                .unwrap()
-                .insert("ownr".into(), "typo".into());
+            t["ask"].as_table_mut().unwrap().insert("ownr".into(), "typo".into());
         });
         assert_eq!(
             load(&m, RULES).unwrap_err().to_string(),
@@ -469,10 +441,7 @@ mod tests {
         let err = load(&m, &RULES.replace("(?i)tbd", "(unclosed"))
             .unwrap_err()
             .to_string();
-        assert!(
-            err.starts_with("v.toml: rule `tbd`: pattern does not compile"),
-            "{err}"
-        );
+        assert!(err.starts_with("v.toml: rule `tbd`: pattern does not compile"), "{err}");
         let err = load(&m, &RULES.replace("\"owner\"", "\"budget\""))
             .unwrap_err()
             .to_string();

@@ -22,12 +22,7 @@ fn run_with_input(mut cmd: Command, input: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -153,7 +148,9 @@ fn killing_the_bot_mid_dialogue_resumes_at_the_same_question() {
     stdin.write_all(b"/pilot register Fraud triage\n").unwrap();
     stdin.flush().unwrap();
     read_until(&mut stdout, "which end-to-end workflow");
-    stdin.write_all(b"Claims fraud analysts (6, Cardiff) review flagged claims one by one; the model scores them.\n").unwrap();
+    stdin
+        .write_all(b"Claims fraud analysts (6, Cardiff) review flagged claims one by one; the model scores them.\n")
+        .unwrap();
     stdin.flush().unwrap();
     read_until(&mut stdout, "who owns the last mile");
     // The acknowledged answer must already be on disk: kill without any chance to clean up.
@@ -185,10 +182,7 @@ fn plain_lastmile_opens_the_console_and_help_lists_the_subcommands() {
     );
     assert!(out.contains("`/pilot edit <pilot> <step>`"), "{out}");
     assert!(out.contains("[console] Now speaking as @zoe."), "{out}");
-    assert!(
-        out.contains("[console] Unknown console control `:wat`."),
-        "{out}"
-    );
+    assert!(out.contains("[console] Unknown console control `:wat`."), "{out}");
 
     let out = lastmile(dir.path()).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
@@ -220,11 +214,7 @@ fn broken_prompts_stop_the_start_naming_file_and_key() {
     );
 
     // A reworded copy is used as is.
-    std::fs::write(
-        prompts.join("messages.toml"),
-        messages.replace("Commands:", "Befehle:"),
-    )
-    .unwrap();
+    std::fs::write(prompts.join("messages.toml"), messages.replace("Commands:", "Befehle:")).unwrap();
     let mut cmd = lastmile(dir.path());
     cmd.env("LASTMILE_PROMPTS_DIR", &prompts).arg("console");
     let (code, out, _) = run_with_input(cmd, "/pilot help\n");
@@ -235,11 +225,7 @@ fn broken_prompts_stop_the_start_naming_file_and_key() {
 #[test]
 fn a_bad_config_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("lastmile.toml"),
-        "review_horizon_dayz = 10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("lastmile.toml"), "review_horizon_dayz = 10\n").unwrap();
     let (code, _, err) = run_with_input(lastmile(dir.path()), "");
     assert_ne!(code, 0);
     assert!(

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::NaiveDate;
 use lastmile::chat::console::{mentions_in, mentions_out};
-use lastmile::domain::{
-    Answer, PersonRef, PilotName, PnlTarget, Quantity, ReviewWindow, UserId, WorkspaceId,
-};
+use lastmile::domain::{Answer, PersonRef, PilotName, PnlTarget, Quantity, ReviewWindow, UserId, WorkspaceId};
 use lastmile::domain::{ChannelId, Pilot};
 use lastmile::engine::{Engine, Input, Request};
 use proptest::prelude::*;
@@ -103,10 +101,7 @@ async fn snapshot(user: &UserId) -> (Option<String>, Option<Pilot>) {
         Some(id) => store.pilot(&ws, id).await.unwrap(),
         None => None,
     };
-    (
-        conv.map(|c| format!("{:?}/{}", c.at, c.return_to_confirm)),
-        pilot,
-    )
+    (conv.map(|c| format!("{:?}/{}", c.at, c.return_to_confirm)), pilot)
 }
 
 proptest! {

@@ -42,11 +42,7 @@ async fn register(engine: &Engine, ws: &str, user: &str, name: &str) {
 }
 
 fn text(replies: &[Reply]) -> String {
-    replies
-        .iter()
-        .map(|r| r.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+    replies.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n")
 }
 
 async fn workspaces_are_sealed(url: &str) {
@@ -90,11 +86,7 @@ async fn names_are_unique_ignoring_case_and_a_refusal_changes_nothing(url: &str)
     let out = text(&say(&engine, "acme", "carol", "/pilot register  claims TRIAGE ").await);
     assert!(out.contains("already exists"), "{out}");
     // Carol is still asked for a name; nothing else was written.
-    let conv = store
-        .conversation(&ws, &UserId::new("carol"))
-        .await
-        .unwrap()
-        .unwrap();
+    let conv = store.conversation(&ws, &UserId::new("carol")).await.unwrap().unwrap();
     assert_eq!(conv.pilot, None);
     assert_eq!(store.all_pilots(Some(&ws)).await.unwrap(), before);
     assert_eq!(store.audit(&ws, None).await.unwrap().len(), audit_before);
@@ -105,35 +97,23 @@ async fn names_are_unique_ignoring_case_and_a_refusal_changes_nothing(url: &str)
     assert!(out.contains("Fraud scoring"), "{out}");
     let out = text(&say(&engine, "acme", "carol", "CLAIMS triage").await);
     assert!(out.contains("already exists"), "{out}");
-    let fraud = store
-        .find_pilot(&ws, "fraud scoring")
-        .await
-        .unwrap()
-        .unwrap();
+    let fraud = store.find_pilot(&ws, "fraud scoring").await.unwrap().unwrap();
     assert_eq!(fraud.name, "Fraud scoring");
 
     // Empty, over-long and control-character answers are refused and change nothing.
     let snapshot = (
         store.all_pilots(Some(&ws)).await.unwrap(),
-        store
-            .conversation(&ws, &UserId::new("carol"))
-            .await
-            .unwrap(),
+        store.conversation(&ws, &UserId::new("carol")).await.unwrap(),
     );
     for bad in ["   ", &"x".repeat(1001), "Claims\u{0}intake"] {
         let out = text(&say(&engine, "acme", "carol", bad).await);
         assert!(
-            out.contains("empty")
-                || out.contains("limit is 1000")
-                || out.contains("control characters"),
+            out.contains("empty") || out.contains("limit is 1000") || out.contains("control characters"),
             "{out}"
         );
         let now = (
             store.all_pilots(Some(&ws)).await.unwrap(),
-            store
-                .conversation(&ws, &UserId::new("carol"))
-                .await
-                .unwrap(),
+            store.conversation(&ws, &UserId::new("carol")).await.unwrap(),
         );
         assert_eq!(now, snapshot);
     }
@@ -148,13 +128,7 @@ async fn every_change_is_audited(url: &str) {
     let store = engine.store();
     let ws = WorkspaceId::new("acme");
     let audit = store.audit(&ws, Some(PilotId(1))).await.unwrap();
-    let lines: Vec<(
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = audit
+    let lines: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = audit
         .iter()
         .map(|a| {
             (
@@ -169,13 +143,7 @@ async fn every_change_is_audited(url: &str) {
     let s = |v: &str| Some(v.to_owned());
     assert_eq!(
         lines[0],
-        (
-            "bob".into(),
-            "created".into(),
-            s("name"),
-            None,
-            s("Claims triage")
-        )
+        ("bob".into(), "created".into(), s("name"), None, s("Claims triage"))
     );
     assert_eq!(
         lines[1],
@@ -187,48 +155,112 @@ async fn every_change_is_audited(url: &str) {
             s("Claims intake team triages motor claims by hand; the model pre-sorts them.")
         )
     );
-    assert_eq!(
-        lines[2],
-        ("bob".into(), "set".into(), s("owner"), None, s("alice"))
-    );
+    assert_eq!(lines[2], ("bob".into(), "set".into(), s("owner"), None, s("alice")));
     assert_eq!(lines[3].2, s("pnl"));
-    assert_eq!(
-        lines[4],
-        ("bob".into(), "set".into(), s("sponsor"), None, None)
-    );
+    assert_eq!(lines[4], ("bob".into(), "set".into(), s("sponsor"), None, None));
     assert_eq!(
         lines[5],
-        (
-            "bob".into(),
-            "set".into(),
-            s("review_date"),
-            None,
-            s("2027-03-31")
-        )
+        ("bob".into(), "set".into(), s("review_date"), None, s("2027-03-31"))
     );
     assert_eq!(
         lines[6],
-        (
-            "bob".into(),
-            "stage".into(),
-            s("stage"),
-            s("draft"),
-            s("scoped")
-        )
+        ("bob".into(), "stage".into(), s("stage"), s("draft"), s("scoped"))
     );
     assert_eq!(
         lines[7],
-        (
-            "alice".into(),
-            "set".into(),
-            s("owner"),
-            s("alice"),
-            s("dave")
-        )
+        ("alice".into(), "set".into(), s("owner"), s("alice"), s("dave"))
     );
     assert_eq!(lines.len(), 8);
     assert!(audit.iter().all(|a| a.at == common::now()));
     engine.store().close().await;
+}
+
+/// A double click (two requests of one user at once) acts once; the second is answered from the new state.
+async fn concurrent_requests_of_one_user_act_once(url: &str) {
+    let engine = common::engine(url).await;
+    let (a, b) = tokio::join!(
+        say(&engine, "acme", "bob", "/pilot register Claims triage"),
+        say(&engine, "acme", "bob", "/pilot register Fraud scoring")
+    );
+    let both = format!("{}\n{}", text(&a), text(&b));
+    assert!(both.contains("You are already registering"), "{both}");
+    let ws = WorkspaceId::new("acme");
+    assert_eq!(engine.store().all_pilots(Some(&ws)).await.unwrap().len(), 1);
+
+    for line in [
+        "Claims intake team triages motor claims by hand; the model pre-sorts them.",
+        "<@alice>",
+        "Claims handling cost: £4.2m -> £3.6m",
+        "skip",
+        "2027-03-31",
+    ] {
+        say(&engine, "acme", "bob", line).await;
+    }
+    let (a, b) = tokio::join!(
+        say(&engine, "acme", "bob", "Confirm"),
+        say(&engine, "acme", "bob", "Confirm")
+    );
+    let announcements = a
+        .iter()
+        .chain(&b)
+        .filter(|r| matches!(r.to, lastmile::engine::Destination::Channel(_)))
+        .count();
+    assert_eq!(announcements, 1, "{}\n{}", text(&a), text(&b));
+    assert!(format!("{}{}", text(&a), text(&b)).contains("Nothing is waiting for an answer from you"));
+    let stages = engine
+        .store()
+        .audit(&ws, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "stage")
+        .count();
+    assert_eq!(stages, 1);
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
+    let db = TestDb::sqlite();
+    let engine = common::engine(&db.url).await;
+    let mut last = Vec::new();
+    for line in [
+        "/pilot register @everyone <@&42> launch @here",
+        "Claims intake team triages motor claims by hand; the model pre-sorts them.",
+        "<@alice>",
+        "Claims handling cost: £4.2m -> £3.6m",
+        "skip",
+        "2027-03-31",
+        "Confirm",
+    ] {
+        last = say(&engine, "acme", "bob", line).await;
+    }
+    let announcement = last
+        .iter()
+        .find(|r| matches!(r.to, lastmile::engine::Destination::Channel(_)))
+        .unwrap();
+    assert!(
+        announcement.text.contains("**@everyone <@&42> launch @here**"),
+        "{}",
+        announcement.text
+    );
+    assert_eq!(announcement.ping, vec![UserId::new("alice")]);
+    assert!(last.iter().all(|r| r.ping.iter().all(|p| p.as_str() == "alice")));
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_of_one_user_act_once_sqlite() {
+    concurrent_requests_of_one_user_act_once(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_of_one_user_act_once_postgres() {
+    let Some(db) = TestDb::postgres("concurrent_requests_of_one_user_act_once_postgres").await else {
+        return;
+    };
+    concurrent_requests_of_one_user_act_once(&db.url).await;
+    db.cleanup().await;
 }
 
 #[tokio::test]
@@ -257,8 +289,7 @@ async fn workspaces_are_sealed_postgres() {
 
 #[tokio::test]
 async fn names_unique_and_refusals_change_nothing_postgres() {
-    let Some(db) = TestDb::postgres("names_unique_and_refusals_change_nothing_postgres").await
-    else {
+    let Some(db) = TestDb::postgres("names_unique_and_refusals_change_nothing_postgres").await else {
         return;
     };
     names_are_unique_ignoring_case_and_a_refusal_changes_nothing(&db.url).await;

@@ -82,19 +82,11 @@ async fn check_all(dialect: &str, mut fresh_db: impl AsyncFnMut() -> Option<comm
             if std::env::var_os("UPDATE_TRANSCRIPTS").is_some() && dialect == "sqlite" {
                 std::fs::write(&file, &actual).unwrap();
             } else {
-                failures.push(format!(
-                    "{} ({dialect}):\n{}",
-                    file.display(),
-                    diff(&expected, &actual)
-                ));
+                failures.push(format!("{} ({dialect}):\n{}", file.display(), diff(&expected, &actual)));
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "transcripts differ:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "transcripts differ:\n{}", failures.join("\n"));
 }
 
 /// The first differing lines, with a little context.

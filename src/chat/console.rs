@@ -38,9 +38,7 @@ pub fn mentions_in(text: &str) -> String {
     MENTION_IN
         .replace_all(text, |c: &regex::Captures| {
             let name = &c[3];
-            if c[2].is_empty()
-                && (name.eq_ignore_ascii_case("everyone") || name.eq_ignore_ascii_case("here"))
-            {
+            if c[2].is_empty() && (name.eq_ignore_ascii_case("everyone") || name.eq_ignore_ascii_case("here")) {
                 c[0].to_owned()
             } else {
                 format!("{}<@{}{}>", &c[1], &c[2], name)
@@ -112,10 +110,7 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
             let text = match (words.next(), words.next()) {
                 (Some("as"), Some(user)) => {
                     opts.user = user.trim_start_matches('@').to_owned();
-                    prompts.render(
-                        Key::ConsoleUser,
-                        context! { user => format!("@{}", opts.user) },
-                    )
+                    prompts.render(Key::ConsoleUser, context! { user => format!("@{}", opts.user) })
                 }
                 (Some("in"), Some(channel)) => {
                     opts.channel = channel.trim_start_matches('#').to_owned();

@@ -41,10 +41,7 @@ impl At {
         match s {
             "confirm" => Some(At::Confirm),
             "pick_edit" => Some(At::PickEdit),
-            other => Step::ALL
-                .into_iter()
-                .find(|st| st.as_str() == other)
-                .map(At::Ask),
+            other => Step::ALL.into_iter().find(|st| st.as_str() == other).map(At::Ask),
         }
     }
 }

@@ -4,9 +4,7 @@
 use chrono::Days;
 
 use super::{At, Change, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn};
-use crate::domain::{
-    Answer, ChannelId, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step,
-};
+use crate::domain::{Answer, ChannelId, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step};
 use crate::domain::{Pilot, PilotId};
 use crate::prompts::Key;
 
@@ -100,13 +98,7 @@ fn move_to(conv: &Conversation, at: At, return_to_confirm: bool) -> Effect {
     })
 }
 
-fn answer_step(
-    conv: &Conversation,
-    pilot: Option<&Pilot>,
-    step: Step,
-    answer: &Answer,
-    ctx: &Ctx,
-) -> Turn {
+fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &Answer, ctx: &Ctx) -> Turn {
     if answer.is_keyword("back") {
         return match (conv.flow, conv.return_to_confirm, step.previous()) {
             (Flow::Edit, _, _) => Turn::say(vec![Say::EditNoBack, Say::Ask(conv.at)]),
@@ -232,17 +224,10 @@ pub fn default_review_date(ctx: &Ctx) -> chrono::NaiveDate {
 }
 
 /// Matches an answer to one of the labels, by its number (1-based) or its label, ignoring case.
-fn pick<T: Copy>(
-    answer: &Answer,
-    options: &[(T, String)],
-    also: impl Fn(&str) -> Option<T>,
-) -> Option<T> {
+fn pick<T: Copy>(answer: &Answer, options: &[(T, String)], also: impl Fn(&str) -> Option<T>) -> Option<T> {
     let text = answer.as_str().trim().trim_end_matches('.');
     if let Ok(n) = text.parse::<usize>() {
-        return n
-            .checked_sub(1)
-            .and_then(|i| options.get(i))
-            .map(|(t, _)| *t);
+        return n.checked_sub(1).and_then(|i| options.get(i)).map(|(t, _)| *t);
     }
     options
         .iter()
@@ -268,10 +253,7 @@ fn answer_confirm(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
             says: vec![Say::Ask(At::Ask(Step::ReviewDate))],
         };
     }
-    let options: Vec<(Key, String)> = CONFIRM_CHOICES
-        .iter()
-        .map(|k| (*k, ctx.labels.label(*k)))
-        .collect();
+    let options: Vec<(Key, String)> = CONFIRM_CHOICES.iter().map(|k| (*k, ctx.labels.label(*k))).collect();
     let also = |t: &str| match t.to_lowercase().as_str() {
         "yes" | "ok" | "confirm" => Some(Key::ChoiceConfirm),
         "edit" => Some(Key::ChoiceEdit),

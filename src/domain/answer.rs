@@ -32,10 +32,7 @@ impl Answer {
             });
         }
         // Newlines and tabs come from multi-line text inputs; every other control character is refused.
-        if trimmed
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
+        if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err(AnswerError::ControlCharacters);
         }
         Ok(Self(trimmed.to_owned()))
@@ -58,10 +55,7 @@ mod tests {
     #[test]
     fn trims_and_keeps_text_intact() {
         let a = Answer::parse("  Claims intake — שלום 🚀 ; DROP TABLE pilots; --  ").unwrap();
-        assert_eq!(
-            a.as_str(),
-            "Claims intake — שלום 🚀 ; DROP TABLE pilots; --"
-        );
+        assert_eq!(a.as_str(), "Claims intake — שלום 🚀 ; DROP TABLE pilots; --");
     }
 
     #[test]
@@ -76,10 +70,7 @@ mod tests {
             })
         );
         assert!(Answer::parse(&"é".repeat(1000)).is_ok());
-        assert_eq!(
-            Answer::parse("a\u{7}b"),
-            Err(AnswerError::ControlCharacters)
-        );
+        assert_eq!(Answer::parse("a\u{7}b"), Err(AnswerError::ControlCharacters));
         assert!(Answer::parse("line one\nline two").is_ok());
     }
 

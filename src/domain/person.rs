@@ -107,37 +107,20 @@ mod tests {
     fn one_mention_with_a_note_is_a_person() {
         let p = PersonRef::parse("<@alice>, head of claims operations", no_bots).unwrap();
         assert_eq!(p.0, UserId::new("alice"));
+        assert_eq!(PersonRef::parse("<@!123> ", no_bots).unwrap().0, UserId::new("123"));
         assert_eq!(
-            PersonRef::parse("<@!123> ", no_bots).unwrap().0,
-            UserId::new("123")
-        );
-        assert_eq!(
-            PersonRef::parse("<@bob> (<@bob> again)", no_bots)
-                .unwrap()
-                .0,
+            PersonRef::parse("<@bob> (<@bob> again)", no_bots).unwrap().0,
             UserId::new("bob")
         );
     }
 
     #[test]
     fn refuses_groups_roles_bots_and_nobody() {
-        assert_eq!(
-            PersonRef::parse("the team", no_bots),
-            Err(PersonError::NoMention)
-        );
-        assert_eq!(
-            PersonRef::parse("<@a> and <@b>", no_bots),
-            Err(PersonError::Several(2))
-        );
+        assert_eq!(PersonRef::parse("the team", no_bots), Err(PersonError::NoMention));
+        assert_eq!(PersonRef::parse("<@a> and <@b>", no_bots), Err(PersonError::Several(2)));
         assert_eq!(PersonRef::parse("<@&42>", no_bots), Err(PersonError::Role));
-        assert_eq!(
-            PersonRef::parse("@everyone", no_bots),
-            Err(PersonError::Everyone)
-        );
-        assert_eq!(
-            PersonRef::parse("<@a> @here", no_bots),
-            Err(PersonError::Everyone)
-        );
+        assert_eq!(PersonRef::parse("@everyone", no_bots), Err(PersonError::Everyone));
+        assert_eq!(PersonRef::parse("<@a> @here", no_bots), Err(PersonError::Everyone));
         let bots = |u: &UserId| u.as_str() == "lastmile";
         assert_eq!(
             PersonRef::parse("<@lastmile>", bots),

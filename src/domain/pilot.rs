@@ -97,9 +97,7 @@ impl PilotName {
             return Err(PilotNameError::MultiLine);
         }
         if length < NAME_MIN_CHARS {
-            return Err(PilotNameError::TooShort {
-                min: NAME_MIN_CHARS,
-            });
+            return Err(PilotNameError::TooShort { min: NAME_MIN_CHARS });
         }
         if length > NAME_MAX_CHARS {
             return Err(PilotNameError::TooLong {
@@ -125,11 +123,7 @@ impl PilotName {
 
 /// Normalises a name or a typed reference to a name for case-insensitive comparison.
 pub fn name_key(s: &str) -> String {
-    s.trim()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    s.trim().split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// A pilot as stored: the draft's answers are filled in one step at a time.
@@ -152,9 +146,7 @@ pub struct Pilot {
 impl Pilot {
     /// Registrant, owner and sponsor may change a pilot's answers.
     pub fn may_edit(&self, user: &UserId) -> bool {
-        &self.registered_by == user
-            || self.owner.as_ref() == Some(user)
-            || self.sponsor.as_ref() == Some(user)
+        &self.registered_by == user || self.owner.as_ref() == Some(user) || self.sponsor.as_ref() == Some(user)
     }
 }
 
@@ -164,14 +156,8 @@ mod tests {
 
     #[test]
     fn names_are_checked_and_kept_as_typed() {
-        assert_eq!(
-            PilotName::parse(" Claims triage ").unwrap().as_str(),
-            "Claims triage"
-        );
-        assert_eq!(
-            PilotName::parse("ab"),
-            Err(PilotNameError::TooShort { min: 3 })
-        );
+        assert_eq!(PilotName::parse(" Claims triage ").unwrap().as_str(), "Claims triage");
+        assert_eq!(PilotName::parse("ab"), Err(PilotNameError::TooShort { min: 3 }));
         assert!(matches!(
             PilotName::parse(&"a".repeat(81)),
             Err(PilotNameError::TooLong { .. })
@@ -179,13 +165,7 @@ mod tests {
         assert!(PilotName::parse(&"a".repeat(80)).is_ok());
         assert_eq!(PilotName::parse("12345"), Err(PilotNameError::NoLetter));
         assert_eq!(PilotName::parse("one\ntwo"), Err(PilotNameError::MultiLine));
-        assert_eq!(
-            PilotName::parse("@everyone bot").unwrap().as_str(),
-            "@everyone bot"
-        );
-        assert_eq!(
-            PilotName::parse("Ünïcode  Pilot").unwrap().key(),
-            "ünïcode pilot"
-        );
+        assert_eq!(PilotName::parse("@everyone bot").unwrap().as_str(), "@everyone bot");
+        assert_eq!(PilotName::parse("Ünïcode  Pilot").unwrap().key(), "ünïcode pilot");
     }
 }

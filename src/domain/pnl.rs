@@ -78,8 +78,8 @@ fn currency_symbol(code: &str) -> Option<&'static str> {
 /// Three-letter words that are units rather than currencies when written after a number.
 fn is_currency_code(word: &str) -> bool {
     const CODES: &[&str] = &[
-        "GBP", "USD", "EUR", "JPY", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK",
-        "INR", "CNY", "SGD", "HKD", "ZAR", "BRL", "MXN",
+        "GBP", "USD", "EUR", "JPY", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK", "INR", "CNY", "SGD",
+        "HKD", "ZAR", "BRL", "MXN",
     ];
     CODES.contains(&word.to_ascii_uppercase().as_str())
 }
@@ -187,8 +187,7 @@ impl PnlTarget {
 
 /// `£4,200,000`, `£4.50`, `12%`, `3 days`, `CHF 1,500`.
 pub fn format_quantity(value: f64, unit: &str) -> String {
-    let currency = currency_symbol(unit).is_some()
-        || (unit.len() == 3 && unit.chars().all(|c| c.is_ascii_uppercase()));
+    let currency = currency_symbol(unit).is_some() || (unit.len() == 3 && unit.chars().all(|c| c.is_ascii_uppercase()));
     let mut number = format_number(value.abs());
     // Money with pence or cents shows both digits: £4.50, not £4.5.
     if currency && number.split_once('.').is_some_and(|(_, f)| f.len() == 1) {
@@ -317,17 +316,10 @@ mod tests {
         );
         let t = PnlTarget::parse("Average handling time: 3 days -> 1 day").unwrap();
         assert_eq!((t.unit.as_str(), t.baseline, t.target), ("days", 3.0, 1.0));
-        let t =
-            PnlTarget::parse("Claims cost, baseline GBP 4,200,000, target GBP 3,600,000").unwrap();
-        assert_eq!(
-            (t.line.as_str(), t.baseline, t.target),
-            ("Claims cost", 4.2e6, 3.6e6)
-        );
+        let t = PnlTarget::parse("Claims cost, baseline GBP 4,200,000, target GBP 3,600,000").unwrap();
+        assert_eq!((t.line.as_str(), t.baseline, t.target), ("Claims cost", 4.2e6, 3.6e6));
         let t = PnlTarget::parse("Upsell revenue: 0 → $250k").unwrap();
-        assert_eq!(
-            (t.unit.as_str(), t.baseline, t.target),
-            ("USD", 0.0, 250_000.0)
-        );
+        assert_eq!((t.unit.as_str(), t.baseline, t.target), ("USD", 0.0, 250_000.0));
     }
 
     #[test]
@@ -339,18 +331,12 @@ mod tests {
             })
         );
         assert_eq!(PnlTarget::parse("£4m -> £3m"), Err(PnlError::NoLine));
-        assert_eq!(
-            PnlTarget::parse("Claims cost: 4 -> 3"),
-            Err(PnlError::NoUnit)
-        );
+        assert_eq!(PnlTarget::parse("Claims cost: 4 -> 3"), Err(PnlError::NoUnit));
         assert!(matches!(
             PnlTarget::parse("Claims cost: £4m -> 3%"),
             Err(PnlError::UnitMismatch { .. })
         ));
-        assert_eq!(
-            PnlTarget::parse("Claims cost will go down"),
-            Err(PnlError::Format)
-        );
+        assert_eq!(PnlTarget::parse("Claims cost will go down"), Err(PnlError::Format));
     }
 
     #[test]

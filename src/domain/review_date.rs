@@ -69,16 +69,13 @@ impl ReviewWindow {
                 'd' => self.today.checked_add_days(Days::new(n.into())),
                 'w' => self.today.checked_add_days(Days::new(u64::from(n) * 7)),
                 'm' => self.today.checked_add_months(Months::new(n)),
-                _ => self
-                    .today
-                    .checked_add_months(Months::new(n.checked_mul(12)?)),
+                _ => self.today.checked_add_months(Months::new(n.checked_mul(12)?)),
             };
         }
         if let Some(c) = WEEKDAY.captures(text) {
             let day: Weekday = c["day"][..3].parse().ok()?;
             // The first such day after today; "next friday" said on a Friday is a week away.
-            let ahead =
-                (7 + day.num_days_from_monday() - self.today.weekday().num_days_from_monday()) % 7;
+            let ahead = (7 + day.num_days_from_monday() - self.today.weekday().num_days_from_monday()) % 7;
             let ahead = if ahead == 0 { 7 } else { ahead };
             return self.today.checked_add_days(Days::new(ahead.into()));
         }
@@ -91,9 +88,7 @@ impl ReviewWindow {
             "%B %d, %Y",
             "%b %d, %Y",
         ];
-        FORMATS
-            .iter()
-            .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+        FORMATS.iter().find_map(|f| NaiveDate::parse_from_str(text, f).ok())
     }
 }
 

@@ -81,9 +81,7 @@ impl Rules {
 
     /// The first rule, in file order, that finds this answer vague.
     pub fn check(&self, step: Step, answer: &str) -> Option<&Rule> {
-        self.0
-            .iter()
-            .find(|r| r.step == step && r.pattern.is_match(answer))
+        self.0.iter().find(|r| r.step == step && r.pattern.is_match(answer))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Rule> {
@@ -121,9 +119,6 @@ mod tests {
         ]);
         assert_eq!(rules.check(Step::Owner, "TBD").unwrap().id, "tbd");
         assert!(rules.check(Step::Owner, "<@alice>").is_none());
-        assert_eq!(
-            rules.check(Step::Workflow, "claims intake").unwrap().id,
-            "short"
-        );
+        assert_eq!(rules.check(Step::Workflow, "claims intake").unwrap().id, "short");
     }
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::dialogue::{Change, Conversation, Effect};
 use crate::domain::{Pilot, PilotId, Stage, UserId, WorkspaceId, pilot::name_key};
@@ -44,6 +42,9 @@ pub enum StoreError {
     /// The conversation's pilot is gone (deleted, or in another workspace).
     #[error("pilot not found")]
     PilotGone,
+    /// Another request of the same user changed the conversation first; nothing was written.
+    #[error("conversation changed concurrently")]
+    Conflict,
     #[error("unsupported database URL (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
     #[error("database error: {0}")]
@@ -56,6 +57,17 @@ pub enum StoreError {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// What the conversation must still be for a turn's effects to apply.
+#[derive(Debug, Clone, Copy)]
+pub enum Guard<'a> {
+    /// Apply whatever the conversation is.
+    Any,
+    /// The user must have no conversation (a command starting one).
+    NoConversation,
+    /// The conversation must still be exactly this one (an answer to it).
+    At(&'a Conversation),
 }
 
 /// A pilot reference as typed: `#12`, `12`, or a name (case ignored).
@@ -80,10 +92,7 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             // One direct attempt first: an unreachable server fails at once with its real cause.
-            sqlx::PgConnection::connect_with(&options)
-                .await?
-                .close()
-                .await?;
+            sqlx::PgConnection::connect_with(&options).await?.close().await?;
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(Duration::from_secs(10))
@@ -131,11 +140,7 @@ impl Store {
         with_pool!(self, pool => pool.close().await)
     }
 
-    pub async fn conversation(
-        &self,
-        ws: &WorkspaceId,
-        user: &UserId,
-    ) -> Result<Option<Conversation>, StoreError> {
+    pub async fn conversation(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<Conversation>, StoreError> {
         let sql = "SELECT flow, at, pilot_id, channel, return_to_confirm FROM conversations WHERE workspace = $1 AND user_id = $2";
         let row: Option<ConversationRow> = with_pool!(self, pool => {
             sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
@@ -155,11 +160,7 @@ impl Store {
     }
 
     /// Finds a pilot by id or name; when none matches, the closest name as a suggestion.
-    pub async fn find_pilot(
-        &self,
-        ws: &WorkspaceId,
-        query: &str,
-    ) -> Result<Result<Pilot, Option<String>>, StoreError> {
+    pub async fn find_pilot(&self, ws: &WorkspaceId, query: &str) -> Result<Result<Pilot, Option<String>>, StoreError> {
         let found = match PilotQuery::parse(query) {
             PilotQuery::Id(id) => self.pilot(ws, PilotId(id)).await?,
             PilotQuery::Name(name) => {
@@ -177,11 +178,9 @@ impl Store {
             return Ok(Ok(p));
         }
         let names = self.pilot_names(ws).await?;
-        Ok(Err(crate::commands::closest(
-            query,
-            names.iter().map(String::as_str),
-        )
-        .map(str::to_owned)))
+        Ok(Err(
+            crate::commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned)
+        ))
     }
 
     /// Every pilot name of the workspace (for suggestions and autocomplete).
@@ -200,8 +199,7 @@ impl Store {
         involving: Option<&UserId>,
         limit: i64,
     ) -> Result<(Vec<Pilot>, i64), StoreError> {
-        let filter =
-            "workspace = $1 AND ($2 IS NULL OR registered_by = $2 OR owner = $2 OR sponsor = $2)";
+        let filter = "workspace = $1 AND ($2 IS NULL OR registered_by = $2 OR owner = $2 OR sponsor = $2)";
         let sql = format!(
             "SELECT {} FROM pilots WHERE {filter} ORDER BY id LIMIT $3",
             rows::PILOT_COLUMNS
@@ -214,9 +212,7 @@ impl Store {
             (rows, total)
         });
         Ok((
-            rows.into_iter()
-                .map(PilotRow::into_domain)
-                .collect::<Result<_, _>>()?,
+            rows.into_iter().map(PilotRow::into_domain).collect::<Result<_, _>>()?,
             total,
         ))
     }
@@ -233,11 +229,7 @@ impl Store {
         rows.into_iter().map(PilotRow::into_domain).collect()
     }
 
-    pub async fn audit(
-        &self,
-        ws: &WorkspaceId,
-        pilot: Option<PilotId>,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit(&self, ws: &WorkspaceId, pilot: Option<PilotId>) -> Result<Vec<AuditEntry>, StoreError> {
         let sql = "SELECT pilot_id, actor, action, field, old_value, new_value, at FROM audit \
                    WHERE workspace = $1 AND ($2 IS NULL OR pilot_id = $2) ORDER BY id";
         Ok(with_pool!(self, pool => {
@@ -247,6 +239,9 @@ impl Store {
 
     /// Applies one turn's effects in one transaction, with an audit row for every change.
     /// `pilot` is the conversation's pilot; returns the pilot afterwards (a created draft's id included).
+    /// `guard` is the conversation the turn was computed from: when another request of the same user moved it
+    /// first, nothing is written and [`StoreError::Conflict`] says to compute the turn again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         ws: &WorkspaceId,
@@ -254,12 +249,36 @@ impl Store {
         now: DateTime<Utc>,
         mut pilot: Option<PilotId>,
         channel: &str,
+        guard: Guard<'_>,
         effects: &[Effect],
     ) -> Result<Option<PilotId>, StoreError> {
         let w = ws.as_str();
         let a = actor.as_str();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            match guard {
+                Guard::Any => {}
+                Guard::NoConversation => {
+                    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE workspace = $1 AND user_id = $2")
+                        .bind(w).bind(a).fetch_optional(&mut *tx).await?;
+                    if exists.is_some() {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                Guard::At(c) => {
+                    // Writing first takes the row's lock (PostgreSQL) or the database's (SQLite) before anything is read.
+                    let moved = sqlx::query(
+                        "UPDATE conversations SET updated_at = $3 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
+                         AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
+                    )
+                    .bind(w).bind(a).bind(now).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(c.return_to_confirm)
+                    .bind(c.pilot.map(|p| p.0))
+                    .execute(&mut *tx).await?;
+                    if moved.rows_affected() != 1 {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+            }
             for effect in effects {
                 match effect {
                     Effect::CreateDraft(name) => {
@@ -333,6 +352,18 @@ impl Store {
                             .bind(w).bind(id).bind(a).bind(name).bind(now)
                             .execute(&mut *tx).await?;
                         pilot = None;
+                    }
+                    Effect::SaveConversation(c) if matches!(guard, Guard::NoConversation) => {
+                        // A conversation that must be new: a concurrent start of the same user loses here.
+                        let pilot_id = c.pilot.or(pilot).map(|p| p.0);
+                        sqlx::query(
+                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
+                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now)
+                        .execute(&mut *tx).await
+                        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
                     }
                     Effect::SaveConversation(c) => {
                         let pilot_id = c.pilot.or(pilot).map(|p| p.0);

@@ -30,15 +30,9 @@ pub struct PilotRow {
 
 impl PilotRow {
     pub fn into_domain(self) -> Result<Pilot, StoreError> {
-        let stage = Stage::parse(&self.stage).ok_or_else(|| {
-            StoreError::Corrupt(format!("pilot {}: stage {}", self.id, self.stage))
-        })?;
-        let pnl = match (
-            self.pnl_line,
-            self.pnl_unit,
-            self.pnl_baseline,
-            self.pnl_target,
-        ) {
+        let stage = Stage::parse(&self.stage)
+            .ok_or_else(|| StoreError::Corrupt(format!("pilot {}: stage {}", self.id, self.stage)))?;
+        let pnl = match (self.pnl_line, self.pnl_unit, self.pnl_baseline, self.pnl_target) {
             (Some(line), Some(unit), Some(baseline), Some(target)) => Some(PnlTarget {
                 line,
                 unit,
@@ -87,8 +81,7 @@ impl ConversationRow {
             "edit" => Flow::Edit,
             other => return Err(StoreError::Corrupt(format!("conversation flow {other}"))),
         };
-        let at = At::parse(&self.at)
-            .ok_or_else(|| StoreError::Corrupt(format!("conversation step {}", self.at)))?;
+        let at = At::parse(&self.at).ok_or_else(|| StoreError::Corrupt(format!("conversation step {}", self.at)))?;
         Ok(Conversation {
             flow,
             at,
@@ -112,8 +105,7 @@ pub struct AuditEntry {
 }
 
 fn pnl_text(p: &PnlTarget) -> String {
-    serde_json::json!({"line": p.line, "unit": p.unit, "baseline": p.baseline, "target": p.target})
-        .to_string()
+    serde_json::json!({"line": p.line, "unit": p.unit, "baseline": p.baseline, "target": p.target}).to_string()
 }
 
 /// The old and new value of a change, as the audit trail records them.
@@ -121,18 +113,12 @@ pub fn audit_values(before: &Pilot, change: &Change) -> (Option<String>, Option<
     match change {
         Change::Name(n) => (Some(before.name.clone()), Some(n.as_str().to_owned())),
         Change::Workflow(t) => (before.workflow.clone(), Some(t.clone())),
-        Change::Owner(u) => (
-            before.owner.as_ref().map(|u| u.0.clone()),
-            Some(u.0.clone()),
-        ),
+        Change::Owner(u) => (before.owner.as_ref().map(|u| u.0.clone()), Some(u.0.clone())),
         Change::Sponsor(u) => (
             before.sponsor.as_ref().map(|u| u.0.clone()),
             u.as_ref().map(|u| u.0.clone()),
         ),
         Change::Pnl(p) => (before.pnl.as_ref().map(pnl_text), Some(pnl_text(p))),
-        Change::ReviewDate(d) => (
-            before.review_date.map(|d| d.to_string()),
-            Some(d.to_string()),
-        ),
+        Change::ReviewDate(d) => (before.review_date.map(|d| d.to_string()), Some(d.to_string())),
     }
 }

@@ -82,11 +82,7 @@ impl TestDb {
 
 pub async fn engine(url: &str) -> Engine {
     let store = lastmile::open_store(url).await.unwrap();
-    Engine::new(
-        store,
-        Arc::new(Prompts::embedded().unwrap()),
-        EngineSettings::default(),
-    )
+    Engine::new(store, Arc::new(Prompts::embedded().unwrap()), EngineSettings::default())
 }
 
 pub fn options(user: &str) -> ConsoleOptions {
@@ -111,9 +107,7 @@ pub async fn run_console(url: &str, user: &str, input: &str) -> String {
         }
         let engine = engine(url).await;
         // The speaking user and channel carry over a restart, as they would for a person.
-        opts = console::run(&engine, opts, part.as_bytes(), &mut out)
-            .await
-            .unwrap();
+        opts = console::run(&engine, opts, part.as_bytes(), &mut out).await.unwrap();
         engine.store().close().await;
     }
     String::from_utf8(out).unwrap()
