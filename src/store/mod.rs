@@ -59,6 +59,27 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read
+/// that later upgrades to a write could otherwise fail with "database is locked" under concurrency.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send {
+        self.begin()
+    }
+}
+
 /// What the conversation must still be for a turn's effects to apply.
 #[derive(Debug, Clone, Copy)]
 pub enum Guard<'a> {
@@ -255,7 +276,7 @@ impl Store {
         let w = ws.as_str();
         let a = actor.as_str();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             match guard {
                 Guard::Any => {}
                 Guard::NoConversation => {
@@ -266,7 +287,7 @@ impl Store {
                     }
                 }
                 Guard::At(c) => {
-                    // Writing first takes the row's lock (PostgreSQL) or the database's (SQLite) before anything is read.
+                    // Writing first takes the row's lock, so a concurrent turn of the same user waits, then finds it moved.
                     let moved = sqlx::query(
                         "UPDATE conversations SET updated_at = $3 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
                          AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
