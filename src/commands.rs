@@ -89,6 +89,24 @@ pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
             ],
         },
         SubcommandSpec {
+            name: "evidence",
+            description: Key::DescEvidence,
+            options: &[PILOT_OPT],
+        },
+        SubcommandSpec {
+            name: "review",
+            description: Key::DescReview,
+            options: &[
+                PILOT_OPT,
+                OptionSpec {
+                    name: "decision",
+                    kind: OptionKind::Choice(&["scale", "extend", "kill"]),
+                    required: true,
+                    description: Key::DescOptDecision,
+                },
+            ],
+        },
+        SubcommandSpec {
             name: "resume",
             description: Key::DescResume,
             options: &[],
@@ -110,10 +128,26 @@ pub enum ListScope {
 /// A command with its options, however it was typed or clicked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Register { name: Option<String> },
-    Status { pilot: String },
-    List { scope: ListScope },
-    Edit { pilot: String, step: String },
+    Register {
+        name: Option<String>,
+    },
+    Status {
+        pilot: String,
+    },
+    List {
+        scope: ListScope,
+    },
+    Edit {
+        pilot: String,
+        step: String,
+    },
+    Evidence {
+        pilot: String,
+    },
+    Review {
+        pilot: String,
+        decision: crate::domain::DecisionKind,
+    },
     Resume,
     Help,
 }
@@ -188,6 +222,15 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
         "edit" => Command::Edit {
             pilot: get("pilot").unwrap_or_default(),
             step: get("step").unwrap_or_default(),
+        },
+        "evidence" => Command::Evidence {
+            pilot: get("pilot").unwrap_or_default(),
+        },
+        "review" => Command::Review {
+            pilot: get("pilot").unwrap_or_default(),
+            decision: get("decision")
+                .and_then(|d| crate::domain::DecisionKind::parse(&d))
+                .ok_or_else(usage)?,
         },
         "resume" => Command::Resume,
         _ => Command::Help,
@@ -345,6 +388,25 @@ mod tests {
             Ok(Command::Edit {
                 pilot: "Claims triage".into(),
                 step: "review date".into()
+            })
+        );
+        assert_eq!(
+            parse("/pilot evidence Claims triage"),
+            Ok(Command::Evidence {
+                pilot: "Claims triage".into()
+            })
+        );
+        assert_eq!(
+            parse("/pilot review Claims triage KILL"),
+            Ok(Command::Review {
+                pilot: "Claims triage".into(),
+                decision: crate::domain::DecisionKind::Kill
+            })
+        );
+        assert_eq!(
+            parse("/pilot review Claims triage"),
+            Err(ParseError::Usage {
+                usage: "/pilot review <pilot> <scale|extend|kill>".into()
             })
         );
         assert_eq!(parse("/pilot"), Ok(Command::Help));

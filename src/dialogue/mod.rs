@@ -2,12 +2,18 @@
 //! Pure: the engine loads the conversation and the pilot, applies the effects in one transaction and renders
 //! what is to be said.
 
+pub mod asks;
+pub mod evidence;
+pub mod review;
 pub mod scoping;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChannelId, PilotId, PilotName, PnlTarget, Rules, Stage, Step, UserId};
+use crate::domain::{
+    ChannelId, DecisionKind, EvidenceKind, KillCategory, OwnerStatus, PilotId, PilotName, PnlTarget, Rules, Stage,
+    Step, UserId,
+};
 use crate::prompts::Key;
 
 /// Which conversation a user is in.
@@ -18,6 +24,26 @@ pub enum Flow {
     Register,
     /// `/pilot edit`: one question about a scoped pilot.
     Edit,
+    /// `/pilot evidence`: one item of production evidence.
+    Evidence,
+    /// `/pilot review`: a decision and what it needs.
+    Review,
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::Register => "register",
+            Flow::Edit => "edit",
+            Flow::Evidence => "evidence",
+            Flow::Review => "review",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Flow::Register, Flow::Edit, Flow::Evidence, Flow::Review]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 /// The question a conversation is waiting on.
@@ -26,6 +52,16 @@ pub enum At {
     Ask(Step),
     Confirm,
     PickEdit,
+    /// Which evidence item to record.
+    PickEvidence,
+    /// The answer for one evidence item.
+    Evidence(EvidenceKind),
+    /// The reason to scale without 3/3 evidence.
+    ScaleOverride,
+    ExtendDate,
+    ExtendReason,
+    KillCategory,
+    KillReason,
 }
 
 impl At {
@@ -34,16 +70,46 @@ impl At {
             At::Ask(step) => step.as_str(),
             At::Confirm => "confirm",
             At::PickEdit => "pick_edit",
+            At::PickEvidence => "pick_evidence",
+            At::Evidence(EvidenceKind::WorkflowLive) => "evidence_workflow_live",
+            At::Evidence(EvidenceKind::OwnerRunning) => "evidence_owner_running",
+            At::Evidence(EvidenceKind::PnlMoved) => "evidence_pnl_moved",
+            At::ScaleOverride => "scale_override",
+            At::ExtendDate => "extend_date",
+            At::ExtendReason => "extend_reason",
+            At::KillCategory => "kill_category",
+            At::KillReason => "kill_reason",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "confirm" => Some(At::Confirm),
-            "pick_edit" => Some(At::PickEdit),
-            other => Step::ALL.into_iter().find(|st| st.as_str() == other).map(At::Ask),
-        }
+        let fixed = [
+            At::Confirm,
+            At::PickEdit,
+            At::PickEvidence,
+            At::Evidence(EvidenceKind::WorkflowLive),
+            At::Evidence(EvidenceKind::OwnerRunning),
+            At::Evidence(EvidenceKind::PnlMoved),
+            At::ScaleOverride,
+            At::ExtendDate,
+            At::ExtendReason,
+            At::KillCategory,
+            At::KillReason,
+        ];
+        fixed
+            .into_iter()
+            .chain(Step::ALL.into_iter().map(At::Ask))
+            .find(|a| a.as_str() == s)
     }
+}
+
+/// Answers a multi-question conversation keeps until its last question.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scratch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<KillCategory>,
 }
 
 /// A user's conversation in progress, saved after every answer.
@@ -56,6 +122,7 @@ pub struct Conversation {
     pub channel: ChannelId,
     /// Set while a registration edits one answer from the confirmation: it returns there afterwards.
     pub return_to_confirm: bool,
+    pub scratch: Scratch,
 }
 
 /// One answer's worth of change to a pilot.
@@ -92,6 +159,72 @@ pub enum Effect {
     DeleteDraft,
     SaveConversation(Conversation),
     EndConversation,
+    AddEvidence(EvidenceItem),
+    Decide(Decision),
+    SetOwnerStatus {
+        status: OwnerStatus,
+        reason: Option<String>,
+    },
+    /// Ask a user, by direct message, a question about the conversation's pilot.
+    OpenAsk {
+        user: UserId,
+        kind: AskKind,
+    },
+    /// The ask was answered (or is void).
+    CloseAsk(i64),
+}
+
+/// One item of production evidence as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceItem {
+    pub kind: EvidenceKind,
+    pub note: String,
+    pub value: Option<f64>,
+    pub period: Option<String>,
+    pub source: Option<String>,
+}
+
+/// A review decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub reason: String,
+    pub category: Option<KillCategory>,
+    pub new_date: Option<NaiveDate>,
+    /// Scaled without 3/3 evidence.
+    pub override_evidence: bool,
+}
+
+/// Questions asked by direct message, answered outside any conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AskKind {
+    /// The named owner accepts or declines ownership.
+    AcceptOwnership,
+    /// The sponsor confirms an extension beyond the limit.
+    ApproveExtension {
+        date: NaiveDate,
+        reason: String,
+        requested_by: UserId,
+    },
+}
+
+impl AskKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AskKind::AcceptOwnership => "accept_ownership",
+            AskKind::ApproveExtension { .. } => "approve_extension",
+        }
+    }
+}
+
+/// An open ask, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub id: i64,
+    pub user: UserId,
+    pub pilot: PilotId,
+    pub kind: AskKind,
 }
 
 /// Why an answer was refused; nothing changes.
@@ -111,6 +244,19 @@ pub enum Refusal {
     Choice {
         answer: String,
         choices: Vec<String>,
+    },
+    /// The P&L evidence did not read as `value; period; source`.
+    EvidenceFormat,
+    /// The measured value is in another unit than the line.
+    EvidenceUnit {
+        unit: String,
+        line_unit: String,
+    },
+    /// Only the owner may record that the owner runs it.
+    OnlyOwner,
+    /// An extension beyond the limit needs a sponsor, and there is none.
+    NoSponsorForExtension {
+        limit: u32,
     },
 }
 
@@ -133,6 +279,31 @@ pub enum Say {
     Registered,
     /// One answer of a scoped pilot changed.
     Updated(Step),
+    /// The owner is asked, by direct message, to accept ownership.
+    AskOwner,
+    /// An evidence or review conversation was stopped; nothing recorded.
+    Stopped,
+    EvidenceRecorded(EvidenceKind),
+    Decided(DecisionKind),
+    /// An extension beyond the limit waits for the sponsor.
+    ExtensionAwaitsSponsor {
+        date: NaiveDate,
+        reason: String,
+        limit: u32,
+    },
+    /// Answers to asks.
+    OwnerAccepted,
+    OwnerDeclined {
+        reason: Option<String>,
+    },
+    ExtensionApproved {
+        requested_by: UserId,
+    },
+    ExtensionRefused {
+        requested_by: UserId,
+    },
+    /// The ask no longer applies (the owner changed, the pilot was decided).
+    AskVoid,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -142,12 +313,25 @@ pub struct Turn {
 }
 
 impl Turn {
-    fn say(says: Vec<Say>) -> Self {
+    pub fn say(says: Vec<Say>) -> Self {
         Self {
             effects: Vec::new(),
             says,
         }
     }
+}
+
+/// Matches an answer to one of the labels, by its number (1-based) or its label, ignoring case.
+pub fn pick<T: Copy>(answer: &str, options: &[(T, String)], also: impl Fn(&str) -> Option<T>) -> Option<T> {
+    let text = answer.trim().trim_end_matches('.');
+    if let Ok(n) = text.parse::<usize>() {
+        return n.checked_sub(1).and_then(|i| options.get(i)).map(|(t, _)| *t);
+    }
+    options
+        .iter()
+        .find(|(_, label)| label.eq_ignore_ascii_case(text))
+        .map(|(t, _)| *t)
+        .or_else(|| also(text))
 }
 
 /// What a conversation needs to know about the world.
@@ -161,6 +345,7 @@ pub struct Ctx<'a> {
     pub bots: &'a [UserId],
     /// Choice labels as shown to users, so typed labels are recognised in any wording.
     pub labels: &'a dyn Labels,
+    pub settings: &'a crate::domain::WorkspaceSettings,
 }
 
 /// Where choice labels come from (the prompts).

@@ -3,8 +3,8 @@
 
 use chrono::Days;
 
-use super::{At, Change, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn};
-use crate::domain::{Answer, ChannelId, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step};
+use super::{AskKind, At, Change, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn, pick};
+use crate::domain::{Answer, ChannelId, OwnerStatus, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step};
 use crate::domain::{Pilot, PilotId};
 use crate::prompts::Key;
 
@@ -16,6 +16,7 @@ pub fn start_register(name: Option<&str>, channel: ChannelId, ctx: &Ctx) -> Turn
         pilot: None,
         channel,
         return_to_confirm: false,
+        scratch: Default::default(),
     };
     match name {
         None => Turn {
@@ -47,6 +48,7 @@ pub fn start_edit(pilot: PilotId, step: Step, channel: ChannelId) -> Turn {
         pilot: Some(pilot),
         channel,
         return_to_confirm: false,
+        scratch: Default::default(),
     };
     Turn {
         effects: vec![Effect::SaveConversation(conv)],
@@ -65,8 +67,12 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, text: &str, ctx: &Ctx)
     }
     match conv.at {
         At::Ask(step) => answer_step(conv, pilot, step, &answer, ctx),
-        At::Confirm => answer_confirm(conv, &answer, ctx),
+        At::Confirm => answer_confirm(conv, pilot, &answer, ctx),
         At::PickEdit => answer_pick(conv, &answer, ctx),
+        At::PickEvidence | At::Evidence(_) => super::evidence::answer(conv, pilot, &answer, ctx),
+        At::ScaleOverride | At::ExtendDate | At::ExtendReason | At::KillCategory | At::KillReason => {
+            super::review::answer(conv, pilot, &answer, ctx)
+        }
     }
 }
 
@@ -87,6 +93,10 @@ fn cancel(conv: &Conversation) -> Turn {
             effects: vec![Effect::EndConversation],
             says: vec![Say::EditCancelled],
         },
+        Flow::Evidence | Flow::Review => Turn {
+            effects: vec![Effect::EndConversation],
+            says: vec![Say::Stopped],
+        },
     }
 }
 
@@ -101,7 +111,7 @@ fn move_to(conv: &Conversation, at: At, return_to_confirm: bool) -> Effect {
 fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &Answer, ctx: &Ctx) -> Turn {
     if answer.is_keyword("back") {
         return match (conv.flow, conv.return_to_confirm, step.previous()) {
-            (Flow::Edit, _, _) => Turn::say(vec![Say::EditNoBack, Say::Ask(conv.at)]),
+            (Flow::Edit | Flow::Evidence | Flow::Review, _, _) => Turn::say(vec![Say::EditNoBack, Say::Ask(conv.at)]),
             (Flow::Register, true, _) => Turn {
                 effects: vec![move_to(conv, At::Confirm, false)],
                 says: vec![Say::Ask(At::Confirm)],
@@ -115,7 +125,7 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
     }
     if answer.is_keyword("keep") && pilot.is_some_and(|p| has_answer(p, step)) {
         return match conv.flow {
-            Flow::Edit => Turn {
+            Flow::Edit | Flow::Evidence | Flow::Review => Turn {
                 effects: vec![Effect::EndConversation],
                 says: vec![Say::EditCancelled],
             },
@@ -138,12 +148,18 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
         _ => effects.push(Effect::Set(change)),
     }
     match conv.flow {
-        Flow::Edit => {
+        Flow::Edit | Flow::Evidence | Flow::Review => {
             effects.push(Effect::EndConversation);
-            Turn {
-                effects,
-                says: vec![Say::Updated(step)],
+            let mut says = vec![Say::Updated(step)];
+            // A new owner of a scoped pilot is asked to accept, as the first one was.
+            if let (Some(Effect::Set(Change::Owner(owner))), Some(p)) = (effects.first(), pilot)
+                && p.owner.as_ref() != Some(owner)
+            {
+                let (e, s) = owner_acceptance(&owner.clone(), ctx);
+                effects.extend(e);
+                says.extend(s);
             }
+            Turn { effects, says }
         }
         Flow::Register => {
             let next = next_position(conv, step);
@@ -182,7 +198,7 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
     if step == Step::Sponsor && answer.is_keyword("skip") {
         return Ok(Change::Sponsor(None));
     }
-    if let Some(rule) = ctx.rules.check(step, text) {
+    if let Some(rule) = ctx.rules.check(step.as_str(), text) {
         return Err(Say::Vague {
             rule: rule.id.clone(),
             answer: text.to_owned(),
@@ -206,7 +222,10 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
         Step::ReviewDate => {
             let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
             if answer.is_keyword("default") {
-                return Ok(Change::ReviewDate(default_review_date(ctx)));
+                return Ok(Change::ReviewDate(default_review_date(
+                    ctx.today,
+                    ctx.default_review_weeks,
+                )));
             }
             window.parse(text).map(Change::ReviewDate).map_err(|error| {
                 Say::Refused(Refusal::Date {
@@ -219,21 +238,8 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
 }
 
 /// The review date proposed when none is given.
-pub fn default_review_date(ctx: &Ctx) -> chrono::NaiveDate {
-    ctx.today + Days::new(7 * u64::from(ctx.default_review_weeks))
-}
-
-/// Matches an answer to one of the labels, by its number (1-based) or its label, ignoring case.
-fn pick<T: Copy>(answer: &Answer, options: &[(T, String)], also: impl Fn(&str) -> Option<T>) -> Option<T> {
-    let text = answer.as_str().trim().trim_end_matches('.');
-    if let Ok(n) = text.parse::<usize>() {
-        return n.checked_sub(1).and_then(|i| options.get(i)).map(|(t, _)| *t);
-    }
-    options
-        .iter()
-        .find(|(_, label)| label.eq_ignore_ascii_case(text))
-        .map(|(t, _)| *t)
-        .or_else(|| also(text))
+pub fn default_review_date(today: chrono::NaiveDate, weeks: u32) -> chrono::NaiveDate {
+    today + Days::new(7 * u64::from(weeks))
 }
 
 /// The choices offered at the confirmation, in order.
@@ -246,7 +252,34 @@ fn refuse_choice(answer: &Answer, labels: Vec<String>) -> Turn {
     })])
 }
 
-fn answer_confirm(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
+/// Asks the pilot's owner to accept ownership, unless the owner is the one acting (who accepts by naming themselves).
+pub fn owner_acceptance(owner: &crate::domain::UserId, ctx: &Ctx) -> (Vec<Effect>, Vec<Say>) {
+    if owner == ctx.user {
+        (
+            vec![Effect::SetOwnerStatus {
+                status: OwnerStatus::Accepted,
+                reason: None,
+            }],
+            vec![],
+        )
+    } else {
+        (
+            vec![
+                Effect::SetOwnerStatus {
+                    status: OwnerStatus::Pending,
+                    reason: None,
+                },
+                Effect::OpenAsk {
+                    user: owner.clone(),
+                    kind: AskKind::AcceptOwnership,
+                },
+            ],
+            vec![Say::AskOwner],
+        )
+    }
+}
+
+fn answer_confirm(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: &Ctx) -> Turn {
     if answer.is_keyword("back") {
         return Turn {
             effects: vec![move_to(conv, At::Ask(Step::ReviewDate), false)],
@@ -259,11 +292,17 @@ fn answer_confirm(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
         "edit" => Some(Key::ChoiceEdit),
         _ => None,
     };
-    match pick(answer, &options, also) {
-        Some(Key::ChoiceConfirm) => Turn {
-            effects: vec![Effect::SetStage(Stage::Scoped), Effect::EndConversation],
-            says: vec![Say::Registered],
-        },
+    match pick(answer.as_str(), &options, also) {
+        Some(Key::ChoiceConfirm) => {
+            let mut effects = vec![Effect::SetStage(Stage::Scoped), Effect::EndConversation];
+            let mut says = vec![Say::Registered];
+            if let Some(owner) = pilot.and_then(|p| p.owner.as_ref()) {
+                let (e, s) = owner_acceptance(owner, ctx);
+                effects.extend(e);
+                says.extend(s);
+            }
+            Turn { effects, says }
+        }
         Some(Key::ChoiceEdit) => Turn {
             effects: vec![move_to(conv, At::PickEdit, false)],
             says: vec![Say::Ask(At::PickEdit)],
@@ -284,7 +323,7 @@ fn answer_pick(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
         .iter()
         .map(|s| (*s, ctx.labels.label(Key::for_step(*s))))
         .collect();
-    match pick(answer, &options, Step::parse) {
+    match pick(answer.as_str(), &options, Step::parse) {
         Some(step) => Turn {
             effects: vec![move_to(conv, At::Ask(step), true)],
             says: vec![Say::Ask(At::Ask(step))],

@@ -1,15 +1,19 @@
 //! Pilots, the people around them and the answers that scope them: types and pure rules, no I/O.
 
 pub mod answer;
+pub mod lifecycle;
 pub mod person;
 pub mod pilot;
 pub mod pnl;
 pub mod review_date;
+pub mod settings;
 pub mod vagueness;
 
 pub use answer::{Answer, AnswerError};
+pub use lifecycle::{DecisionKind, EvidenceKind, EvidenceState, Flag, KillCategory, Outcome, OwnerStatus, RiskReason};
 pub use person::{PersonError, PersonRef, UserId};
 pub use pilot::{ChannelId, Pilot, PilotId, PilotName, PilotNameError, Stage, WorkspaceId};
 pub use pnl::{PnlError, PnlTarget, Quantity};
 pub use review_date::{ReviewDateError, ReviewWindow};
+pub use settings::WorkspaceSettings;
 pub use vagueness::{Rule, Rules, Step};

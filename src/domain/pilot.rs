@@ -3,6 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::lifecycle::{DecisionKind, EvidenceState, KillCategory, OwnerStatus};
 use super::{PnlTarget, UserId};
 
 /// A workspace: a Discord guild, a Slack team or a console workspace. Every row belongs to one.
@@ -51,6 +52,10 @@ pub enum Stage {
     Draft,
     /// All three scoping answers given and confirmed.
     Scoped,
+    /// Scaled: a review decided to take it into production.
+    InProduction,
+    /// Stopped by a review decision.
+    Killed,
 }
 
 impl Stage {
@@ -58,14 +63,14 @@ impl Stage {
         match self {
             Stage::Draft => "draft",
             Stage::Scoped => "scoped",
+            Stage::InProduction => "in_production",
+            Stage::Killed => "killed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "draft" => Some(Stage::Draft),
-            "scoped" => Some(Stage::Scoped),
-            _ => None,
-        }
+        [Stage::Draft, Stage::Scoped, Stage::InProduction, Stage::Killed]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -140,7 +145,20 @@ pub struct Pilot {
     pub owner: Option<UserId>,
     pub sponsor: Option<UserId>,
     pub pnl: Option<PnlTarget>,
+    /// The first review date, as scoped.
     pub review_date: Option<NaiveDate>,
+    pub owner_status: OwnerStatus,
+    /// The review date in force: the first one, or the latest extension's.
+    pub next_review_date: Option<NaiveDate>,
+    /// The latest decision (extend may come several times; scale and kill are final).
+    pub decision: Option<DecisionKind>,
+    pub decision_reason: Option<String>,
+    pub kill_category: Option<KillCategory>,
+    /// Scaled without 3/3 evidence, by an explicit override.
+    pub scale_override: bool,
+    pub extensions: u32,
+    pub evidence: EvidenceState,
+    pub nudges_sent: u32,
 }
 
 impl Pilot {

@@ -62,11 +62,27 @@ impl Step {
     }
 }
 
-/// One rule: an answer to `step` matching `pattern` is vague; `followup` (a template) asks for more.
+/// Every question rules may be written for: the scoping steps, then the evidence and decision questions.
+pub const QUESTIONS: &[&str] = &[
+    "name",
+    "workflow",
+    "owner",
+    "pnl",
+    "sponsor",
+    "review_date",
+    "workflow_live",
+    "owner_running",
+    "pnl_moved",
+    "scale_override",
+    "extend_reason",
+    "kill_reason",
+];
+
+/// One rule: an answer to `question` matching `pattern` is vague; `followup` (a template) asks for more.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: String,
-    pub step: Step,
+    pub question: String,
     pub pattern: Regex,
     pub followup: String,
 }
@@ -79,9 +95,11 @@ impl Rules {
         Self(rules)
     }
 
-    /// The first rule, in file order, that finds this answer vague.
-    pub fn check(&self, step: Step, answer: &str) -> Option<&Rule> {
-        self.0.iter().find(|r| r.step == step && r.pattern.is_match(answer))
+    /// The first rule, in file order, that finds this answer to `question` vague.
+    pub fn check(&self, question: &str, answer: &str) -> Option<&Rule> {
+        self.0
+            .iter()
+            .find(|r| r.question == question && r.pattern.is_match(answer))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Rule> {
@@ -106,19 +124,19 @@ mod tests {
 
     #[test]
     fn first_matching_rule_of_the_step_wins() {
-        let rule = |id: &str, step, p: &str| Rule {
+        let rule = |id: &str, q: &str, p: &str| Rule {
             id: id.into(),
-            step,
+            question: q.into(),
             pattern: Regex::new(p).unwrap(),
             followup: id.into(),
         };
         let rules = Rules::new(vec![
-            rule("tbd", Step::Owner, "(?i)^tbd$"),
-            rule("short", Step::Workflow, r"^\S+(\s+\S+)?$"),
-            rule("any", Step::Workflow, ".*"),
+            rule("tbd", "owner", "(?i)^tbd$"),
+            rule("short", "workflow", r"^\S+(\s+\S+)?$"),
+            rule("any", "workflow", ".*"),
         ]);
-        assert_eq!(rules.check(Step::Owner, "TBD").unwrap().id, "tbd");
-        assert!(rules.check(Step::Owner, "<@alice>").is_none());
-        assert_eq!(rules.check(Step::Workflow, "claims intake").unwrap().id, "short");
+        assert_eq!(rules.check("owner", "TBD").unwrap().id, "tbd");
+        assert!(rules.check("owner", "<@alice>").is_none());
+        assert_eq!(rules.check("workflow", "claims intake").unwrap().id, "short");
     }
 }

@@ -12,9 +12,12 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::dialogue::Ask;
 use crate::dialogue::{Change, Conversation, Effect};
-use crate::domain::{Pilot, PilotId, Stage, UserId, WorkspaceId, pilot::name_key};
-use rows::{ConversationRow, PilotRow};
+use crate::domain::{
+    DecisionKind, EvidenceKind, Pilot, PilotId, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
+};
+use rows::{AskRow, ConversationRow, PilotRow};
 
 pub use rows::AuditEntry;
 
@@ -57,6 +60,48 @@ pub enum StoreError {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn scratch_json(c: &Conversation) -> String {
+    serde_json::to_string(&c.scratch).unwrap_or_else(|_| "{}".into())
+}
+
+/// Writes one line of the audit trail.
+#[allow(clippy::too_many_arguments)]
+async fn audit_row<'e, E>(
+    executor: E,
+    w: &str,
+    pilot: i64,
+    actor: &str,
+    action: &str,
+    field: Option<&str>,
+    old: Option<&str>,
+    new: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e>,
+    for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
+    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    i64: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    DateTime<Utc>: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+{
+    sqlx::query(
+        "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(w)
+    .bind(pilot)
+    .bind(actor)
+    .bind(action)
+    .bind(field)
+    .bind(old)
+    .bind(new)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read
@@ -162,7 +207,8 @@ impl Store {
     }
 
     pub async fn conversation(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<Conversation>, StoreError> {
-        let sql = "SELECT flow, at, pilot_id, channel, return_to_confirm FROM conversations WHERE workspace = $1 AND user_id = $2";
+        let sql = "SELECT flow, at, pilot_id, channel, return_to_confirm, scratch FROM conversations \
+                   WHERE workspace = $1 AND user_id = $2";
         let row: Option<ConversationRow> = with_pool!(self, pool => {
             sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
         });
@@ -248,6 +294,45 @@ impl Store {
             sqlx::query_as(&sql).bind(ws.map(WorkspaceId::as_str)).fetch_all(pool).await?
         });
         rows.into_iter().map(PilotRow::into_domain).collect()
+    }
+
+    /// The user's most recent question by direct message that still waits for an answer.
+    pub async fn open_ask(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<Ask>, StoreError> {
+        let sql = "SELECT id, user_id, pilot_id, payload FROM asks WHERE workspace = $1 AND user_id = $2 \
+                   AND answered_at IS NULL ORDER BY id DESC LIMIT 1";
+        let row: Option<AskRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
+        });
+        row.map(AskRow::into_domain).transpose()
+    }
+
+    /// The workspace's settings (the defaults until an admin changes one).
+    pub async fn settings(&self, ws: &WorkspaceId) -> Result<WorkspaceSettings, StoreError> {
+        let sql = "SELECT settings FROM workspace_settings WHERE workspace = $1";
+        let json: Option<String> = with_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(ws.as_str()).fetch_optional(pool).await?
+        });
+        match json {
+            Some(j) => {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))
+            }
+            None => Ok(WorkspaceSettings::default()),
+        }
+    }
+
+    pub async fn save_settings(
+        &self,
+        ws: &WorkspaceId,
+        settings: &WorkspaceSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = "INSERT INTO workspace_settings (workspace, settings, updated_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (workspace) DO UPDATE SET settings = $2, updated_at = $3";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(json).bind(now).execute(pool).await?;
+        });
+        Ok(())
     }
 
     pub async fn audit(&self, ws: &WorkspaceId, pilot: Option<PilotId>) -> Result<Vec<AuditEntry>, StoreError> {
@@ -346,7 +431,8 @@ impl Store {
                                 .bind(w).bind(id).bind(u.as_ref().map(UserId::as_str)).bind(now),
                             Change::Pnl(p) => sqlx::query("UPDATE pilots SET pnl_line = $3, pnl_unit = $4, pnl_baseline = $5, pnl_target = $6, updated_at = $7 WHERE workspace = $1 AND id = $2")
                                 .bind(w).bind(id).bind(p.line.as_str()).bind(p.unit.as_str()).bind(p.baseline).bind(p.target).bind(now),
-                            Change::ReviewDate(d) => sqlx::query("UPDATE pilots SET review_date = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                            // Before any extension, the review date in force is the first one.
+                            Change::ReviewDate(d) => sqlx::query("UPDATE pilots SET review_date = $3, next_review_date = CASE WHEN extensions = 0 THEN $3 ELSE next_review_date END, updated_at = $4 WHERE workspace = $1 AND id = $2")
                                 .bind(w).bind(id).bind(*d).bind(now),
                         };
                         q.execute(&mut *tx).await.map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
@@ -378,29 +464,101 @@ impl Store {
                         // A conversation that must be new: a concurrent start of the same user loses here.
                         let pilot_id = c.pilot.or(pilot).map(|p| p.0);
                         sqlx::query(
-                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         )
                         .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
-                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now)
+                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
                         .execute(&mut *tx).await
                         .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
                     }
                     Effect::SaveConversation(c) => {
                         let pilot_id = c.pilot.or(pilot).map(|p| p.0);
                         sqlx::query(
-                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                              ON CONFLICT (workspace, user_id) DO UPDATE SET flow = $3, at = $4, pilot_id = $5, channel = $6, \
-                             return_to_confirm = $7, updated_at = $8",
+                             return_to_confirm = $7, updated_at = $8, scratch = $9",
                         )
                         .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
-                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now)
+                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
                         .execute(&mut *tx).await?;
                     }
                     Effect::EndConversation => {
                         sqlx::query("DELETE FROM conversations WHERE workspace = $1 AND user_id = $2")
                             .bind(w).bind(a).execute(&mut *tx).await?;
+                    }
+                    Effect::AddEvidence(item) => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        sqlx::query("INSERT INTO evidence (workspace, pilot_id, kind, note, value, period, source, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                            .bind(w).bind(id).bind(item.kind.as_str()).bind(item.note.as_str()).bind(item.value)
+                            .bind(item.period.as_deref()).bind(item.source.as_deref()).bind(a).bind(now)
+                            .execute(&mut *tx).await?;
+                        let update = match item.kind {
+                            EvidenceKind::WorkflowLive => "UPDATE pilots SET evidence_workflow_live = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
+                            EvidenceKind::OwnerRunning => "UPDATE pilots SET evidence_owner_running = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
+                            EvidenceKind::PnlMoved => "UPDATE pilots SET pnl_realised = $4, updated_at = $3 WHERE workspace = $1 AND id = $2",
+                        };
+                        let q = sqlx::query(update).bind(w).bind(id).bind(now);
+                        let q = if item.kind == EvidenceKind::PnlMoved { q.bind(item.value) } else { q };
+                        q.execute(&mut *tx).await?;
+                        audit_row(&mut *tx, w, id, a, "evidence", Some(item.kind.as_str()), None, Some(&item.note), now).await?;
+                    }
+                    Effect::Decide(d) => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
+                        let old = old.ok_or(StoreError::PilotGone)?;
+                        let q = match d.kind {
+                            DecisionKind::Scale => sqlx::query("UPDATE pilots SET stage = 'in_production', decision = 'scale', decision_reason = $3, scale_override = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.override_evidence).bind(now),
+                            DecisionKind::Extend => sqlx::query("UPDATE pilots SET decision = 'extend', decision_reason = $3, next_review_date = $4, extensions = extensions + 1, updated_at = $5 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.new_date).bind(now),
+                            DecisionKind::Kill => sqlx::query("UPDATE pilots SET stage = 'killed', decision = 'kill', decision_reason = $3, kill_category = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
+                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.category.map(|c| c.as_str())).bind(now),
+                        };
+                        q.execute(&mut *tx).await?;
+                        let detail = match (d.kind, d.category, d.new_date) {
+                            (DecisionKind::Kill, Some(c), _) => format!("kill ({}): {}", c.as_str(), d.reason),
+                            (DecisionKind::Extend, _, Some(date)) => format!("extend to {date}: {}", d.reason),
+                            (DecisionKind::Scale, _, _) if d.override_evidence => format!("scale (override): {}", d.reason),
+                            _ => d.kind.as_str().to_owned(),
+                        };
+                        audit_row(&mut *tx, w, id, a, "decision", Some("stage"), Some(&old), Some(&detail), now).await?;
+                    }
+                    Effect::SetOwnerStatus { status, reason } => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        let old: Option<String> = sqlx::query_scalar("SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
+                        let old = old.ok_or(StoreError::PilotGone)?;
+                        if old == status.as_str() && reason.is_none() {
+                            continue;
+                        }
+                        sqlx::query("UPDATE pilots SET owner_status = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).bind(status.as_str()).bind(now).execute(&mut *tx).await?;
+                        let new = match reason {
+                            Some(r) => format!("{}: {r}", status.as_str()),
+                            None => status.as_str().to_owned(),
+                        };
+                        audit_row(&mut *tx, w, id, a, "owner_status", Some("owner_status"), Some(&old), Some(&new), now).await?;
+                    }
+                    Effect::OpenAsk { user, kind } => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        // A new ask of the same kind about the same pilot supersedes the old one.
+                        sqlx::query("UPDATE asks SET answered_at = $4 WHERE workspace = $1 AND pilot_id = $2 AND kind = $3 AND answered_at IS NULL")
+                            .bind(w).bind(id).bind(kind.name()).bind(now).execute(&mut *tx).await?;
+                        let payload = serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                            .bind(w).bind(user.as_str()).bind(kind.name()).bind(id).bind(payload).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    Effect::CloseAsk(ask) => {
+                        // Answered once: a second answer racing the first finds it closed and is decided again.
+                        let closed = sqlx::query("UPDATE asks SET answered_at = $3 WHERE workspace = $1 AND id = $2 AND answered_at IS NULL")
+                            .bind(w).bind(*ask).bind(now).execute(&mut *tx).await?;
+                        if closed.rows_affected() != 1 {
+                            return Err(StoreError::Conflict);
+                        }
                     }
                 }
             }

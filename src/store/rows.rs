@@ -3,11 +3,17 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::StoreError;
+use crate::dialogue::{Ask, AskKind, Scratch};
 use crate::dialogue::{At, Change, Conversation, Flow};
-use crate::domain::{ChannelId, Pilot, PilotId, PnlTarget, Stage, UserId, WorkspaceId};
+use crate::domain::{
+    ChannelId, DecisionKind, EvidenceState, KillCategory, OwnerStatus, Pilot, PilotId, PnlTarget, Stage, UserId,
+    WorkspaceId,
+};
 
 pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
-     sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date";
+     sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, owner_status, next_review_date, decision, \
+     decision_reason, kill_category, scale_override, extensions, evidence_workflow_live, evidence_owner_running, \
+     pnl_realised, nudges_sent";
 
 #[derive(sqlx::FromRow)]
 pub struct PilotRow {
@@ -26,12 +32,33 @@ pub struct PilotRow {
     pnl_baseline: Option<f64>,
     pnl_target: Option<f64>,
     review_date: Option<NaiveDate>,
+    owner_status: String,
+    next_review_date: Option<NaiveDate>,
+    decision: Option<String>,
+    decision_reason: Option<String>,
+    kill_category: Option<String>,
+    scale_override: bool,
+    extensions: i32,
+    evidence_workflow_live: bool,
+    evidence_owner_running: bool,
+    pnl_realised: Option<f64>,
+    nudges_sent: i32,
 }
 
 impl PilotRow {
     pub fn into_domain(self) -> Result<Pilot, StoreError> {
-        let stage = Stage::parse(&self.stage)
-            .ok_or_else(|| StoreError::Corrupt(format!("pilot {}: stage {}", self.id, self.stage)))?;
+        let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("pilot {}: {what} {value}", self.id));
+        let stage = Stage::parse(&self.stage).ok_or_else(|| corrupt("stage", &self.stage))?;
+        let owner_status =
+            OwnerStatus::parse(&self.owner_status).ok_or_else(|| corrupt("owner_status", &self.owner_status))?;
+        let decision = match &self.decision {
+            Some(d) => Some(DecisionKind::parse(d).ok_or_else(|| corrupt("decision", d))?),
+            None => None,
+        };
+        let kill_category = match &self.kill_category {
+            Some(k) => Some(KillCategory::parse(k).ok_or_else(|| corrupt("kill_category", k))?),
+            None => None,
+        };
         let pnl = match (self.pnl_line, self.pnl_unit, self.pnl_baseline, self.pnl_target) {
             (Some(line), Some(unit), Some(baseline), Some(target)) => Some(PnlTarget {
                 line,
@@ -54,6 +81,19 @@ impl PilotRow {
             sponsor: self.sponsor.map(UserId),
             pnl,
             review_date: self.review_date,
+            owner_status,
+            next_review_date: self.next_review_date,
+            decision,
+            decision_reason: self.decision_reason,
+            kill_category,
+            scale_override: self.scale_override,
+            extensions: u32::try_from(self.extensions).unwrap_or(0),
+            evidence: EvidenceState {
+                workflow_live: self.evidence_workflow_live,
+                owner_running: self.evidence_owner_running,
+                pnl_realised: self.pnl_realised,
+            },
+            nudges_sent: u32::try_from(self.nudges_sent).unwrap_or(0),
         })
     }
 }
@@ -65,22 +105,19 @@ pub struct ConversationRow {
     pilot_id: Option<i64>,
     channel: String,
     return_to_confirm: bool,
+    scratch: String,
 }
 
 pub fn flow_str(flow: Flow) -> &'static str {
-    match flow {
-        Flow::Register => "register",
-        Flow::Edit => "edit",
-    }
+    flow.as_str()
 }
 
 impl ConversationRow {
     pub fn into_domain(self) -> Result<Conversation, StoreError> {
-        let flow = match self.flow.as_str() {
-            "register" => Flow::Register,
-            "edit" => Flow::Edit,
-            other => return Err(StoreError::Corrupt(format!("conversation flow {other}"))),
-        };
+        let flow =
+            Flow::parse(&self.flow).ok_or_else(|| StoreError::Corrupt(format!("conversation flow {}", self.flow)))?;
+        let scratch: Scratch = serde_json::from_str(&self.scratch)
+            .map_err(|e| StoreError::Corrupt(format!("conversation scratch: {e}")))?;
         let at = At::parse(&self.at).ok_or_else(|| StoreError::Corrupt(format!("conversation step {}", self.at)))?;
         Ok(Conversation {
             flow,
@@ -88,6 +125,28 @@ impl ConversationRow {
             pilot: self.pilot_id.map(PilotId),
             channel: ChannelId(self.channel),
             return_to_confirm: self.return_to_confirm,
+            scratch,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AskRow {
+    id: i64,
+    user_id: String,
+    pilot_id: i64,
+    payload: String,
+}
+
+impl AskRow {
+    pub fn into_domain(self) -> Result<Ask, StoreError> {
+        let kind: AskKind =
+            serde_json::from_str(&self.payload).map_err(|e| StoreError::Corrupt(format!("ask {}: {e}", self.id)))?;
+        Ok(Ask {
+            id: self.id,
+            user: UserId(self.user_id),
+            pilot: PilotId(self.pilot_id),
+            kind,
         })
     }
 }

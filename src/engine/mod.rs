@@ -8,13 +8,15 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
-use crate::dialogue::{At, Conversation, Ctx, Effect, Refusal, Say, Turn, scoping};
+use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn, asks, evidence, review, scoping};
 use crate::domain::{
     AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
-    UserId, WorkspaceId,
+    UserId, WorkspaceId, WorkspaceSettings,
 };
 use crate::prompts::{Key, Prompts};
 use crate::store::{Guard, Store, StoreError};
+
+mod lifecycle;
 
 /// Settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -144,14 +146,29 @@ impl Engine {
             },
             Input::Command(cmd) => self.command(req, cmd.clone()).await,
             Input::Text(text) => {
+                let settings = self.store.settings(&req.workspace).await?;
                 let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
+                    // No conversation: the answer may be for a question sent by direct message.
+                    if let Some(ask) = self.store.open_ask(&req.workspace, &req.user).await? {
+                        let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
+                        let turn = asks::answer(&ask, pilot.as_ref(), text, &self.ctx(req, &settings));
+                        let conv = Conversation {
+                            flow: Flow::Review,
+                            at: At::Confirm,
+                            pilot: Some(ask.pilot),
+                            channel: req.channel.clone(),
+                            return_to_confirm: false,
+                            scratch: Default::default(),
+                        };
+                        return self.run(req, &conv, Guard::Any, pilot, turn).await;
+                    }
                     return Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingPending))]);
                 };
                 let pilot = self.conversation_pilot(req, &conv).await?;
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
                 }
-                let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req));
+                let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req, &settings));
                 self.run(req, &conv, Guard::At(&conv), pilot, turn).await
             }
         }
@@ -190,8 +207,9 @@ impl Engine {
         Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))])
     }
 
-    fn ctx<'a>(&'a self, req: &'a Request) -> Ctx<'a> {
+    fn ctx<'a>(&'a self, req: &'a Request, settings: &'a WorkspaceSettings) -> Ctx<'a> {
         Ctx {
+            settings,
             user: &req.user,
             today: req.now.date_naive(),
             horizon_days: self.settings.review_horizon_days,
@@ -209,13 +227,15 @@ impl Engine {
                 if let Some(conv) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
-                let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req));
+                let settings = self.store.settings(&req.workspace).await?;
+                let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req, &settings));
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Register,
                     at: At::Ask(Step::Name),
                     pilot: None,
                     channel: req.channel.clone(),
                     return_to_confirm: false,
+                    scratch: Default::default(),
                 };
                 self.run(req, &conv, Guard::NoConversation, None, turn).await
             }
@@ -240,7 +260,7 @@ impl Engine {
                 }
             },
             Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await? {
-                Ok(p) => Ok(vec![self.ephemeral(req, self.card(&p))]),
+                Ok(p) => Ok(vec![self.ephemeral(req, self.card(&p, req.now.date_naive()))]),
                 Err(suggestion) => Ok(vec![self.not_found(req, &pilot, suggestion)]),
             },
             Command::List { scope } => self.list(req, scope).await,
@@ -283,11 +303,87 @@ impl Engine {
                     pilot: Some(p.id),
                     channel: req.channel.clone(),
                     return_to_confirm: false,
+                    scratch: Default::default(),
                 };
+                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
+            }
+            Command::Evidence { pilot } => {
+                let settings = self.store.settings(&req.workspace).await?;
+                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                    Ok(p) => p,
+                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                };
+                if !matches!(p.stage, Stage::Scoped | Stage::InProduction) {
+                    return Ok(vec![self.not_open(req, &p)]);
+                }
+                if !p.may_edit(&req.user) && !settings.is_admin(&req.user) {
+                    let text = self
+                        .prompts
+                        .render(Key::EvidenceNotAllowed, context! { pilot => p.name });
+                    return Ok(vec![self.ephemeral(req, text)]);
+                }
+                if let Some(conv) = pending {
+                    return self.already_in_progress(req, &conv).await;
+                }
+                let turn = evidence::start(&p, req.channel.clone());
+                let conv = self.placeholder(req, &p);
+                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
+            }
+            Command::Review { pilot, decision } => {
+                let settings = self.store.settings(&req.workspace).await?;
+                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                    Ok(p) => p,
+                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                };
+                if p.is_decided() {
+                    let text = self.prompts.render(
+                        Key::AlreadyDecided,
+                        context! { pilot => p.name, stage => self.stage(p.stage) },
+                    );
+                    return Ok(vec![self.ephemeral(req, text)]);
+                }
+                if p.stage != Stage::Scoped {
+                    return Ok(vec![self.not_open(req, &p)]);
+                }
+                let may_decide = p.sponsor.as_ref() == Some(&req.user)
+                    || p.registered_by == req.user
+                    || settings.is_admin(&req.user);
+                if !may_decide {
+                    let text = self.prompts.render(
+                        Key::DecideNotAllowed,
+                        context! { pilot => p.name, registrant => p.registered_by.mention(), sponsor => self.person(p.sponsor.as_ref()) },
+                    );
+                    return Ok(vec![self.ephemeral(req, text)]);
+                }
+                if let Some(conv) = pending {
+                    return self.already_in_progress(req, &conv).await;
+                }
+                let turn = review::start(&p, decision, req.channel.clone());
+                let conv = self.placeholder(req, &p);
                 self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
             }
             Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
         }
+    }
+
+    /// The conversation a command about `pilot` starts from (none is stored until the turn says so).
+    fn placeholder(&self, req: &Request, p: &Pilot) -> Conversation {
+        Conversation {
+            flow: Flow::Review,
+            at: At::Confirm,
+            pilot: Some(p.id),
+            channel: req.channel.clone(),
+            return_to_confirm: false,
+            scratch: Default::default(),
+        }
+    }
+
+    fn not_open(&self, req: &Request, p: &Pilot) -> Reply {
+        self.ephemeral(
+            req,
+            self.prompts
+                .render(Key::NotOpen, context! { pilot => p.name, stage => self.stage(p.stage) }),
+        )
     }
 
     async fn already_in_progress(&self, req: &Request, conv: &Conversation) -> Result<Vec<Reply>, StoreError> {
@@ -394,7 +490,7 @@ impl Engine {
         let name = after.or(before).map(|p| p.name.clone());
         match say {
             Say::Ask(at) => out.push(self.ask(req, at, after.or(before))),
-            Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r))),
+            Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r, after.or(before)))),
             Say::Vague { rule, answer } => {
                 let rule = p.rules().iter().find(|r| r.id == rule);
                 if let Some(rule) = rule {
@@ -450,10 +546,12 @@ impl Engine {
                 );
                 out.push(self.ephemeral(req, text));
             }
+            other => self.say_lifecycle(req, other, before, after, out),
         }
     }
 
-    fn refusal(&self, req: &Request, r: Refusal) -> String {
+    fn refusal(&self, req: &Request, r: Refusal, pilot: Option<&Pilot>) -> String {
+        let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
         let p = &self.prompts;
         match r {
             Refusal::Answer(AnswerError::Empty) => p.text(Key::InputEmpty),
@@ -496,6 +594,15 @@ impl Engine {
                     context! { date => date.to_string(), latest => latest.to_string() },
                 ),
             },
+            Refusal::EvidenceFormat => p.text(Key::EvidenceFormat),
+            Refusal::EvidenceUnit { unit, line_unit } => p.render(Key::EvidenceUnit, context! { unit, line_unit }),
+            Refusal::OnlyOwner => p.render(
+                Key::OnlyOwner,
+                context! { owner => self.person(pilot.and_then(|p| p.owner.as_ref())) },
+            ),
+            Refusal::NoSponsorForExtension { limit } => {
+                p.render(Key::NoSponsorForExtension, context! { pilot => name, limit })
+            }
             Refusal::Choice { answer, choices } => {
                 p.render(Key::ChoiceUnknown, context! { answer, choices => choices.join(", ") })
             }
@@ -515,12 +622,13 @@ impl Engine {
                     Step::Pnl => p.render(Key::AskPnl, context! { pilot => name }),
                     Step::Sponsor => p.render(Key::AskSponsor, context! { pilot => name }),
                     Step::ReviewDate => {
-                        let ctx = self.ctx(req);
-                        let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
+                        let today = req.now.date_naive();
+                        let window = ReviewWindow::new(today, self.settings.review_horizon_days);
+                        let default_date = scoping::default_review_date(today, self.settings.default_review_weeks);
                         p.render(
                             Key::AskReviewDate,
                             context! {
-                                pilot => name, default_date => scoping::default_review_date(&ctx).to_string(),
+                                pilot => name, default_date => default_date.to_string(),
                                 latest_date => window.latest.to_string(),
                             },
                         )
@@ -549,7 +657,7 @@ impl Engine {
                 }
             }
             At::Confirm => {
-                let card = pilot.map(|pl| self.card(pl)).unwrap_or_default();
+                let card = pilot.map(|pl| self.card(pl, req.now.date_naive())).unwrap_or_default();
                 let choices = scoping::CONFIRM_CHOICES.iter().map(|k| p.text(*k)).collect();
                 Reply {
                     choices,
@@ -565,15 +673,18 @@ impl Engine {
                     ..self.ephemeral(req, p.render(Key::AskEditStep, context! { pilot => name }))
                 }
             }
+            other => self.ask_lifecycle(req, other, pilot),
         }
     }
 
     fn position_label(&self, at: At) -> String {
-        match at {
-            At::Ask(step) => self.prompts.text(Key::for_step(step)),
-            At::Confirm => self.prompts.text(Key::ChoiceConfirm),
-            At::PickEdit => self.prompts.text(Key::ChoiceEdit),
-        }
+        self.prompts.text(match at {
+            At::Ask(step) => Key::for_step(step),
+            At::Confirm => Key::ChoiceConfirm,
+            At::PickEdit => Key::ChoiceEdit,
+            At::PickEvidence | At::Evidence(_) => Key::DescEvidence,
+            _ => Key::DescReview,
+        })
     }
 
     /// An answer on record, as shown to users.
@@ -614,31 +725,9 @@ impl Engine {
         self.prompts.text(match stage {
             Stage::Draft => Key::StageDraft,
             Stage::Scoped => Key::StageScoped,
+            Stage::InProduction => Key::StageInProduction,
+            Stage::Killed => Key::StageKilled,
         })
-    }
-
-    /// A pilot's scoping card.
-    pub fn card(&self, pilot: &Pilot) -> String {
-        let not_set = || self.prompts.text(Key::NotSet);
-        let (line, baseline, target) = match &pilot.pnl {
-            Some(t) => (
-                t.line.clone(),
-                Some(t.format_value(t.baseline)),
-                Some(t.format_value(t.target)),
-            ),
-            None => (not_set(), None, None),
-        };
-        self.prompts.render(
-            Key::Card,
-            context! {
-                id => pilot.id.0, pilot => pilot.name, stage => self.stage(pilot.stage),
-                workflow => pilot.workflow.clone().unwrap_or_else(not_set),
-                owner => self.person(pilot.owner.as_ref()), sponsor => self.person(pilot.sponsor.as_ref()),
-                pnl_line => line, baseline, target, review_date => self.date(pilot.review_date),
-                registrant => pilot.registered_by.mention(),
-                registered_at => pilot.registered_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-            },
-        )
     }
 
     async fn list(&self, req: &Request, scope: ListScope) -> Result<Vec<Reply>, StoreError> {
@@ -658,14 +747,9 @@ impl Engine {
             self.prompts
                 .render(Key::ListHeader, context! { scope => scope_word, count => total }),
         ];
+        let today = req.now.date_naive();
         for pl in &pilots {
-            lines.push(self.prompts.render(
-                Key::ListItem,
-                context! {
-                    id => pl.id.0, pilot => pl.name, stage => self.stage(pl.stage),
-                    owner => self.person(pl.owner.as_ref()), review_date => self.date(pl.review_date),
-                },
-            ));
+            lines.push(self.list_item(pl, today));
         }
         let more = total - pilots.len() as i64;
         if more > 0 {

@@ -1,0 +1,396 @@
+//! Rendering of the review lifecycle: evidence and decision questions, owner acceptance by direct message,
+//! decisions announced in the channel, and the cards and list lines that show outcome and flags.
+
+use chrono::NaiveDate;
+use minijinja::context;
+
+use super::{Destination, Engine, Expect, Reply, Request};
+use crate::dialogue::{At, Say, asks, evidence, review};
+use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
+use crate::domain::{DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId};
+use crate::prompts::Key;
+
+fn outcome_key(o: Outcome) -> Key {
+    match o {
+        Outcome::Open => Key::OutcomeOpen,
+        Outcome::InProduction => Key::OutcomeInProduction,
+        Outcome::SlowBurningBet => Key::OutcomeSlowBurningBet,
+        Outcome::HealthyKill => Key::OutcomeHealthyKill,
+        Outcome::AbsorptionFailure => Key::OutcomeAbsorptionFailure,
+        Outcome::AbsorptionRisk => Key::OutcomeAbsorptionRisk,
+    }
+}
+
+fn flag_key(f: Flag) -> Key {
+    match f {
+        Flag::OwnerNotAccepted => Key::FlagOwnerNotAccepted,
+        Flag::Overdue => Key::FlagOverdue,
+        Flag::ScaledWithoutEvidence => Key::FlagScaledWithoutEvidence,
+    }
+}
+
+fn reason_key(r: RiskReason) -> Key {
+    match r {
+        RiskReason::NoAcceptedOwner => Key::ReasonNoAcceptedOwner,
+        RiskReason::NoLiveWorkflow => Key::ReasonNoLiveWorkflow,
+        RiskReason::OwnerNotRunning => Key::ReasonOwnerNotRunning,
+        RiskReason::NoPnlMovement => Key::ReasonNoPnlMovement,
+    }
+}
+
+fn kill_key(c: KillCategory) -> Key {
+    match c {
+        KillCategory::NotWorthScaling => Key::KillNotWorthScaling,
+        KillCategory::StalledInHandoff => Key::KillStalledInHandoff,
+    }
+}
+
+impl Engine {
+    fn join_labels(&self, keys: impl IntoIterator<Item = Key>) -> String {
+        keys.into_iter()
+            .map(|k| self.prompts.text(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `✓ Workflow live · ✗ Owner runs it · ✗ P&L moved`.
+    fn evidence_line(&self, p: &Pilot) -> String {
+        EvidenceKind::ALL
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {}",
+                    if p.has_evidence(*k) { "✓" } else { "✗" },
+                    self.prompts.text(evidence::label_key(*k))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+
+    fn missing_evidence(&self, p: &Pilot) -> String {
+        self.join_labels(
+            EvidenceKind::ALL
+                .into_iter()
+                .filter(|k| !p.has_evidence(*k))
+                .map(evidence::label_key),
+        )
+    }
+
+    fn decision_text(&self, p: &Pilot) -> Option<String> {
+        let decision = p.decision?;
+        let reason = p.decision_reason.clone().filter(|r| !r.is_empty());
+        let head = match (decision, p.kill_category) {
+            (DecisionKind::Kill, Some(c)) => format!("kill — {}", self.prompts.text(kill_key(c))),
+            (d, _) => d.as_str().to_owned(),
+        };
+        Some(match reason {
+            Some(r) => format!("{head}: {r}"),
+            None => head,
+        })
+    }
+
+    fn owner_status(&self, s: OwnerStatus) -> String {
+        self.prompts.text(match s {
+            OwnerStatus::Pending => Key::OwnerPending,
+            OwnerStatus::Accepted => Key::OwnerAcceptedLabel,
+            OwnerStatus::Declined => Key::OwnerDeclinedLabel,
+        })
+    }
+
+    /// A pilot's card: answers, stage, outcome with its reasons, flags, evidence, decision.
+    pub fn card(&self, pilot: &Pilot, today: NaiveDate) -> String {
+        let not_set = || self.prompts.text(Key::NotSet);
+        let (line, baseline, target, realised) = match &pilot.pnl {
+            Some(t) => (
+                t.line.clone(),
+                Some(t.format_value(t.baseline)),
+                Some(t.format_value(t.target)),
+                pilot.evidence.pnl_realised.map(|v| t.format_value(v)),
+            ),
+            None => (not_set(), None, None, None),
+        };
+        let (o, reasons) = outcome(pilot, today);
+        self.prompts.render(
+            Key::Card,
+            context! {
+                id => pilot.id.0, pilot => pilot.name, stage => self.stage(pilot.stage),
+                workflow => pilot.workflow.clone().unwrap_or_else(not_set),
+                owner => self.person(pilot.owner.as_ref()), owner_status => self.owner_status(pilot.owner_status),
+                sponsor => self.person(pilot.sponsor.as_ref()),
+                pnl_line => line, baseline, target, realised, review_date => self.date(pilot.review_date),
+                registrant => pilot.registered_by.mention(),
+                registered_at => pilot.registered_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                outcome => self.prompts.text(outcome_key(o)),
+                reasons => self.join_labels(reasons.into_iter().map(reason_key)),
+                flags => self.join_labels(flags(pilot, today).into_iter().map(flag_key)),
+                evidence_count => pilot.evidence_count(), evidence => self.evidence_line(pilot),
+                decision => self.decision_text(pilot), extensions => pilot.extensions,
+                next_review_date => self.date(pilot.due_date()),
+            },
+        )
+    }
+
+    pub(super) fn list_item(&self, pl: &Pilot, today: NaiveDate) -> String {
+        self.prompts.render(
+            Key::ListItem,
+            context! {
+                id => pl.id.0, pilot => pl.name, stage => self.stage(pl.stage),
+                owner => self.person(pl.owner.as_ref()), review_date => self.date(pl.due_date()),
+                outcome => self.prompts.text(outcome_key(outcome(pl, today).0)),
+                flags => self.join_labels(flags(pl, today).into_iter().map(flag_key)),
+                evidence_count => pl.evidence_count(),
+            },
+        )
+    }
+
+    /// The questions of the evidence and review conversations.
+    pub(super) fn ask_lifecycle(&self, req: &Request, at: At, pilot: Option<&Pilot>) -> Reply {
+        let p = &self.prompts;
+        let Some(pl) = pilot else {
+            return self.ephemeral(req, p.text(Key::AskVoid));
+        };
+        let name = pl.name.clone();
+        let (pnl_line, baseline, target) = match &pl.pnl {
+            Some(t) => (t.line.clone(), t.format_value(t.baseline), t.format_value(t.target)),
+            None => Default::default(),
+        };
+        let text_for = |step| Some(Expect::Text { step, current: None });
+        let (text, choices, expect) = match at {
+            At::PickEvidence => (
+                p.render(
+                    Key::AskPickEvidence,
+                    context! { pilot => name, count => pl.evidence_count(), items => self.evidence_line(pl) },
+                ),
+                EvidenceKind::ALL
+                    .iter()
+                    .map(|k| p.text(evidence::label_key(*k)))
+                    .collect(),
+                Some(Expect::Choice),
+            ),
+            At::Evidence(EvidenceKind::WorkflowLive) => (
+                p.render(
+                    Key::AskEvidenceWorkflowLive,
+                    context! { pilot => name, workflow => pl.workflow.clone() },
+                ),
+                vec![],
+                text_for(crate::domain::Step::Workflow),
+            ),
+            At::Evidence(EvidenceKind::OwnerRunning) => (
+                p.render(Key::AskEvidenceOwnerRunning, context! { pilot => name }),
+                vec![],
+                text_for(crate::domain::Step::Owner),
+            ),
+            At::Evidence(EvidenceKind::PnlMoved) => (
+                p.render(
+                    Key::AskEvidencePnlMoved,
+                    context! { pilot => name, pnl_line, baseline, target },
+                ),
+                vec![],
+                text_for(crate::domain::Step::Pnl),
+            ),
+            At::ScaleOverride => (
+                p.render(
+                    Key::AskScaleOverride,
+                    context! { pilot => name, count => pl.evidence_count(), missing => self.missing_evidence(pl) },
+                ),
+                vec![],
+                None,
+            ),
+            At::ExtendDate => {
+                let window = ReviewWindow::new(req.now.date_naive(), self.settings.review_horizon_days);
+                (
+                    p.render(
+                        Key::AskExtendDate,
+                        context! {
+                            pilot => name, extensions => pl.extensions, latest_date => window.latest.to_string(),
+                        },
+                    ),
+                    vec![],
+                    text_for(crate::domain::Step::ReviewDate),
+                )
+            }
+            At::ExtendReason => (
+                p.render(Key::AskExtendReason, context! { pilot => name, date => "" }),
+                vec![],
+                None,
+            ),
+            At::KillCategory => (
+                p.render(Key::AskKillCategory, context! { pilot => name }),
+                review::KILL_CHOICES.iter().map(|(_, k)| p.text(*k)).collect(),
+                Some(Expect::Choice),
+            ),
+            At::KillReason => (
+                p.render(Key::AskKillReason, context! { pilot => name, category => "" }),
+                vec![],
+                None,
+            ),
+            At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot),
+        };
+        Reply {
+            choices,
+            expect,
+            ..self.ephemeral(req, text)
+        }
+    }
+
+    /// What the lifecycle says: evidence recorded, decisions announced, asks sent and answered.
+    pub(super) fn say_lifecycle(
+        &self,
+        req: &Request,
+        say: Say,
+        before: Option<&Pilot>,
+        after: Option<&Pilot>,
+        out: &mut Vec<Reply>,
+    ) {
+        let p = &self.prompts;
+        let Some(pilot) = after.or(before) else {
+            out.push(self.ephemeral(req, p.text(Key::AskVoid)));
+            return;
+        };
+        let name = pilot.name.clone();
+        let dm = |user: &UserId, text: String, choices: Vec<String>| Reply {
+            to: Destination::Dm(user.clone()),
+            text,
+            choices,
+            ping: vec![user.clone()],
+            expect: None,
+        };
+        let channel = |text: String, ping: Vec<UserId>| Reply {
+            to: Destination::Channel(pilot.home_channel.clone()),
+            text,
+            choices: vec![],
+            ping,
+            expect: None,
+        };
+        match say {
+            Say::AskOwner => {
+                let Some(owner) = &pilot.owner else { return };
+                let (pnl_line, baseline, target) = match &pilot.pnl {
+                    Some(t) => (t.line.clone(), t.format_value(t.baseline), t.format_value(t.target)),
+                    None => Default::default(),
+                };
+                let text = p.render(
+                    Key::AskOwnerDm,
+                    context! {
+                        pilot => name, registrant => pilot.registered_by.mention(), workflow => pilot.workflow.clone(),
+                        pnl_line, baseline, target, review_date => self.date(pilot.due_date()),
+                    },
+                );
+                let choices = asks::choices(&crate::dialogue::AskKind::AcceptOwnership)
+                    .iter()
+                    .map(|k| p.text(*k))
+                    .collect();
+                out.push(Reply {
+                    expect: Some(Expect::Choice),
+                    ..dm(owner, text, choices)
+                });
+            }
+            Say::Stopped => out.push(self.ephemeral(req, p.render(Key::Stopped, context! { pilot => name }))),
+            Say::EvidenceRecorded(kind) => {
+                let missing = self.missing_evidence(pilot);
+                let text = p.render(
+                    Key::EvidenceRecorded,
+                    context! {
+                        pilot => name, item => p.text(evidence::label_key(kind)),
+                        count => pilot.evidence_count(), missing => (!missing.is_empty()).then_some(missing),
+                    },
+                );
+                out.push(self.ephemeral(req, text));
+            }
+            Say::Decided(kind) => {
+                let decider = req.user.mention();
+                let reason = pilot.decision_reason.clone().unwrap_or_default();
+                let text = match kind {
+                    DecisionKind::Scale => p.render(
+                        Key::AnnounceScaled,
+                        context! {
+                            pilot => name, decider, owner => self.person(pilot.owner.as_ref()),
+                            override_reason => pilot.scale_override.then_some(reason),
+                        },
+                    ),
+                    DecisionKind::Extend => p.render(
+                        Key::AnnounceExtended,
+                        context! {
+                            pilot => name, decider, date => self.date(pilot.due_date()), reason,
+                            extensions => pilot.extensions,
+                        },
+                    ),
+                    DecisionKind::Kill => p.render(
+                        Key::AnnounceKilled,
+                        context! {
+                            pilot => name, decider,
+                            category => pilot.kill_category.map(|c| p.text(kill_key(c))), reason,
+                        },
+                    ),
+                };
+                out.push(channel(text, pilot.owner.iter().cloned().collect()));
+            }
+            Say::ExtensionAwaitsSponsor { date, reason, limit } => {
+                let Some(sponsor) = &pilot.sponsor else { return };
+                out.push(self.ephemeral(
+                    req,
+                    p.render(
+                        Key::ExtensionAwaitsSponsor,
+                        context! { pilot => name, sponsor => sponsor.mention(), limit },
+                    ),
+                ));
+                let text = p.render(
+                    Key::AskApproveExtension,
+                    context! {
+                        pilot => name, requester => req.user.mention(), date => date.to_string(), reason,
+                        extensions => pilot.extensions, limit,
+                    },
+                );
+                let kind = crate::dialogue::AskKind::ApproveExtension {
+                    date,
+                    reason: String::new(),
+                    requested_by: req.user.clone(),
+                };
+                let choices = asks::choices(&kind).iter().map(|k| p.text(*k)).collect();
+                out.push(Reply {
+                    expect: Some(Expect::Choice),
+                    ..dm(sponsor, text, choices)
+                });
+            }
+            Say::OwnerAccepted => {
+                out.push(self.ephemeral(req, p.render(Key::OwnerAcceptedReply, context! { pilot => name })));
+                if pilot.registered_by != req.user {
+                    let text = p.render(
+                        Key::OwnerAcceptedNotice,
+                        context! { pilot => name, owner => req.user.mention() },
+                    );
+                    out.push(dm(&pilot.registered_by, text, vec![]));
+                }
+            }
+            Say::OwnerDeclined { reason } => {
+                out.push(self.ephemeral(req, p.render(Key::OwnerDeclinedReply, context! { pilot => name })));
+                let text = p.render(
+                    Key::OwnerDeclinedNotice,
+                    context! { pilot => name, owner => req.user.mention(), reason },
+                );
+                out.push(dm(&pilot.registered_by, text, vec![]));
+            }
+            Say::ExtensionApproved { requested_by } => {
+                out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));
+                let text = p.render(
+                    Key::ExtensionApproved,
+                    context! { pilot => name, sponsor => req.user.mention(), date => self.date(pilot.due_date()) },
+                );
+                out.push(dm(&requested_by, text, vec![]));
+                self.say_lifecycle(req, Say::Decided(DecisionKind::Extend), before, after, out);
+            }
+            Say::ExtensionRefused { requested_by } => {
+                out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));
+                let text = p.render(
+                    Key::ExtensionRefused,
+                    context! { pilot => name, sponsor => req.user.mention() },
+                );
+                out.push(dm(&requested_by, text, vec![]));
+            }
+            Say::AskVoid => out.push(self.ephemeral(req, p.text(Key::AskVoid))),
+            // The scoping conversation's own sayings are rendered by `say`.
+            _ => {}
+        }
+    }
+}
