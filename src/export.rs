@@ -3,9 +3,11 @@
 
 use std::io::Write;
 
+use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::domain::Pilot;
+use crate::domain::lifecycle::{flags, outcome};
+use crate::domain::{EvidenceKind, Pilot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -30,10 +32,23 @@ pub struct ExportRow {
     pub pnl_baseline: Option<f64>,
     pub pnl_target: Option<f64>,
     pub review_date: Option<String>,
+    pub owner_status: &'static str,
+    pub evidence_workflow_live: bool,
+    pub evidence_owner_running: bool,
+    pub evidence_pnl_moved: bool,
+    pub pnl_realised: Option<f64>,
+    pub decision: Option<&'static str>,
+    pub decision_reason: Option<String>,
+    pub outcome: &'static str,
+    pub flags: Vec<&'static str>,
+    pub extensions: u32,
+    pub nudges_sent: u32,
+    pub next_review_date: Option<String>,
 }
 
-impl From<&Pilot> for ExportRow {
-    fn from(p: &Pilot) -> Self {
+impl ExportRow {
+    /// The row for a pilot; its outcome and flags as of `today`.
+    pub fn new(p: &Pilot, today: NaiveDate) -> Self {
         Self {
             id: p.id.0,
             workspace: p.workspace.0.clone(),
@@ -49,31 +64,20 @@ impl From<&Pilot> for ExportRow {
             pnl_baseline: p.pnl.as_ref().map(|t| t.baseline),
             pnl_target: p.pnl.as_ref().map(|t| t.target),
             review_date: p.review_date.map(|d| d.to_string()),
+            owner_status: p.owner_status.as_str(),
+            evidence_workflow_live: p.has_evidence(EvidenceKind::WorkflowLive),
+            evidence_owner_running: p.has_evidence(EvidenceKind::OwnerRunning),
+            evidence_pnl_moved: p.has_evidence(EvidenceKind::PnlMoved),
+            pnl_realised: p.evidence.pnl_realised,
+            decision: p.decision.map(|d| d.as_str()),
+            decision_reason: p.decision_reason.clone().filter(|r| !r.is_empty()),
+            outcome: outcome(p, today).0.as_str(),
+            flags: flags(p, today).into_iter().map(|f| f.as_str()).collect(),
+            extensions: p.extensions,
+            nudges_sent: p.nudges_sent,
+            next_review_date: p.due_date().map(|d| d.to_string()),
         }
     }
-}
-
-pub fn write<W: Write>(pilots: &[Pilot], format: Format, out: W) -> anyhow::Result<()> {
-    let rows: Vec<ExportRow> = pilots.iter().map(ExportRow::from).collect();
-    match format {
-        Format::Json => {
-            let mut out = out;
-            serde_json::to_writer_pretty(&mut out, &rows)?;
-            writeln!(out)?;
-        }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            if rows.is_empty() {
-                // Headers even for an empty export, so readers always see the schema.
-                w.write_record(EXPORT_FIELDS)?;
-            }
-            for row in &rows {
-                w.serialize(row)?;
-            }
-            w.flush()?;
-        }
-    }
-    Ok(())
 }
 
 /// The exported field names, in order.
@@ -92,4 +96,46 @@ pub const EXPORT_FIELDS: &[&str] = &[
     "pnl_baseline",
     "pnl_target",
     "review_date",
+    "owner_status",
+    "evidence_workflow_live",
+    "evidence_owner_running",
+    "evidence_pnl_moved",
+    "pnl_realised",
+    "decision",
+    "decision_reason",
+    "outcome",
+    "flags",
+    "extensions",
+    "nudges_sent",
+    "next_review_date",
 ];
+
+/// A JSON value as one CSV cell: lists are `;`-joined, missing values empty.
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(";"),
+        other => other.to_string(),
+    }
+}
+
+pub fn write<W: Write>(pilots: &[Pilot], today: NaiveDate, format: Format, mut out: W) -> anyhow::Result<()> {
+    let rows: Vec<ExportRow> = pilots.iter().map(|p| ExportRow::new(p, today)).collect();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(EXPORT_FIELDS)?;
+            for row in &rows {
+                let value = serde_json::to_value(row)?;
+                w.write_record(EXPORT_FIELDS.iter().map(|f| cell(&value[*f])))?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}

@@ -49,6 +49,9 @@ enum Cmd {
         workspace: Option<String>,
         #[arg(long, value_enum)]
         format: export::Format,
+        /// Compute outcomes and flags as of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -124,11 +127,12 @@ async fn run() -> anyhow::Result<()> {
             console::run(&engine, opts, stdin, &mut stdout).await?;
             engine.store().close().await;
         }
-        Cmd::Export { workspace, format } => {
+        Cmd::Export { workspace, format, now } => {
             let store = lastmile::open_store(&config.database_url).await?;
             let ws = workspace.map(WorkspaceId::new);
             let pilots = store.all_pilots(ws.as_ref()).await?;
-            export::write(&pilots, format, std::io::stdout().lock())?;
+            let today = now.unwrap_or_else(Utc::now).date_naive();
+            export::write(&pilots, today, format, std::io::stdout().lock())?;
             store.close().await;
         }
         Cmd::Migrate => {

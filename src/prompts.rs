@@ -103,6 +103,7 @@ keys! {
     AskEvidenceOwnerRunning = "evidence.ask_owner_running" [pilot],
     AskEvidencePnlMoved = "evidence.ask_pnl_moved" [pilot, pnl_line, baseline, target],
     EvidenceRecorded = "evidence.recorded" [pilot, item, count, missing],
+    EvidenceNotMoved = "evidence.recorded_not_moved" [pilot, realised, baseline, target, count],
     EvidenceFormat = "evidence.invalid_format" [],
     EvidenceUnit = "evidence.invalid_unit" [unit, line_unit],
     OnlyOwner = "evidence.only_owner" [owner],

@@ -83,7 +83,11 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
             "registered_by": "bob", "registered_at": "2026-11-25T10:00:00Z",
             "workflow": "The claims intake team (12 people, Leeds) triages motor claims by hand; the assistant pre-sorts them.",
             "owner": "alice", "sponsor": "carol", "pnl_line": "Claims handling cost", "pnl_unit": "GBP",
-            "pnl_baseline": 4200000.0, "pnl_target": 3600000.0, "review_date": "2027-03-31"
+            "pnl_baseline": 4200000.0, "pnl_target": 3600000.0, "review_date": "2027-03-31",
+            "owner_status": "pending", "evidence_workflow_live": false, "evidence_owner_running": false,
+            "evidence_pnl_moved": false, "pnl_realised": null, "decision": null, "decision_reason": null,
+            "outcome": "open", "flags": ["owner_not_accepted"], "extensions": 0, "nudges_sent": 0,
+            "next_review_date": "2027-03-31"
         }])
     );
 
@@ -96,7 +100,9 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
     assert_eq!(
         lines.next(),
         Some(
-            "id,workspace,name,stage,registered_by,registered_at,workflow,owner,sponsor,pnl_line,pnl_unit,pnl_baseline,pnl_target,review_date"
+            "id,workspace,name,stage,registered_by,registered_at,workflow,owner,sponsor,pnl_line,pnl_unit,pnl_baseline,\
+             pnl_target,review_date,owner_status,evidence_workflow_live,evidence_owner_running,evidence_pnl_moved,\
+             pnl_realised,decision,decision_reason,outcome,flags,extensions,nudges_sent,next_review_date"
         )
     );
     assert!(
@@ -114,6 +120,49 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
         1,
         "an empty export still has its header"
     );
+}
+
+#[test]
+fn export_shows_decisions_outcomes_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args([
+        "console",
+        "--as",
+        "@bob",
+        "--workspace",
+        "acme",
+        "--now",
+        "2026-11-25T10:00:00Z",
+    ]);
+    let script = format!(
+        "{REGISTRATION}/pilot review Claims triage assistant scale\nThe CFO mandated it for the year-end close.\n\
+         :as @alice\nDecline: not my team\n"
+    );
+    let (code, out, err) = run_with_input(cmd, &script);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("goes into production"), "{out}");
+    let out = lastmile(dir.path())
+        .args(["export", "--format", "csv", "--now", "2027-06-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let get = |name: &str| {
+        row.get(headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(get("stage"), "in_production");
+    assert_eq!(get("decision"), "scale");
+    assert_eq!(get("decision_reason"), "The CFO mandated it for the year-end close.");
+    assert_eq!(get("outcome"), "in_production");
+    assert_eq!(get("owner_status"), "declined");
+    assert_eq!(get("flags"), "owner_not_accepted;scaled_without_evidence");
+    assert_eq!(get("evidence_pnl_moved"), "false");
+    assert_eq!(get("pnl_realised"), "");
 }
 
 /// Reads the child's stdout until a line containing `needle` appears (or fails after a timeout).

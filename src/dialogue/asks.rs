@@ -3,7 +3,7 @@
 //! a decline may carry its reason (`Decline: moving teams`).
 
 use super::{Ask, AskKind, Ctx, Decision, Effect, OwnerStatus, Refusal, Say, Turn};
-use crate::domain::{DecisionKind, Pilot};
+use crate::domain::{DecisionKind, Pilot, Stage};
 use crate::prompts::Key;
 
 /// The choices of an ask, in order.
@@ -57,7 +57,8 @@ pub fn answer(ask: &Ask, pilot: Option<&Pilot>, text: &str, ctx: &Ctx) -> Turn {
     };
     match &ask.kind {
         AskKind::AcceptOwnership => {
-            if pilot.owner.as_ref() != Some(&ask.user) || pilot.is_decided() {
+            // A scaled pilot still needs its owner; a killed one no longer does.
+            if pilot.owner.as_ref() != Some(&ask.user) || pilot.stage == Stage::Killed {
                 return Turn {
                     effects: vec![close],
                     says: vec![Say::AskVoid],

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use minijinja::context;
 
 use super::{Destination, Engine, Expect, Reply, Request};
-use crate::dialogue::{At, Say, asks, evidence, review};
+use crate::dialogue::{At, Say, Scratch, asks, evidence, review};
 use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
 use crate::domain::{DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId};
 use crate::prompts::Key;
@@ -145,7 +145,7 @@ impl Engine {
     }
 
     /// The questions of the evidence and review conversations.
-    pub(super) fn ask_lifecycle(&self, req: &Request, at: At, pilot: Option<&Pilot>) -> Reply {
+    pub(super) fn ask_lifecycle(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
         let p = &self.prompts;
         let Some(pl) = pilot else {
             return self.ephemeral(req, p.text(Key::AskVoid));
@@ -211,7 +211,10 @@ impl Engine {
                 )
             }
             At::ExtendReason => (
-                p.render(Key::AskExtendReason, context! { pilot => name, date => "" }),
+                p.render(
+                    Key::AskExtendReason,
+                    context! { pilot => name, date => self.date(scratch.date) },
+                ),
                 vec![],
                 None,
             ),
@@ -221,11 +224,14 @@ impl Engine {
                 Some(Expect::Choice),
             ),
             At::KillReason => (
-                p.render(Key::AskKillReason, context! { pilot => name, category => "" }),
+                p.render(
+                    Key::AskKillReason,
+                    context! { pilot => name, category => scratch.category.map(|c| p.text(kill_key(c))) },
+                ),
                 vec![],
                 None,
             ),
-            At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot),
+            At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot, scratch),
         };
         Reply {
             choices,
@@ -287,6 +293,17 @@ impl Engine {
                 });
             }
             Say::Stopped => out.push(self.ephemeral(req, p.render(Key::Stopped, context! { pilot => name }))),
+            Say::EvidenceRecorded(EvidenceKind::PnlMoved) if !pilot.has_evidence(EvidenceKind::PnlMoved) => {
+                let (baseline, target, realised) = match (&pilot.pnl, pilot.evidence.pnl_realised) {
+                    (Some(t), Some(v)) => (t.format_value(t.baseline), t.format_value(t.target), t.format_value(v)),
+                    _ => Default::default(),
+                };
+                let text = p.render(
+                    Key::EvidenceNotMoved,
+                    context! { pilot => name, realised, baseline, target, count => pilot.evidence_count() },
+                );
+                out.push(self.ephemeral(req, text));
+            }
             Say::EvidenceRecorded(kind) => {
                 let missing = self.missing_evidence(pilot);
                 let text = p.render(

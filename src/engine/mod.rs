@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
-use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn, asks, evidence, review, scoping};
+use crate::dialogue::{
+    At, Conversation, Ctx, Effect, Flow, Refusal, Say, Scratch, Turn, asks, evidence, review, scoping,
+};
 use crate::domain::{
     AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
     UserId, WorkspaceId, WorkspaceSettings,
@@ -255,7 +257,7 @@ impl Engine {
                             self.prompts.render(Key::Resuming, context! { pilot => name, step }),
                         ));
                     }
-                    replies.push(self.ask(req, conv.at, pilot.as_ref()));
+                    replies.push(self.ask(req, conv.at, pilot.as_ref(), &conv.scratch));
                     Ok(replies)
                 }
             },
@@ -396,7 +398,10 @@ impl Engine {
             Key::AlreadyInProgress,
             context! { pilot => name, step => self.position_label(conv.at) },
         );
-        Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref())])
+        Ok(vec![
+            self.ephemeral(req, text),
+            self.ask(req, conv.at, pilot.as_ref(), &conv.scratch),
+        ])
     }
 
     /// Saves a turn's effects, then says what the turn says about the pilot as saved.
@@ -429,7 +434,7 @@ impl Engine {
                     &back,
                 )
                 .await?;
-            return Ok(vec![self.ask(req, At::Ask(missing), before.as_ref())]);
+            return Ok(vec![self.ask(req, At::Ask(missing), before.as_ref(), &conv.scratch)]);
         }
         let channel = before
             .as_ref()
@@ -469,7 +474,7 @@ impl Engine {
                         )
                         .await?;
                 }
-                replies.push(self.ask(req, conv.at, before.as_ref()));
+                replies.push(self.ask(req, conv.at, before.as_ref(), &conv.scratch));
                 return Ok(replies);
             }
             Err(e) => return Err(e),
@@ -478,18 +483,36 @@ impl Engine {
             Some(id) => self.store.pilot(&req.workspace, id).await?,
             None => None,
         };
+        // Questions asked next may quote answers the conversation keeps (an extension's date, a kill's category).
+        let scratch = effects
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::SaveConversation(c) => Some(c.scratch.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| conv.scratch.clone());
         let mut replies = Vec::new();
         for say in says {
-            self.say(req, say, before.as_ref(), after.as_ref(), &mut replies);
+            self.say(req, say, before.as_ref(), after.as_ref(), &scratch, &mut replies);
         }
         Ok(replies)
     }
 
-    fn say(&self, req: &Request, say: Say, before: Option<&Pilot>, after: Option<&Pilot>, out: &mut Vec<Reply>) {
+    #[allow(clippy::too_many_arguments)]
+    fn say(
+        &self,
+        req: &Request,
+        say: Say,
+        before: Option<&Pilot>,
+        after: Option<&Pilot>,
+        scratch: &Scratch,
+        out: &mut Vec<Reply>,
+    ) {
         let p = &self.prompts;
         let name = after.or(before).map(|p| p.name.clone());
         match say {
-            Say::Ask(at) => out.push(self.ask(req, at, after.or(before))),
+            Say::Ask(at) => out.push(self.ask(req, at, after.or(before), scratch)),
             Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r, after.or(before)))),
             Say::Vague { rule, answer } => {
                 let rule = p.rules().iter().find(|r| r.id == rule);
@@ -610,7 +633,7 @@ impl Engine {
     }
 
     /// The question at a position, with what the user can answer.
-    fn ask(&self, req: &Request, at: At, pilot: Option<&Pilot>) -> Reply {
+    fn ask(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
         let p = &self.prompts;
         let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
         match at {
@@ -673,7 +696,7 @@ impl Engine {
                     ..self.ephemeral(req, p.render(Key::AskEditStep, context! { pilot => name }))
                 }
             }
-            other => self.ask_lifecycle(req, other, pilot),
+            other => self.ask_lifecycle(req, other, pilot, scratch),
         }
     }
 
