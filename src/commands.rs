@@ -39,12 +39,8 @@ pub struct CommandSpec {
     pub subcommands: &'static [SubcommandSpec],
 }
 
-const PILOT_OPT: OptionSpec = OptionSpec {
-    name: "pilot",
-    kind: OptionKind::Pilot,
-    required: true,
-    description: Key::DescOptPilot,
-};
+const PILOT_OPT: OptionSpec =
+    OptionSpec { name: "pilot", kind: OptionKind::Pilot, required: true, description: Key::DescOptPilot };
 
 pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
     name: "pilot",
@@ -60,11 +56,7 @@ pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
                 description: Key::DescOptName,
             }],
         },
-        SubcommandSpec {
-            name: "status",
-            description: Key::DescStatus,
-            options: &[PILOT_OPT],
-        },
+        SubcommandSpec { name: "status", description: Key::DescStatus, options: &[PILOT_OPT] },
         SubcommandSpec {
             name: "list",
             description: Key::DescList,
@@ -80,19 +72,10 @@ pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
             description: Key::DescEdit,
             options: &[
                 PILOT_OPT,
-                OptionSpec {
-                    name: "step",
-                    kind: OptionKind::Step,
-                    required: true,
-                    description: Key::DescOptStep,
-                },
+                OptionSpec { name: "step", kind: OptionKind::Step, required: true, description: Key::DescOptStep },
             ],
         },
-        SubcommandSpec {
-            name: "evidence",
-            description: Key::DescEvidence,
-            options: &[PILOT_OPT],
-        },
+        SubcommandSpec { name: "evidence", description: Key::DescEvidence, options: &[PILOT_OPT] },
         SubcommandSpec {
             name: "review",
             description: Key::DescReview,
@@ -106,16 +89,8 @@ pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
                 },
             ],
         },
-        SubcommandSpec {
-            name: "resume",
-            description: Key::DescResume,
-            options: &[],
-        },
-        SubcommandSpec {
-            name: "help",
-            description: Key::DescHelp,
-            options: &[],
-        },
+        SubcommandSpec { name: "resume", description: Key::DescResume, options: &[] },
+        SubcommandSpec { name: "help", description: Key::DescHelp, options: &[] },
     ],
 }];
 
@@ -128,26 +103,12 @@ pub enum ListScope {
 /// A command with its options, however it was typed or clicked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Register {
-        name: Option<String>,
-    },
-    Status {
-        pilot: String,
-    },
-    List {
-        scope: ListScope,
-    },
-    Edit {
-        pilot: String,
-        step: String,
-    },
-    Evidence {
-        pilot: String,
-    },
-    Review {
-        pilot: String,
-        decision: crate::domain::DecisionKind,
-    },
+    Register { name: Option<String> },
+    Status { pilot: String },
+    List { scope: ListScope },
+    Edit { pilot: String, step: String },
+    Evidence { pilot: String },
+    Review { pilot: String, decision: crate::domain::DecisionKind },
     Resume,
     Help,
 }
@@ -155,10 +116,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// No such command; `suggestion` is the closest known one.
-    Unknown {
-        command: String,
-        suggestion: Option<String>,
-    },
+    Unknown { command: String, suggestion: Option<String> },
     /// A known command with missing or extra options.
     Usage { usage: String },
 }
@@ -190,9 +148,7 @@ fn find_sub(command: &str, sub: &str) -> Option<(&'static CommandSpec, &'static 
 /// Builds a command from named option values, as a platform delivers them.
 pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>) -> Result<Command, ParseError> {
     let (spec, sub_spec) = find_sub(command, sub).ok_or_else(|| unknown(&format!("/{command} {sub}")))?;
-    let usage = || ParseError::Usage {
-        usage: sub_spec.usage(spec.name),
-    };
+    let usage = || ParseError::Usage { usage: sub_spec.usage(spec.name) };
     for o in sub_spec.options {
         if o.required && options.get(o.name).is_none_or(|v| v.trim().is_empty()) {
             return Err(usage());
@@ -209,9 +165,7 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
     let get = |name: &str| options.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     Ok(match sub_spec.name {
         "register" => Command::Register { name: get("name") },
-        "status" => Command::Status {
-            pilot: get("pilot").unwrap_or_default(),
-        },
+        "status" => Command::Status { pilot: get("pilot").unwrap_or_default() },
         "list" => Command::List {
             scope: if get("scope").is_some_and(|s| s.eq_ignore_ascii_case("mine")) {
                 ListScope::Mine
@@ -219,18 +173,11 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
                 ListScope::All
             },
         },
-        "edit" => Command::Edit {
-            pilot: get("pilot").unwrap_or_default(),
-            step: get("step").unwrap_or_default(),
-        },
-        "evidence" => Command::Evidence {
-            pilot: get("pilot").unwrap_or_default(),
-        },
+        "edit" => Command::Edit { pilot: get("pilot").unwrap_or_default(), step: get("step").unwrap_or_default() },
+        "evidence" => Command::Evidence { pilot: get("pilot").unwrap_or_default() },
         "review" => Command::Review {
             pilot: get("pilot").unwrap_or_default(),
-            decision: get("decision")
-                .and_then(|d| crate::domain::DecisionKind::parse(&d))
-                .ok_or_else(usage)?,
+            decision: get("decision").and_then(|d| crate::domain::DecisionKind::parse(&d)).ok_or_else(usage)?,
         },
         "resume" => Command::Resume,
         _ => Command::Help,
@@ -273,10 +220,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     };
     let command = command.to_lowercase();
     let Some(spec) = COMMANDS.iter().find(|c| c.name == command) else {
-        return Err(unknown(&format!(
-            "/{}",
-            words.iter().take(2).cloned().collect::<Vec<_>>().join(" ")
-        )));
+        return Err(unknown(&format!("/{}", words.iter().take(2).cloned().collect::<Vec<_>>().join(" "))));
     };
     let Some(sub) = words.get(1) else {
         return Ok(Command::Help);
@@ -300,16 +244,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 1
             }
         };
-        let reserved: usize = following
-            .iter()
-            .map(|f| {
-                if f.kind == OptionKind::Step {
-                    step_words(&rest)
-                } else {
-                    1
-                }
-            })
-            .sum();
+        let reserved: usize =
+            following.iter().map(|f| if f.kind == OptionKind::Step { step_words(&rest) } else { 1 }).sum();
         let take = match o.kind {
             // Text and pilot names may have spaces: leave the words the following options need.
             OptionKind::Text | OptionKind::Pilot => rest.len().saturating_sub(reserved).max(1),
@@ -320,26 +256,18 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         options.insert(o.name.to_owned(), value.join(" "));
     }
     if !rest.is_empty() {
-        return Err(ParseError::Usage {
-            usage: sub_spec.usage(spec.name),
-        });
+        return Err(ParseError::Usage { usage: sub_spec.usage(spec.name) });
     }
     from_options(spec.name, sub_spec.name, &options)
 }
 
 fn all_usages() -> Vec<String> {
-    COMMANDS
-        .iter()
-        .flat_map(|c| c.subcommands.iter().map(move |s| format!("/{} {}", c.name, s.name)))
-        .collect()
+    COMMANDS.iter().flat_map(|c| c.subcommands.iter().map(move |s| format!("/{} {}", c.name, s.name))).collect()
 }
 
 fn unknown(command: &str) -> ParseError {
     let suggestion = closest(command, all_usages().iter().map(String::as_str)).map(str::to_owned);
-    ParseError::Unknown {
-        command: command.to_owned(),
-        suggestion,
-    }
+    ParseError::Unknown { command: command.to_owned(), suggestion }
 }
 
 /// The candidate closest to `query`, if it is close enough to be what was meant.
@@ -362,52 +290,31 @@ mod tests {
         assert_eq!(parse("/pilot register"), Ok(Command::Register { name: None }));
         assert_eq!(
             parse("/pilot register Claims triage assistant"),
-            Ok(Command::Register {
-                name: Some("Claims triage assistant".into())
-            })
+            Ok(Command::Register { name: Some("Claims triage assistant".into()) })
         );
         assert_eq!(parse("/pilot status  #3"), Ok(Command::Status { pilot: "#3".into() }));
         assert_eq!(parse("/pilot list mine"), Ok(Command::List { scope: ListScope::Mine }));
         assert_eq!(parse("/pilot list"), Ok(Command::List { scope: ListScope::All }));
         assert_eq!(
             parse("/pilot edit Claims triage assistant review_date"),
-            Ok(Command::Edit {
-                pilot: "Claims triage assistant".into(),
-                step: "review_date".into()
-            })
+            Ok(Command::Edit { pilot: "Claims triage assistant".into(), step: "review_date".into() })
         );
         assert_eq!(
             parse("/pilot edit \"Claims triage\" owner"),
-            Ok(Command::Edit {
-                pilot: "Claims triage".into(),
-                step: "owner".into()
-            })
+            Ok(Command::Edit { pilot: "Claims triage".into(), step: "owner".into() })
         );
         assert_eq!(
             parse("/pilot edit Claims triage review date"),
-            Ok(Command::Edit {
-                pilot: "Claims triage".into(),
-                step: "review date".into()
-            })
+            Ok(Command::Edit { pilot: "Claims triage".into(), step: "review date".into() })
         );
-        assert_eq!(
-            parse("/pilot evidence Claims triage"),
-            Ok(Command::Evidence {
-                pilot: "Claims triage".into()
-            })
-        );
+        assert_eq!(parse("/pilot evidence Claims triage"), Ok(Command::Evidence { pilot: "Claims triage".into() }));
         assert_eq!(
             parse("/pilot review Claims triage KILL"),
-            Ok(Command::Review {
-                pilot: "Claims triage".into(),
-                decision: crate::domain::DecisionKind::Kill
-            })
+            Ok(Command::Review { pilot: "Claims triage".into(), decision: crate::domain::DecisionKind::Kill })
         );
         assert_eq!(
             parse("/pilot review Claims triage"),
-            Err(ParseError::Usage {
-                usage: "/pilot review <pilot> <scale|extend|kill>".into()
-            })
+            Err(ParseError::Usage { usage: "/pilot review <pilot> <scale|extend|kill>".into() })
         );
         assert_eq!(parse("/pilot"), Ok(Command::Help));
         assert_eq!(parse("/PILOT Help"), Ok(Command::Help));
@@ -417,42 +324,16 @@ mod tests {
     fn unknown_commands_get_a_suggestion_and_bad_options_the_usage() {
         assert_eq!(
             parse("/pilot regster"),
-            Err(ParseError::Unknown {
-                command: "/pilot regster".into(),
-                suggestion: Some("/pilot register".into())
-            })
+            Err(ParseError::Unknown { command: "/pilot regster".into(), suggestion: Some("/pilot register".into()) })
         );
-        assert_eq!(
-            parse("/frobnicate"),
-            Err(ParseError::Unknown {
-                command: "/frobnicate".into(),
-                suggestion: None
-            })
-        );
-        assert_eq!(
-            parse("/pilot status"),
-            Err(ParseError::Usage {
-                usage: "/pilot status <pilot>".into()
-            })
-        );
-        assert_eq!(
-            parse("/pilot list some"),
-            Err(ParseError::Usage {
-                usage: "/pilot list [all|mine]".into()
-            })
-        );
+        assert_eq!(parse("/frobnicate"), Err(ParseError::Unknown { command: "/frobnicate".into(), suggestion: None }));
+        assert_eq!(parse("/pilot status"), Err(ParseError::Usage { usage: "/pilot status <pilot>".into() }));
+        assert_eq!(parse("/pilot list some"), Err(ParseError::Usage { usage: "/pilot list [all|mine]".into() }));
         assert_eq!(
             parse("/pilot edit workflow"),
-            Err(ParseError::Usage {
-                usage: "/pilot edit <pilot> <step>".into()
-            })
+            Err(ParseError::Usage { usage: "/pilot edit <pilot> <step>".into() })
         );
-        assert_eq!(
-            parse("/pilot resume now"),
-            Err(ParseError::Usage {
-                usage: "/pilot resume".into()
-            })
-        );
+        assert_eq!(parse("/pilot resume now"), Err(ParseError::Usage { usage: "/pilot resume".into() }));
     }
 
     #[test]

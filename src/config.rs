@@ -125,25 +125,16 @@ mod tests {
 
     #[test]
     fn secrets_and_passwords_never_print() {
-        let c = Config {
-            discord_token: Some(Secret("abc.def".into())),
-            ..Config::default()
-        };
+        let c = Config { discord_token: Some(Secret("abc.def".into())), ..Config::default() };
         assert!(!format!("{c:?}").contains("abc.def"));
-        assert_eq!(
-            redact_url("postgres://bob:hunter2@db:5432/x"),
-            "postgres://bob:[redacted]@db:5432/x"
-        );
+        assert_eq!(redact_url("postgres://bob:hunter2@db:5432/x"), "postgres://bob:[redacted]@db:5432/x");
         assert_eq!(redact_url("sqlite://lastmile.db"), "sqlite://lastmile.db");
     }
 
     #[test]
     fn file_then_environment_override_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "lastmile.toml",
-                "review_horizon_days = 200\n[console]\nworkspace = \"acme\"\n",
-            )?;
+            jail.create_file("lastmile.toml", "review_horizon_days = 200\n[console]\nworkspace = \"acme\"\n")?;
             jail.set_env("LASTMILE_REVIEW_HORIZON_DAYS", "100");
             jail.set_env("DATABASE_URL", "postgres://u:p@h/db");
             jail.set_env("DISCORD_TOKEN", "tok");

@@ -26,13 +26,9 @@ pub async fn open(config: &config::Config) -> anyhow::Result<engine::Engine> {
 
 pub async fn open_store(url: &str) -> anyhow::Result<store::Store> {
     let shown = config::redact_url(url);
-    let store = store::Store::connect(url)
-        .await
-        .with_context(|| format!("cannot open database {shown}"))?;
-    store
-        .migrate()
-        .await
-        .with_context(|| format!("cannot migrate database {shown}"))?;
+    let store = store::Store::connect(url).await.with_context(|| format!("cannot open database {shown}"))?;
+    store.migrate().await.with_context(|| format!("cannot migrate database {shown}"))?;
     tracing::info!(database = %shown, dialect = store.dialect(), "store ready");
     Ok(store)
 }
+pub mod schedule;

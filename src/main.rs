@@ -89,32 +89,16 @@ async fn run() -> anyhow::Result<()> {
                 "a Discord token is configured, but this build has no Discord adapter yet; run `lastmile console`"
             )
         }
-        None => Cmd::Console {
-            workspace: None,
-            user: None,
-            channel: None,
-            now: None,
-        },
+        None => Cmd::Console { workspace: None, user: None, channel: None, now: None },
     };
     match command {
-        Cmd::Console {
-            workspace,
-            user,
-            channel,
-            now,
-        } => {
+        Cmd::Console { workspace, user, channel, now } => {
             let engine = lastmile::open(&config).await?;
             let interactive = std::io::stdin().is_terminal();
             let opts = ConsoleOptions {
                 workspace: workspace.unwrap_or(config.console.workspace.clone()),
-                user: user
-                    .unwrap_or(config.console.user.clone())
-                    .trim_start_matches('@')
-                    .to_owned(),
-                channel: channel
-                    .unwrap_or(config.console.channel.clone())
-                    .trim_start_matches('#')
-                    .to_owned(),
+                user: user.unwrap_or(config.console.user.clone()).trim_start_matches('@').to_owned(),
+                channel: channel.unwrap_or(config.console.channel.clone()).trim_start_matches('#').to_owned(),
                 now,
                 bots: config.console.bots.clone(),
                 interactive,

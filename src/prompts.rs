@@ -130,6 +130,18 @@ keys! {
     ExtensionApproved = "review.extension_approved" [pilot, sponsor, date],
     ExtensionRefused = "review.extension_refused" [pilot, sponsor],
 
+    // The schedule: heads-ups, nudges, escalation.
+    HeadsUp = "schedule.heads_up" [pilot, date, count, missing],
+    NudgeDm = "schedule.nudge" [pilot, date, count, missing, nudge, snooze_days],
+    EscalationDm = "schedule.escalation" [pilot, date, owner, nudges, count, missing],
+    RiskPost = "schedule.risk_post" [pilot, date, owner, sponsor, nudges, reasons],
+    DmFallback = "schedule.dm_fallback" [user, text],
+    ChoiceAddEvidence = "choice.add_evidence" [],
+    ChoiceNewDate = "choice.new_date" [],
+    ChoiceSnooze = "choice.snooze" [],
+    Snoozed = "schedule.snoozed" [pilot, until],
+    SnoozeLimit = "schedule.snooze_limit" [pilot, max],
+
     // Owner acceptance, by direct message.
     ChoiceAccept = "choice.accept" [],
     ChoiceDecline = "choice.decline" [],
@@ -240,12 +252,7 @@ pub enum PromptError {
     #[error("{file}: key `{key}`: template does not parse: {reason}")]
     Template { file: PathBuf, key: String, reason: String },
     #[error("{file}: key `{key}`: unknown placeholder `{placeholder}` (known: {known})")]
-    Placeholder {
-        file: PathBuf,
-        key: String,
-        placeholder: String,
-        known: String,
-    },
+    Placeholder { file: PathBuf, key: String, placeholder: String, known: String },
     #[error("{file}: rule `{key}`: {reason}")]
     Rule { file: PathBuf, key: String, reason: String },
 }
@@ -306,44 +313,28 @@ impl Prompts {
         env.set_lstrip_blocks(true);
 
         let (file, text) = messages;
-        let table: toml::Table = toml::from_str(text).map_err(|source| PromptError::Toml {
-            file: file.to_owned(),
-            source,
-        })?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|source| PromptError::Toml { file: file.to_owned(), source })?;
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat, file)?;
         for key in Key::ALL {
-            let source = flat.remove(key.as_str()).ok_or_else(|| PromptError::Missing {
-                file: file.to_owned(),
-                key: key.as_str().to_owned(),
-            })?;
+            let source = flat
+                .remove(key.as_str())
+                .ok_or_else(|| PromptError::Missing { file: file.to_owned(), key: key.as_str().to_owned() })?;
             add_template(&mut env, file, key.as_str(), source, key.vars())?;
         }
         if let Some(key) = flat.into_keys().next() {
-            return Err(PromptError::Unknown {
-                file: file.to_owned(),
-                key,
-            });
+            return Err(PromptError::Unknown { file: file.to_owned(), key });
         }
 
         let (file, text) = vagueness;
-        let parsed: RuleFile = toml::from_str(text).map_err(|source| PromptError::Toml {
-            file: file.to_owned(),
-            source,
-        })?;
+        let parsed: RuleFile =
+            toml::from_str(text).map_err(|source| PromptError::Toml { file: file.to_owned(), source })?;
         let mut rules = Vec::new();
         for raw in parsed.rule {
-            let bad = |reason: String| PromptError::Rule {
-                file: file.to_owned(),
-                key: raw.id.clone(),
-                reason,
-            };
+            let bad = |reason: String| PromptError::Rule { file: file.to_owned(), key: raw.id.clone(), reason };
             if !QUESTIONS.contains(&raw.step.as_str()) {
-                return Err(bad(format!(
-                    "unknown step `{}` (known: {})",
-                    raw.step,
-                    QUESTIONS.join(", ")
-                )));
+                return Err(bad(format!("unknown step `{}` (known: {})", raw.step, QUESTIONS.join(", "))));
             }
             let pattern = Regex::new(&raw.pattern).map_err(|e| bad(format!("pattern does not compile: {e}")))?;
             if rules.iter().any(|r: &Rule| r.id == raw.id) {
@@ -351,17 +342,9 @@ impl Prompts {
             }
             let name = format!("vagueness.{}", raw.id);
             add_template(&mut env, file, &name, raw.followup, RULE_VARS)?;
-            rules.push(Rule {
-                id: raw.id,
-                question: raw.step,
-                pattern,
-                followup: name,
-            });
+            rules.push(Rule { id: raw.id, question: raw.step, pattern, followup: name });
         }
-        Ok(Self {
-            env,
-            rules: Rules::new(rules),
-        })
+        Ok(Self { env, rules: Rules::new(rules) })
     }
 
     pub fn rules(&self) -> &Rules {
@@ -402,11 +385,7 @@ fn flatten(
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out, file)?;
             }
             Ok(())
@@ -415,10 +394,7 @@ fn flatten(
             out.insert(prefix.to_owned(), s.clone());
             Ok(())
         }
-        _ => Err(PromptError::NotText {
-            file: file.to_owned(),
-            key: prefix.to_owned(),
-        }),
+        _ => Err(PromptError::NotText { file: file.to_owned(), key: prefix.to_owned() }),
     }
 }
 
@@ -429,30 +405,18 @@ fn add_template(
     source: String,
     vars: &[&str],
 ) -> Result<(), PromptError> {
-    let err = |reason: String| PromptError::Template {
-        file: file.to_owned(),
-        key: name.to_owned(),
-        reason,
-    };
-    env.add_template_owned(name.to_owned(), source)
-        .map_err(|e| err(e.to_string()))?;
+    let err = |reason: String| PromptError::Template { file: file.to_owned(), key: name.to_owned(), reason };
+    env.add_template_owned(name.to_owned(), source).map_err(|e| err(e.to_string()))?;
     let template = env.get_template(name).map_err(|e| err(e.to_string()))?;
-    let mut unknown: Vec<String> = template
-        .undeclared_variables(false)
-        .into_iter()
-        .filter(|v| !vars.contains(&v.as_str()))
-        .collect();
+    let mut unknown: Vec<String> =
+        template.undeclared_variables(false).into_iter().filter(|v| !vars.contains(&v.as_str())).collect();
     unknown.sort();
     if let Some(placeholder) = unknown.into_iter().next() {
         return Err(PromptError::Placeholder {
             file: file.to_owned(),
             key: name.to_owned(),
             placeholder,
-            known: if vars.is_empty() {
-                "none".into()
-            } else {
-                vars.join(", ")
-            },
+            known: if vars.is_empty() { "none".into() } else { vars.join(", ") },
         });
     }
     Ok(())
@@ -479,10 +443,7 @@ mod tests {
     fn the_shipped_prompts_load() {
         let p = Prompts::embedded().unwrap();
         assert!(p.rules().iter().count() >= 8);
-        assert!(
-            p.render(Key::AskWorkflow, minijinja::context! { pilot => "Claims triage" })
-                .contains("Claims triage")
-        );
+        assert!(p.render(Key::AskWorkflow, minijinja::context! { pilot => "Claims triage" }).contains("Claims triage"));
     }
 
     #[test]
@@ -497,16 +458,10 @@ mod tests {
     #[test]
     fn an_unknown_placeholder_or_key_is_refused() {
         let m = messages_with(|t| {
-            t["ask"]
-                .as_table_mut()
-                .unwrap()
-                .insert("owner".into(), "Who owns {{ pilt }}?".into());
+            t["ask"].as_table_mut().unwrap().insert("owner".into(), "Who owns {{ pilt }}?".into());
         });
         let err = load(&m, RULES).unwrap_err().to_string();
-        assert!(
-            err.starts_with("m.toml: key `ask.owner`: unknown placeholder `pilt`"),
-            "{err}"
-        );
+        assert!(err.starts_with("m.toml: key `ask.owner`: unknown placeholder `pilt`"), "{err}");
         let m = messages_with(|t| {
             t["ask"].as_table_mut().unwrap().insert("ownr".into(), "typo".into());
         });
@@ -519,17 +474,11 @@ mod tests {
     #[test]
     fn a_bad_rule_is_refused() {
         let m = messages_with(|_| {});
-        let err = load(&m, &RULES.replace("(?i)tbd", "(unclosed"))
-            .unwrap_err()
-            .to_string();
+        let err = load(&m, &RULES.replace("(?i)tbd", "(unclosed")).unwrap_err().to_string();
         assert!(err.starts_with("v.toml: rule `tbd`: pattern does not compile"), "{err}");
-        let err = load(&m, &RULES.replace("\"owner\"", "\"budget\""))
-            .unwrap_err()
-            .to_string();
+        let err = load(&m, &RULES.replace("\"owner\"", "\"budget\"")).unwrap_err().to_string();
         assert!(err.starts_with("v.toml: rule `tbd`: unknown step `budget`"), "{err}");
-        let err = load(&m, &RULES.replace("{{ pilot }}", "{{ owner }}"))
-            .unwrap_err()
-            .to_string();
+        let err = load(&m, &RULES.replace("{{ pilot }}", "{{ owner }}")).unwrap_err().to_string();
         assert!(err.contains("unknown placeholder `owner`"), "{err}");
     }
 }

@@ -8,27 +8,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_lastmile");
 
 fn lastmile(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
-    c.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("DISCORD_TOKEN")
-        .env("RUST_LOG", "warn");
+    c.current_dir(dir).env_remove("DATABASE_URL").env_remove("DISCORD_TOKEN").env("RUST_LOG", "warn");
     c
 }
 
 fn run_with_input(mut cmd: Command, input: &str) -> (i32, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 const REGISTRATION: &str = "\
@@ -46,34 +34,14 @@ Confirm
 fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = lastmile(dir.path());
-    cmd.args([
-        "console",
-        "--as",
-        "@bob",
-        "--workspace",
-        "acme",
-        "--now",
-        "2026-11-25T10:00:00Z",
-    ]);
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
     let (code, out, err) = run_with_input(cmd, REGISTRATION);
     assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("[ephemeral @bob] Which team runs claims intake today"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[#general] New pilot scoped: **Claims triage assistant**"),
-        "{out}"
-    );
-    assert!(
-        dir.path().join("lastmile.db").exists(),
-        "the default database is created in the working directory"
-    );
+    assert!(out.contains("[ephemeral @bob] Which team runs claims intake today"), "{out}");
+    assert!(out.contains("[#general] New pilot scoped: **Claims triage assistant**"), "{out}");
+    assert!(dir.path().join("lastmile.db").exists(), "the default database is created in the working directory");
 
-    let out = lastmile(dir.path())
-        .args(["export", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = lastmile(dir.path()).args(["export", "--format", "json"]).output().unwrap();
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -91,10 +59,7 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
         }])
     );
 
-    let out = lastmile(dir.path())
-        .args(["export", "--format", "csv", "--workspace", "acme"])
-        .output()
-        .unwrap();
+    let out = lastmile(dir.path()).args(["export", "--format", "csv", "--workspace", "acme"]).output().unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
@@ -105,36 +70,16 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
              pnl_realised,decision,decision_reason,outcome,flags,extensions,nudges_sent,next_review_date"
         )
     );
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .starts_with("1,acme,Claims triage assistant,scoped,bob,2026-11-25T10:00:00Z,")
-    );
-    let out = lastmile(dir.path())
-        .args(["export", "--format", "csv", "--workspace", "other"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().lines().count(),
-        1,
-        "an empty export still has its header"
-    );
+    assert!(lines.next().unwrap().starts_with("1,acme,Claims triage assistant,scoped,bob,2026-11-25T10:00:00Z,"));
+    let out = lastmile(dir.path()).args(["export", "--format", "csv", "--workspace", "other"]).output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1, "an empty export still has its header");
 }
 
 #[test]
 fn export_shows_decisions_outcomes_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = lastmile(dir.path());
-    cmd.args([
-        "console",
-        "--as",
-        "@bob",
-        "--workspace",
-        "acme",
-        "--now",
-        "2026-11-25T10:00:00Z",
-    ]);
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
     let script = format!(
         "{REGISTRATION}/pilot review Claims triage assistant scale\nThe CFO mandated it for the year-end close.\n\
          :as @alice\nDecline: not my team\n"
@@ -142,19 +87,13 @@ fn export_shows_decisions_outcomes_and_flags() {
     let (code, out, err) = run_with_input(cmd, &script);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("goes into production"), "{out}");
-    let out = lastmile(dir.path())
-        .args(["export", "--format", "csv", "--now", "2027-06-01T00:00:00Z"])
-        .output()
-        .unwrap();
+    let out =
+        lastmile(dir.path()).args(["export", "--format", "csv", "--now", "2027-06-01T00:00:00Z"]).output().unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let row = reader.records().next().unwrap().unwrap();
-    let get = |name: &str| {
-        row.get(headers.iter().position(|h| h == name).unwrap())
-            .unwrap()
-            .to_owned()
-    };
+    let get = |name: &str| row.get(headers.iter().position(|h| h == name).unwrap()).unwrap().to_owned();
     assert_eq!(get("stage"), "in_production");
     assert_eq!(get("decision"), "scale");
     assert_eq!(get("decision_reason"), "The CFO mandated it for the year-end close.");
@@ -210,14 +149,8 @@ fn killing_the_bot_mid_dialogue_resumes_at_the_same_question() {
     cmd.args(["console", "--as", "@bob", "--workspace", "acme"]);
     let (code, out, _) = run_with_input(cmd, "/pilot resume\n@heidi\n");
     assert_eq!(code, 0);
-    assert!(
-        out.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."),
-        "{out}"
-    );
-    assert!(
-        out.contains("Question 3 of 3: which P&L line must **Fraud triage** move"),
-        "{out}"
-    );
+    assert!(out.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."), "{out}");
+    assert!(out.contains("Question 3 of 3: which P&L line must **Fraud triage** move"), "{out}");
 }
 
 #[test]
@@ -225,10 +158,7 @@ fn plain_lastmile_opens_the_console_and_help_lists_the_subcommands() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, _) = run_with_input(lastmile(dir.path()), "/pilot help\n:as @zoe\n:wat\n");
     assert_eq!(code, 0);
-    assert!(
-        out.contains("[ephemeral @you] lastmile keeps every AI pilot on a path to production"),
-        "{out}"
-    );
+    assert!(out.contains("[ephemeral @you] lastmile keeps every AI pilot on a path to production"), "{out}");
     assert!(out.contains("`/pilot edit <pilot> <step>`"), "{out}");
     assert!(out.contains("[console] Now speaking as @zoe."), "{out}");
     assert!(out.contains("[console] Unknown console control `:wat`."), "{out}");
@@ -257,10 +187,7 @@ fn broken_prompts_stop_the_start_naming_file_and_key() {
     cmd.env("LASTMILE_PROMPTS_DIR", &prompts).arg("console");
     let (code, _, err) = run_with_input(cmd, "/pilot help\n");
     assert_ne!(code, 0);
-    assert!(
-        err.contains("messages.toml: key `ask.workflow`: unknown placeholder `pilto`"),
-        "{err}"
-    );
+    assert!(err.contains("messages.toml: key `ask.workflow`: unknown placeholder `pilto`"), "{err}");
 
     // A reworded copy is used as is.
     std::fs::write(prompts.join("messages.toml"), messages.replace("Commands:", "Befehle:")).unwrap();
@@ -277,8 +204,5 @@ fn a_bad_config_file_is_a_clear_error() {
     std::fs::write(dir.path().join("lastmile.toml"), "review_horizon_dayz = 10\n").unwrap();
     let (code, _, err) = run_with_input(lastmile(dir.path()), "");
     assert_ne!(code, 0);
-    assert!(
-        err.contains("invalid configuration") && err.contains("review_horizon_dayz"),
-        "{err}"
-    );
+    assert!(err.contains("invalid configuration") && err.contains("review_horizon_dayz"), "{err}");
 }

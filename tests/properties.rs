@@ -59,13 +59,8 @@ proptest! {
     }
 }
 
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-});
+static RT: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap());
 static DB: LazyLock<common::TestDb> = LazyLock::new(common::TestDb::sqlite);
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| RT.block_on(common::engine(&DB.url)));
 static USERS: AtomicU32 = AtomicU32::new(0);

@@ -19,11 +19,7 @@ fn req(ws: &str, user: &str, input: Input) -> Request {
 }
 
 async fn say(engine: &Engine, ws: &str, user: &str, line: &str) -> Vec<Reply> {
-    let input = if line.starts_with('/') {
-        Input::CommandLine(line.into())
-    } else {
-        Input::Text(line.into())
-    };
+    let input = if line.starts_with('/') { Input::CommandLine(line.into()) } else { Input::Text(line.into()) };
     engine.handle(req(ws, user, input)).await
 }
 
@@ -56,21 +52,14 @@ async fn workspaces_are_sealed(url: &str) {
     assert!(store.pilot(&other, PilotId(1)).await.unwrap().is_none());
 
     // Another workspace can neither see nor edit the pilot, by name or by id, and may reuse the name.
-    for line in [
-        "/pilot status Claims triage",
-        "/pilot status #1",
-        "/pilot edit #1 owner",
-    ] {
+    for line in ["/pilot status Claims triage", "/pilot status #1", "/pilot edit #1 owner"] {
         let out = text(&say(&engine, "globex", "bob", line).await);
         assert!(out.contains("No pilot called"), "{line}: {out}");
     }
     assert!(text(&say(&engine, "globex", "bob", "/pilot list").await).contains("No pilots"));
     register(&engine, "globex", "bob", "CLAIMS TRIAGE").await;
     let g = store.all_pilots(Some(&other)).await.unwrap();
-    assert_eq!(
-        (g.len(), g[0].name.as_str(), g[0].stage),
-        (1, "CLAIMS TRIAGE", Stage::Scoped)
-    );
+    assert_eq!((g.len(), g[0].name.as_str(), g[0].stage), (1, "CLAIMS TRIAGE", Stage::Scoped));
     assert_eq!(store.all_pilots(None).await.unwrap().len(), 2);
     engine.store().close().await;
 }
@@ -101,20 +90,13 @@ async fn names_are_unique_ignoring_case_and_a_refusal_changes_nothing(url: &str)
     assert_eq!(fraud.name, "Fraud scoring");
 
     // Empty, over-long and control-character answers are refused and change nothing.
-    let snapshot = (
-        store.all_pilots(Some(&ws)).await.unwrap(),
-        store.conversation(&ws, &UserId::new("carol")).await.unwrap(),
-    );
+    let snapshot =
+        (store.all_pilots(Some(&ws)).await.unwrap(), store.conversation(&ws, &UserId::new("carol")).await.unwrap());
     for bad in ["   ", &"x".repeat(1001), "Claims\u{0}intake"] {
         let out = text(&say(&engine, "acme", "carol", bad).await);
-        assert!(
-            out.contains("empty") || out.contains("limit is 1000") || out.contains("control characters"),
-            "{out}"
-        );
-        let now = (
-            store.all_pilots(Some(&ws)).await.unwrap(),
-            store.conversation(&ws, &UserId::new("carol")).await.unwrap(),
-        );
+        assert!(out.contains("empty") || out.contains("limit is 1000") || out.contains("control characters"), "{out}");
+        let now =
+            (store.all_pilots(Some(&ws)).await.unwrap(), store.conversation(&ws, &UserId::new("carol")).await.unwrap());
         assert_eq!(now, snapshot);
     }
     engine.store().close().await;
@@ -130,21 +112,10 @@ async fn every_change_is_audited(url: &str) {
     let audit = store.audit(&ws, Some(PilotId(1))).await.unwrap();
     let lines: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = audit
         .iter()
-        .map(|a| {
-            (
-                a.actor.clone(),
-                a.action.clone(),
-                a.field.clone(),
-                a.old_value.clone(),
-                a.new_value.clone(),
-            )
-        })
+        .map(|a| (a.actor.clone(), a.action.clone(), a.field.clone(), a.old_value.clone(), a.new_value.clone()))
         .collect();
     let s = |v: &str| Some(v.to_owned());
-    assert_eq!(
-        lines[0],
-        ("bob".into(), "created".into(), s("name"), None, s("Claims triage"))
-    );
+    assert_eq!(lines[0], ("bob".into(), "created".into(), s("name"), None, s("Claims triage")));
     assert_eq!(
         lines[1],
         (
@@ -158,18 +129,9 @@ async fn every_change_is_audited(url: &str) {
     assert_eq!(lines[2], ("bob".into(), "set".into(), s("owner"), None, s("alice")));
     assert_eq!(lines[3].2, s("pnl"));
     assert_eq!(lines[4], ("bob".into(), "set".into(), s("sponsor"), None, None));
-    assert_eq!(
-        lines[5],
-        ("bob".into(), "set".into(), s("review_date"), None, s("2027-03-31"))
-    );
-    assert_eq!(
-        lines[6],
-        ("bob".into(), "stage".into(), s("stage"), s("draft"), s("scoped"))
-    );
-    assert_eq!(
-        lines[7],
-        ("alice".into(), "set".into(), s("owner"), s("alice"), s("dave"))
-    );
+    assert_eq!(lines[5], ("bob".into(), "set".into(), s("review_date"), None, s("2027-03-31")));
+    assert_eq!(lines[6], ("bob".into(), "stage".into(), s("stage"), s("draft"), s("scoped")));
+    assert_eq!(lines[7], ("alice".into(), "set".into(), s("owner"), s("alice"), s("dave")));
     assert_eq!(lines.len(), 8);
     assert!(audit.iter().all(|a| a.at == common::now()));
     engine.store().close().await;
@@ -196,25 +158,12 @@ async fn concurrent_requests_of_one_user_act_once(url: &str) {
     ] {
         say(&engine, "acme", "bob", line).await;
     }
-    let (a, b) = tokio::join!(
-        say(&engine, "acme", "bob", "Confirm"),
-        say(&engine, "acme", "bob", "Confirm")
-    );
-    let announcements = a
-        .iter()
-        .chain(&b)
-        .filter(|r| matches!(r.to, lastmile::engine::Destination::Channel(_)))
-        .count();
+    let (a, b) = tokio::join!(say(&engine, "acme", "bob", "Confirm"), say(&engine, "acme", "bob", "Confirm"));
+    let announcements =
+        a.iter().chain(&b).filter(|r| matches!(r.to, lastmile::engine::Destination::Channel(_))).count();
     assert_eq!(announcements, 1, "{}\n{}", text(&a), text(&b));
     assert!(format!("{}{}", text(&a), text(&b)).contains("Nothing is waiting for an answer from you"));
-    let stages = engine
-        .store()
-        .audit(&ws, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.action == "stage")
-        .count();
+    let stages = engine.store().audit(&ws, None).await.unwrap().into_iter().filter(|e| e.action == "stage").count();
     assert_eq!(stages, 1);
     engine.store().close().await;
 }
@@ -235,15 +184,8 @@ async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
     ] {
         last = say(&engine, "acme", "bob", line).await;
     }
-    let announcement = last
-        .iter()
-        .find(|r| matches!(r.to, lastmile::engine::Destination::Channel(_)))
-        .unwrap();
-    assert!(
-        announcement.text.contains("**@everyone <@&42> launch @here**"),
-        "{}",
-        announcement.text
-    );
+    let announcement = last.iter().find(|r| matches!(r.to, lastmile::engine::Destination::Channel(_))).unwrap();
+    assert!(announcement.text.contains("**@everyone <@&42> launch @here**"), "{}", announcement.text);
     assert_eq!(announcement.ping, vec![UserId::new("alice")]);
     assert!(last.iter().all(|r| r.ping.iter().all(|p| p.as_str() == "alice")));
     engine.store().close().await;
@@ -307,14 +249,10 @@ async fn every_change_is_audited_postgres() {
 
 #[tokio::test]
 async fn a_bad_database_url_is_a_clear_error_without_the_password() {
-    let err = lastmile::open_store("mysql://root:hunter2@localhost/x")
-        .await
-        .unwrap_err();
+    let err = lastmile::open_store("mysql://root:hunter2@localhost/x").await.unwrap_err();
     let shown = format!("{err:#}");
     assert!(shown.contains("unsupported database URL"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
-    let err = lastmile::open_store("postgres://u:hunter2@127.0.0.1:1/x")
-        .await
-        .unwrap_err();
+    let err = lastmile::open_store("postgres://u:hunter2@127.0.0.1:1/x").await.unwrap_err();
     assert!(!format!("{err:#}").contains("hunter2"));
 }

@@ -20,10 +20,7 @@ fn parse(text: &str) -> Vec<Block> {
         if line.starts_with('#') {
             comments.push(line.to_owned());
         } else if let Some(input) = line.strip_prefix("> ") {
-            blocks.push(Block {
-                comments: std::mem::take(&mut comments),
-                input: input.to_owned(),
-            });
+            blocks.push(Block { comments: std::mem::take(&mut comments), input: input.to_owned() });
         }
     }
     blocks
@@ -93,11 +90,7 @@ async fn check_all(dialect: &str, mut fresh_db: impl AsyncFnMut() -> Option<comm
 fn diff(expected: &str, actual: &str) -> String {
     let e: Vec<&str> = expected.lines().collect();
     let a: Vec<&str> = actual.lines().collect();
-    let first = e
-        .iter()
-        .zip(&a)
-        .position(|(x, y)| x != y)
-        .unwrap_or(e.len().min(a.len()));
+    let first = e.iter().zip(&a).position(|(x, y)| x != y).unwrap_or(e.len().min(a.len()));
     let from = first.saturating_sub(3);
     let mut out = format!("first difference at line {}\n", first + 1);
     for l in &e[from..(first + 4).min(e.len())] {
@@ -116,8 +109,5 @@ async fn transcripts_on_sqlite() {
 
 #[tokio::test]
 async fn transcripts_on_postgres() {
-    check_all("postgres", async || {
-        common::TestDb::postgres("transcripts_on_postgres").await
-    })
-    .await;
+    check_all("postgres", async || common::TestDb::postgres("transcripts_on_postgres").await).await;
 }

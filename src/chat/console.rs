@@ -69,12 +69,7 @@ pub fn format_reply(reply: &Reply) -> String {
         }
     }
     if !reply.choices.is_empty() {
-        let choices: Vec<String> = reply
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("[{}] {c}", i + 1))
-            .collect();
+        let choices: Vec<String> = reply.choices.iter().enumerate().map(|(i, c)| format!("[{}] {c}", i + 1)).collect();
         out.push_str(&format!("\n  {}", choices.join("  ")));
     }
     out
@@ -114,16 +109,10 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
                 }
                 (Some("in"), Some(channel)) => {
                     opts.channel = channel.trim_start_matches('#').to_owned();
-                    prompts.render(
-                        Key::ConsoleChannel,
-                        context! { channel => format!("#{}", opts.channel) },
-                    )
+                    prompts.render(Key::ConsoleChannel, context! { channel => format!("#{}", opts.channel) })
                 }
                 (Some("help"), None) => prompts.text(Key::ConsoleHelp),
-                _ => prompts.render(
-                    Key::ConsoleUnknownControl,
-                    context! { control => format!(":{control}") },
-                ),
+                _ => prompts.render(Key::ConsoleUnknownControl, context! { control => format!(":{control}") }),
             };
             for (i, l) in text.lines().enumerate() {
                 writeln!(out, "{}{l}", if i == 0 { "[console] " } else { "  " })?;
@@ -135,11 +124,7 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
             .into_iter()
             .filter(|u| opts.bots.iter().any(|b| b == u.as_str()))
             .collect();
-        let input = if text.starts_with('/') {
-            Input::CommandLine(text)
-        } else {
-            Input::Text(text)
-        };
+        let input = if text.starts_with('/') { Input::CommandLine(text) } else { Input::Text(text) };
         let req = Request {
             workspace: WorkspaceId::new(opts.workspace.clone()),
             user: UserId::new(opts.user.clone()),
@@ -163,14 +148,8 @@ mod tests {
     #[test]
     fn mentions_translate_both_ways() {
         assert_eq!(mentions_in("@alice and @&leads"), "<@alice> and <@&leads>");
-        assert_eq!(
-            mentions_in("@everyone @here bob@example.com"),
-            "@everyone @here bob@example.com"
-        );
+        assert_eq!(mentions_in("@everyone @here bob@example.com"), "@everyone @here bob@example.com");
         assert_eq!(mentions_in("(@bob.smith)."), "(<@bob.smith>).");
-        assert_eq!(
-            mentions_out("owner <@alice>, role <@&leads>"),
-            "owner @alice, role @&leads"
-        );
+        assert_eq!(mentions_out("owner <@alice>, role <@&leads>"), "owner @alice, role @&leads");
     }
 }

@@ -24,10 +24,7 @@ pub fn start(pilot: &Pilot, channel: ChannelId) -> Turn {
         return_to_confirm: false,
         scratch: Default::default(),
     };
-    Turn {
-        effects: vec![Effect::SaveConversation(conv)],
-        says: vec![Say::Ask(At::PickEvidence)],
-    }
+    Turn { effects: vec![Effect::SaveConversation(conv)], says: vec![Say::Ask(At::PickEvidence)] }
 }
 
 fn move_to(conv: &Conversation, at: At) -> Effect {
@@ -43,18 +40,15 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
             if answer.is_keyword("back") {
                 return Turn::say(vec![Say::EditNoBack, Say::Ask(conv.at)]);
             }
-            let options: Vec<(EvidenceKind, String)> = EvidenceKind::ALL
-                .iter()
-                .map(|k| (*k, ctx.labels.label(label_key(*k))))
-                .collect();
+            let options: Vec<(EvidenceKind, String)> =
+                EvidenceKind::ALL.iter().map(|k| (*k, ctx.labels.label(label_key(*k)))).collect();
             match pick(answer.as_str(), &options, EvidenceKind::parse) {
                 Some(EvidenceKind::OwnerRunning) if pilot.owner.as_ref() != Some(ctx.user) => {
                     Turn::say(vec![Say::Refused(Refusal::OnlyOwner), Say::Ask(conv.at)])
                 }
-                Some(kind) => Turn {
-                    effects: vec![move_to(conv, At::Evidence(kind))],
-                    says: vec![Say::Ask(At::Evidence(kind))],
-                },
+                Some(kind) => {
+                    Turn { effects: vec![move_to(conv, At::Evidence(kind))], says: vec![Say::Ask(At::Evidence(kind))] }
+                }
                 None => Turn::say(vec![Say::Refused(Refusal::Choice {
                     answer: answer.as_str().to_owned(),
                     choices: options.into_iter().map(|(_, l)| l).collect(),
@@ -63,30 +57,18 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
         }
         At::Evidence(kind) => {
             if answer.is_keyword("back") {
-                return Turn {
-                    effects: vec![move_to(conv, At::PickEvidence)],
-                    says: vec![Say::Ask(At::PickEvidence)],
-                };
+                return Turn { effects: vec![move_to(conv, At::PickEvidence)], says: vec![Say::Ask(At::PickEvidence)] };
             }
             let text = answer.as_str();
             if let Some(rule) = ctx.rules.check(kind.as_str(), text) {
-                return Turn::say(vec![Say::Vague {
-                    rule: rule.id.clone(),
-                    answer: text.to_owned(),
-                }]);
+                return Turn::say(vec![Say::Vague { rule: rule.id.clone(), answer: text.to_owned() }]);
             }
             let item = match kind {
                 EvidenceKind::PnlMoved => match read_pnl(pilot, text) {
                     Ok(item) => item,
                     Err(refusal) => return Turn::say(vec![Say::Refused(refusal)]),
                 },
-                _ => EvidenceItem {
-                    kind,
-                    note: text.to_owned(),
-                    value: None,
-                    period: None,
-                    source: None,
-                },
+                _ => EvidenceItem { kind, note: text.to_owned(), value: None, period: None, source: None },
             };
             Turn {
                 effects: vec![Effect::AddEvidence(item), Effect::EndConversation],
@@ -99,11 +81,7 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
 
 /// `£3.9m; Jan-Mar 2027; finance ledger`: value in the line's unit, period, source.
 fn read_pnl(pilot: &Pilot, text: &str) -> Result<EvidenceItem, Refusal> {
-    let parts: Vec<&str> = text
-        .split([';', '\n', '|'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&str> = text.split([';', '\n', '|']).map(str::trim).filter(|p| !p.is_empty()).collect();
     let [value, period, source] = parts.as_slice() else {
         return Err(Refusal::EvidenceFormat);
     };
@@ -112,10 +90,7 @@ fn read_pnl(pilot: &Pilot, text: &str) -> Result<EvidenceItem, Refusal> {
     if let Some(unit) = &quantity.unit
         && unit.trim_end_matches('s') != line_unit.trim_end_matches('s')
     {
-        return Err(Refusal::EvidenceUnit {
-            unit: unit.clone(),
-            line_unit,
-        });
+        return Err(Refusal::EvidenceUnit { unit: unit.clone(), line_unit });
     }
     Ok(EvidenceItem {
         kind: EvidenceKind::PnlMoved,

@@ -7,7 +7,7 @@ pub mod evidence;
 pub mod review;
 pub mod scoping;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -40,9 +40,7 @@ impl Flow {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Flow::Register, Flow::Edit, Flow::Evidence, Flow::Review]
-            .into_iter()
-            .find(|f| f.as_str() == s)
+        [Flow::Register, Flow::Edit, Flow::Evidence, Flow::Review].into_iter().find(|f| f.as_str() == s)
     }
 }
 
@@ -96,10 +94,7 @@ impl At {
             At::KillCategory,
             At::KillReason,
         ];
-        fixed
-            .into_iter()
-            .chain(Step::ALL.into_iter().map(At::Ask))
-            .find(|a| a.as_str() == s)
+        fixed.into_iter().chain(Step::ALL.into_iter().map(At::Ask)).find(|a| a.as_str() == s)
     }
 }
 
@@ -110,6 +105,9 @@ pub struct Scratch {
     pub date: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<KillCategory>,
+    /// An owner asking for a new review date (from a nudge): the sponsor or registrant approves it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub request: bool,
 }
 
 /// A user's conversation in progress, saved after every answer.
@@ -172,6 +170,12 @@ pub enum Effect {
     },
     /// The ask was answered (or is void).
     CloseAsk(i64),
+    /// The owner acted on a nudge: the count of unanswered nudges starts again.
+    NudgeAnswered,
+    /// No nudge before `until`.
+    Snooze {
+        until: DateTime<Utc>,
+    },
 }
 
 /// One item of production evidence as recorded.
@@ -201,12 +205,10 @@ pub struct Decision {
 pub enum AskKind {
     /// The named owner accepts or declines ownership.
     AcceptOwnership,
-    /// The sponsor confirms an extension beyond the limit.
-    ApproveExtension {
-        date: NaiveDate,
-        reason: String,
-        requested_by: UserId,
-    },
+    /// The sponsor (or, without one, the registrant) confirms an extension.
+    ApproveExtension { date: NaiveDate, reason: String, requested_by: UserId },
+    /// A nudge: add evidence, ask for a new review date, or snooze.
+    Nudge { cycle: NaiveDate },
 }
 
 impl AskKind {
@@ -214,6 +216,7 @@ impl AskKind {
         match self {
             AskKind::AcceptOwnership => "accept_ownership",
             AskKind::ApproveExtension { .. } => "approve_extension",
+            AskKind::Nudge { .. } => "nudge",
         }
     }
 }
@@ -290,6 +293,7 @@ pub enum Say {
         date: NaiveDate,
         reason: String,
         limit: u32,
+        approver: UserId,
     },
     /// Answers to asks.
     OwnerAccepted,
@@ -304,6 +308,12 @@ pub enum Say {
     },
     /// The ask no longer applies (the owner changed, the pilot was decided).
     AskVoid,
+    Snoozed {
+        until: DateTime<Utc>,
+    },
+    SnoozeLimit {
+        max: u32,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -314,10 +324,7 @@ pub struct Turn {
 
 impl Turn {
     pub fn say(says: Vec<Say>) -> Self {
-        Self {
-            effects: Vec::new(),
-            says,
-        }
+        Self { effects: Vec::new(), says }
     }
 }
 
@@ -327,16 +334,13 @@ pub fn pick<T: Copy>(answer: &str, options: &[(T, String)], also: impl Fn(&str) 
     if let Ok(n) = text.parse::<usize>() {
         return n.checked_sub(1).and_then(|i| options.get(i)).map(|(t, _)| *t);
     }
-    options
-        .iter()
-        .find(|(_, label)| label.eq_ignore_ascii_case(text))
-        .map(|(t, _)| *t)
-        .or_else(|| also(text))
+    options.iter().find(|(_, label)| label.eq_ignore_ascii_case(text)).map(|(t, _)| *t).or_else(|| also(text))
 }
 
 /// What a conversation needs to know about the world.
 pub struct Ctx<'a> {
     pub user: &'a UserId,
+    pub now: DateTime<Utc>,
     pub today: NaiveDate,
     pub horizon_days: u32,
     pub default_review_weeks: u32,

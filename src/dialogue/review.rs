@@ -26,26 +26,15 @@ fn conversation(pilot: &Pilot, at: At, channel: ChannelId) -> Conversation {
 pub fn start(pilot: &Pilot, kind: DecisionKind, channel: ChannelId) -> Turn {
     let at = match kind {
         DecisionKind::Scale if pilot.evidence_count() == 3 => {
-            let decision = Decision {
-                kind,
-                reason: String::new(),
-                category: None,
-                new_date: None,
-                override_evidence: false,
-            };
-            return Turn {
-                effects: vec![Effect::Decide(decision)],
-                says: vec![Say::Decided(kind)],
-            };
+            let decision =
+                Decision { kind, reason: String::new(), category: None, new_date: None, override_evidence: false };
+            return Turn { effects: vec![Effect::Decide(decision)], says: vec![Say::Decided(kind)] };
         }
         DecisionKind::Scale => At::ScaleOverride,
         DecisionKind::Extend => At::ExtendDate,
         DecisionKind::Kill => At::KillCategory,
     };
-    Turn {
-        effects: vec![Effect::SaveConversation(conversation(pilot, at, channel))],
-        says: vec![Say::Ask(at)],
-    }
+    Turn { effects: vec![Effect::SaveConversation(conversation(pilot, at, channel))], says: vec![Say::Ask(at)] }
 }
 
 fn move_to(conv: &Conversation, at: At) -> Effect {
@@ -53,12 +42,7 @@ fn move_to(conv: &Conversation, at: At) -> Effect {
 }
 
 fn vague(ctx: &Ctx, question: &str, text: &str) -> Option<Turn> {
-    ctx.rules.check(question, text).map(|r| {
-        Turn::say(vec![Say::Vague {
-            rule: r.id.clone(),
-            answer: text.to_owned(),
-        }])
-    })
+    ctx.rules.check(question, text).map(|r| Turn::say(vec![Say::Vague { rule: r.id.clone(), answer: text.to_owned() }]))
 }
 
 pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: &Ctx) -> Turn {
@@ -66,16 +50,10 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
         return Turn::say(vec![Say::AskVoid]);
     };
     if pilot.is_decided() {
-        return Turn {
-            effects: vec![Effect::EndConversation],
-            says: vec![Say::AskVoid],
-        };
+        return Turn { effects: vec![Effect::EndConversation], says: vec![Say::AskVoid] };
     }
     let text = answer.as_str();
-    let back = |at: At| Turn {
-        effects: vec![move_to(conv, at)],
-        says: vec![Say::Ask(at)],
-    };
+    let back = |at: At| Turn { effects: vec![move_to(conv, at)], says: vec![Say::Ask(at)] };
     match conv.at {
         At::ScaleOverride => {
             if answer.is_keyword("back") {
@@ -106,15 +84,9 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
                     let mut next = conv.clone();
                     next.at = At::ExtendReason;
                     next.scratch.date = Some(date);
-                    Turn {
-                        effects: vec![Effect::SaveConversation(next)],
-                        says: vec![Say::Ask(At::ExtendReason)],
-                    }
+                    Turn { effects: vec![Effect::SaveConversation(next)], says: vec![Say::Ask(At::ExtendReason)] }
                 }
-                Err(error) => Turn::say(vec![Say::Refused(Refusal::Date {
-                    answer: text.to_owned(),
-                    error,
-                })]),
+                Err(error) => Turn::say(vec![Say::Refused(Refusal::Date { answer: text.to_owned(), error })]),
             }
         }
         At::ExtendReason => {
@@ -128,26 +100,25 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
                 return back(At::ExtendDate);
             };
             let limit = ctx.settings.extension_limit;
-            if pilot.extensions >= limit && pilot.sponsor.as_ref() != Some(ctx.user) {
-                // Beyond the limit the sponsor confirms; without a sponsor nobody can.
-                let Some(sponsor) = pilot.sponsor.clone() else {
+            // An owner's request, or an extension beyond the limit, needs the sponsor's confirmation (the registrant's
+            // when there is no sponsor for a request); beyond the limit without a sponsor, nobody can confirm it.
+            let beyond = pilot.extensions >= limit;
+            let approver = match (&pilot.sponsor, beyond) {
+                (Some(sponsor), _) => Some(sponsor.clone()),
+                (None, false) => Some(pilot.registered_by.clone()),
+                (None, true) => None,
+            };
+            if (conv.scratch.request || beyond) && approver.as_ref() != Some(ctx.user) {
+                let Some(approver) = approver else {
                     return Turn {
                         effects: vec![Effect::EndConversation],
                         says: vec![Say::Refused(Refusal::NoSponsorForExtension { limit })],
                     };
                 };
-                let kind = AskKind::ApproveExtension {
-                    date,
-                    reason: text.to_owned(),
-                    requested_by: ctx.user.clone(),
-                };
+                let kind = AskKind::ApproveExtension { date, reason: text.to_owned(), requested_by: ctx.user.clone() };
                 return Turn {
-                    effects: vec![Effect::OpenAsk { user: sponsor, kind }, Effect::EndConversation],
-                    says: vec![Say::ExtensionAwaitsSponsor {
-                        date,
-                        reason: text.to_owned(),
-                        limit,
-                    }],
+                    effects: vec![Effect::OpenAsk { user: approver.clone(), kind }, Effect::EndConversation],
+                    says: vec![Say::ExtensionAwaitsSponsor { date, reason: text.to_owned(), limit, approver }],
                 };
             }
             let decision = Decision {
@@ -173,10 +144,7 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
                     let mut next = conv.clone();
                     next.at = At::KillReason;
                     next.scratch.category = Some(category);
-                    Turn {
-                        effects: vec![Effect::SaveConversation(next)],
-                        says: vec![Say::Ask(At::KillReason)],
-                    }
+                    Turn { effects: vec![Effect::SaveConversation(next)], says: vec![Say::Ask(At::KillReason)] }
                 }
                 None => Turn::say(vec![Say::Refused(Refusal::Choice {
                     answer: text.to_owned(),

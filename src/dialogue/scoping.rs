@@ -19,20 +19,14 @@ pub fn start_register(name: Option<&str>, channel: ChannelId, ctx: &Ctx) -> Turn
         scratch: Default::default(),
     };
     match name {
-        None => Turn {
-            effects: vec![Effect::SaveConversation(fresh)],
-            says: vec![Say::Ask(At::Ask(Step::Name))],
-        },
+        None => Turn { effects: vec![Effect::SaveConversation(fresh)], says: vec![Say::Ask(At::Ask(Step::Name))] },
         Some(name) => {
             let turn = answer(&fresh, None, name, ctx);
             if turn.effects.is_empty() {
                 // The name given with the command was refused: the conversation still starts, at the name.
                 let mut says = turn.says;
                 says.push(Say::Ask(At::Ask(Step::Name)));
-                Turn {
-                    effects: vec![Effect::SaveConversation(fresh)],
-                    says,
-                }
+                Turn { effects: vec![Effect::SaveConversation(fresh)], says }
             } else {
                 turn
             }
@@ -50,10 +44,7 @@ pub fn start_edit(pilot: PilotId, step: Step, channel: ChannelId) -> Turn {
         return_to_confirm: false,
         scratch: Default::default(),
     };
-    Turn {
-        effects: vec![Effect::SaveConversation(conv)],
-        says: vec![Say::Ask(At::Ask(step))],
-    }
+    Turn { effects: vec![Effect::SaveConversation(conv)], says: vec![Say::Ask(At::Ask(step))] }
 }
 
 /// Any text answer to the conversation's pending question.
@@ -84,57 +75,38 @@ fn cancel(conv: &Conversation) -> Turn {
                 effects.push(Effect::DeleteDraft);
             }
             effects.push(Effect::EndConversation);
-            Turn {
-                effects,
-                says: vec![Say::Cancelled],
-            }
+            Turn { effects, says: vec![Say::Cancelled] }
         }
-        Flow::Edit => Turn {
-            effects: vec![Effect::EndConversation],
-            says: vec![Say::EditCancelled],
-        },
-        Flow::Evidence | Flow::Review => Turn {
-            effects: vec![Effect::EndConversation],
-            says: vec![Say::Stopped],
-        },
+        Flow::Edit => Turn { effects: vec![Effect::EndConversation], says: vec![Say::EditCancelled] },
+        Flow::Evidence | Flow::Review => Turn { effects: vec![Effect::EndConversation], says: vec![Say::Stopped] },
     }
 }
 
 fn move_to(conv: &Conversation, at: At, return_to_confirm: bool) -> Effect {
-    Effect::SaveConversation(Conversation {
-        at,
-        return_to_confirm,
-        ..conv.clone()
-    })
+    Effect::SaveConversation(Conversation { at, return_to_confirm, ..conv.clone() })
 }
 
 fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &Answer, ctx: &Ctx) -> Turn {
     if answer.is_keyword("back") {
         return match (conv.flow, conv.return_to_confirm, step.previous()) {
             (Flow::Edit | Flow::Evidence | Flow::Review, _, _) => Turn::say(vec![Say::EditNoBack, Say::Ask(conv.at)]),
-            (Flow::Register, true, _) => Turn {
-                effects: vec![move_to(conv, At::Confirm, false)],
-                says: vec![Say::Ask(At::Confirm)],
-            },
+            (Flow::Register, true, _) => {
+                Turn { effects: vec![move_to(conv, At::Confirm, false)], says: vec![Say::Ask(At::Confirm)] }
+            }
             (Flow::Register, false, None) => Turn::say(vec![Say::BackAtFirst, Say::Ask(conv.at)]),
-            (Flow::Register, false, Some(prev)) => Turn {
-                effects: vec![move_to(conv, At::Ask(prev), false)],
-                says: vec![Say::Ask(At::Ask(prev))],
-            },
+            (Flow::Register, false, Some(prev)) => {
+                Turn { effects: vec![move_to(conv, At::Ask(prev), false)], says: vec![Say::Ask(At::Ask(prev))] }
+            }
         };
     }
     if answer.is_keyword("keep") && pilot.is_some_and(|p| has_answer(p, step)) {
         return match conv.flow {
-            Flow::Edit | Flow::Evidence | Flow::Review => Turn {
-                effects: vec![Effect::EndConversation],
-                says: vec![Say::EditCancelled],
-            },
+            Flow::Edit | Flow::Evidence | Flow::Review => {
+                Turn { effects: vec![Effect::EndConversation], says: vec![Say::EditCancelled] }
+            }
             Flow::Register => {
                 let next = next_position(conv, step);
-                Turn {
-                    effects: vec![move_to(conv, next, false)],
-                    says: vec![Say::Ask(next)],
-                }
+                Turn { effects: vec![move_to(conv, next, false)], says: vec![Say::Ask(next)] }
             }
         };
     }
@@ -164,10 +136,7 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
         Flow::Register => {
             let next = next_position(conv, step);
             effects.push(move_to(conv, next, false));
-            Turn {
-                effects,
-                says: vec![Say::Ask(next)],
-            }
+            Turn { effects, says: vec![Say::Ask(next)] }
         }
     }
 }
@@ -199,10 +168,7 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
         return Ok(Change::Sponsor(None));
     }
     if let Some(rule) = ctx.rules.check(step.as_str(), text) {
-        return Err(Say::Vague {
-            rule: rule.id.clone(),
-            answer: text.to_owned(),
-        });
+        return Err(Say::Vague { rule: rule.id.clone(), answer: text.to_owned() });
     }
     let person = |step| {
         PersonRef::parse(text, |u| ctx.bots.contains(u))
@@ -210,29 +176,20 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
             .map_err(|error| Say::Refused(Refusal::Person { step, error }))
     };
     match step {
-        Step::Name => PilotName::parse(text)
-            .map(Change::Name)
-            .map_err(|e| Say::Refused(Refusal::Name(e))),
+        Step::Name => PilotName::parse(text).map(Change::Name).map_err(|e| Say::Refused(Refusal::Name(e))),
         Step::Workflow => Ok(Change::Workflow(text.to_owned())),
         Step::Owner => person(step).map(Change::Owner),
         Step::Sponsor => person(step).map(|p| Change::Sponsor(Some(p))),
-        Step::Pnl => PnlTarget::parse(text)
-            .map(Change::Pnl)
-            .map_err(|e| Say::Refused(Refusal::Pnl(e))),
+        Step::Pnl => PnlTarget::parse(text).map(Change::Pnl).map_err(|e| Say::Refused(Refusal::Pnl(e))),
         Step::ReviewDate => {
             let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
             if answer.is_keyword("default") {
-                return Ok(Change::ReviewDate(default_review_date(
-                    ctx.today,
-                    ctx.default_review_weeks,
-                )));
+                return Ok(Change::ReviewDate(default_review_date(ctx.today, ctx.default_review_weeks)));
             }
-            window.parse(text).map(Change::ReviewDate).map_err(|error| {
-                Say::Refused(Refusal::Date {
-                    answer: text.to_owned(),
-                    error,
-                })
-            })
+            window
+                .parse(text)
+                .map(Change::ReviewDate)
+                .map_err(|error| Say::Refused(Refusal::Date { answer: text.to_owned(), error }))
         }
     }
 }
@@ -246,33 +203,18 @@ pub fn default_review_date(today: chrono::NaiveDate, weeks: u32) -> chrono::Naiv
 pub const CONFIRM_CHOICES: [Key; 3] = [Key::ChoiceConfirm, Key::ChoiceEdit, Key::ChoiceCancel];
 
 fn refuse_choice(answer: &Answer, labels: Vec<String>) -> Turn {
-    Turn::say(vec![Say::Refused(Refusal::Choice {
-        answer: answer.as_str().to_owned(),
-        choices: labels,
-    })])
+    Turn::say(vec![Say::Refused(Refusal::Choice { answer: answer.as_str().to_owned(), choices: labels })])
 }
 
 /// Asks the pilot's owner to accept ownership, unless the owner is the one acting (who accepts by naming themselves).
 pub fn owner_acceptance(owner: &crate::domain::UserId, ctx: &Ctx) -> (Vec<Effect>, Vec<Say>) {
     if owner == ctx.user {
-        (
-            vec![Effect::SetOwnerStatus {
-                status: OwnerStatus::Accepted,
-                reason: None,
-            }],
-            vec![],
-        )
+        (vec![Effect::SetOwnerStatus { status: OwnerStatus::Accepted, reason: None }], vec![])
     } else {
         (
             vec![
-                Effect::SetOwnerStatus {
-                    status: OwnerStatus::Pending,
-                    reason: None,
-                },
-                Effect::OpenAsk {
-                    user: owner.clone(),
-                    kind: AskKind::AcceptOwnership,
-                },
+                Effect::SetOwnerStatus { status: OwnerStatus::Pending, reason: None },
+                Effect::OpenAsk { user: owner.clone(), kind: AskKind::AcceptOwnership },
             ],
             vec![Say::AskOwner],
         )
@@ -303,10 +245,9 @@ fn answer_confirm(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, c
             }
             Turn { effects, says }
         }
-        Some(Key::ChoiceEdit) => Turn {
-            effects: vec![move_to(conv, At::PickEdit, false)],
-            says: vec![Say::Ask(At::PickEdit)],
-        },
+        Some(Key::ChoiceEdit) => {
+            Turn { effects: vec![move_to(conv, At::PickEdit, false)], says: vec![Say::Ask(At::PickEdit)] }
+        }
         Some(_) => cancel(conv),
         None => refuse_choice(answer, options.into_iter().map(|(_, l)| l).collect()),
     }
@@ -314,20 +255,11 @@ fn answer_confirm(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, c
 
 fn answer_pick(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
     if answer.is_keyword("back") {
-        return Turn {
-            effects: vec![move_to(conv, At::Confirm, false)],
-            says: vec![Say::Ask(At::Confirm)],
-        };
+        return Turn { effects: vec![move_to(conv, At::Confirm, false)], says: vec![Say::Ask(At::Confirm)] };
     }
-    let options: Vec<(Step, String)> = Step::ALL
-        .iter()
-        .map(|s| (*s, ctx.labels.label(Key::for_step(*s))))
-        .collect();
+    let options: Vec<(Step, String)> = Step::ALL.iter().map(|s| (*s, ctx.labels.label(Key::for_step(*s)))).collect();
     match pick(answer.as_str(), &options, Step::parse) {
-        Some(step) => Turn {
-            effects: vec![move_to(conv, At::Ask(step), true)],
-            says: vec![Say::Ask(At::Ask(step))],
-        },
+        Some(step) => Turn { effects: vec![move_to(conv, At::Ask(step), true)], says: vec![Say::Ask(At::Ask(step))] },
         None => refuse_choice(answer, options.into_iter().map(|(_, l)| l).collect()),
     }
 }

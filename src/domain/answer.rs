@@ -26,10 +26,7 @@ impl Answer {
         }
         let length = trimmed.chars().count();
         if length > MAX_ANSWER_CHARS {
-            return Err(AnswerError::TooLong {
-                length,
-                limit: MAX_ANSWER_CHARS,
-            });
+            return Err(AnswerError::TooLong { length, limit: MAX_ANSWER_CHARS });
         }
         // Newlines and tabs come from multi-line text inputs; every other control character is refused.
         if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
@@ -62,13 +59,7 @@ mod tests {
     fn refuses_empty_long_and_control() {
         assert_eq!(Answer::parse("   \t "), Err(AnswerError::Empty));
         let long = "x".repeat(1001);
-        assert_eq!(
-            Answer::parse(&long),
-            Err(AnswerError::TooLong {
-                length: 1001,
-                limit: 1000
-            })
-        );
+        assert_eq!(Answer::parse(&long), Err(AnswerError::TooLong { length: 1001, limit: 1000 }));
         assert!(Answer::parse(&"é".repeat(1000)).is_ok());
         assert_eq!(Answer::parse("a\u{7}b"), Err(AnswerError::ControlCharacters));
         assert!(Answer::parse("line one\nline two").is_ok());

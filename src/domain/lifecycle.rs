@@ -23,9 +23,7 @@ impl OwnerStatus {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [OwnerStatus::Pending, OwnerStatus::Accepted, OwnerStatus::Declined]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [OwnerStatus::Pending, OwnerStatus::Accepted, OwnerStatus::Declined].into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -42,11 +40,7 @@ pub enum EvidenceKind {
 }
 
 impl EvidenceKind {
-    pub const ALL: [EvidenceKind; 3] = [
-        EvidenceKind::WorkflowLive,
-        EvidenceKind::OwnerRunning,
-        EvidenceKind::PnlMoved,
-    ];
+    pub const ALL: [EvidenceKind; 3] = [EvidenceKind::WorkflowLive, EvidenceKind::OwnerRunning, EvidenceKind::PnlMoved];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,11 +71,7 @@ pub struct EvidenceState {
 
 /// Whether a measured value moved the line from its baseline towards its target.
 pub fn pnl_moved(target: &PnlTarget, realised: f64) -> bool {
-    if target.target > target.baseline {
-        realised > target.baseline
-    } else {
-        realised < target.baseline
-    }
+    if target.target > target.baseline { realised > target.baseline } else { realised < target.baseline }
 }
 
 impl Pilot {
@@ -303,12 +293,7 @@ mod tests {
             workflow: Some("w".into()),
             owner: Some(UserId::new("alice")),
             sponsor: None,
-            pnl: Some(PnlTarget {
-                line: "Cost".into(),
-                unit: "GBP".into(),
-                baseline: 100.0,
-                target: 80.0,
-            }),
+            pnl: Some(PnlTarget { line: "Cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
             review_date: Some(d("2027-01-06")),
             owner_status: OwnerStatus::Pending,
             next_review_date: Some(d("2027-01-06")),
@@ -339,28 +324,17 @@ mod tests {
         );
         let p = Pilot {
             owner_status: OwnerStatus::Accepted,
-            evidence: EvidenceState {
-                workflow_live: true,
-                owner_running: false,
-                pnl_realised: Some(90.0),
-            },
+            evidence: EvidenceState { workflow_live: true, owner_running: false, pnl_realised: Some(90.0) },
             ..scoped()
         };
-        assert_eq!(
-            outcome(&p, d("2027-02-01")),
-            (Outcome::AbsorptionRisk, vec![RiskReason::OwnerNotRunning])
-        );
+        assert_eq!(outcome(&p, d("2027-02-01")), (Outcome::AbsorptionRisk, vec![RiskReason::OwnerNotRunning]));
     }
 
     #[test]
     fn full_evidence_is_never_a_risk_and_pnl_must_move_towards_the_target() {
         let mut p = Pilot {
             owner_status: OwnerStatus::Accepted,
-            evidence: EvidenceState {
-                workflow_live: true,
-                owner_running: true,
-                pnl_realised: Some(90.0),
-            },
+            evidence: EvidenceState { workflow_live: true, owner_running: true, pnl_realised: Some(90.0) },
             ..scoped()
         };
         assert_eq!(p.evidence_count(), 3);
@@ -369,46 +343,21 @@ mod tests {
         assert_eq!(p.evidence_count(), 2, "no movement from the baseline");
         p.evidence.pnl_realised = Some(120.0);
         assert_eq!(p.evidence_count(), 2, "moved the wrong way");
-        let up = PnlTarget {
-            line: "Revenue".into(),
-            unit: "USD".into(),
-            baseline: 0.0,
-            target: 10.0,
-        };
+        let up = PnlTarget { line: "Revenue".into(), unit: "USD".into(), baseline: 0.0, target: 10.0 };
         assert!(pnl_moved(&up, 1.0) && !pnl_moved(&up, 0.0));
     }
 
     #[test]
     fn decisions_settle_the_outcome() {
-        let extended = Pilot {
-            extensions: 1,
-            next_review_date: Some(d("2027-04-01")),
-            ..scoped()
-        };
+        let extended = Pilot { extensions: 1, next_review_date: Some(d("2027-04-01")), ..scoped() };
         assert_eq!(outcome(&extended, d("2027-02-01")).0, Outcome::SlowBurningBet);
-        assert_eq!(
-            outcome(&extended, d("2027-04-02")).0,
-            Outcome::AbsorptionRisk,
-            "an extension that lapses again"
-        );
-        let scaled = Pilot {
-            stage: Stage::InProduction,
-            scale_override: true,
-            ..scoped()
-        };
+        assert_eq!(outcome(&extended, d("2027-04-02")).0, Outcome::AbsorptionRisk, "an extension that lapses again");
+        let scaled = Pilot { stage: Stage::InProduction, scale_override: true, ..scoped() };
         assert_eq!(outcome(&scaled, d("2027-02-01")).0, Outcome::InProduction);
         assert!(flags(&scaled, d("2027-02-01")).contains(&Flag::ScaledWithoutEvidence));
-        let healthy = Pilot {
-            stage: Stage::Killed,
-            kill_category: Some(KillCategory::NotWorthScaling),
-            ..scoped()
-        };
+        let healthy = Pilot { stage: Stage::Killed, kill_category: Some(KillCategory::NotWorthScaling), ..scoped() };
         assert_eq!(outcome(&healthy, d("2027-02-01")).0, Outcome::HealthyKill);
-        let failure = Pilot {
-            stage: Stage::Killed,
-            kill_category: Some(KillCategory::StalledInHandoff),
-            ..scoped()
-        };
+        let failure = Pilot { stage: Stage::Killed, kill_category: Some(KillCategory::StalledInHandoff), ..scoped() };
         assert_eq!(outcome(&failure, d("2027-02-01")).0, Outcome::AbsorptionFailure);
         assert!(flags(&failure, d("2027-02-01")).is_empty());
     }
@@ -418,15 +367,9 @@ mod tests {
         let p = scoped();
         assert_eq!(flags(&p, d("2027-01-01")), vec![Flag::OwnerNotAccepted]);
         assert_eq!(flags(&p, d("2027-01-07")), vec![Flag::OwnerNotAccepted, Flag::Overdue]);
-        let accepted = Pilot {
-            owner_status: OwnerStatus::Accepted,
-            ..scoped()
-        };
+        let accepted = Pilot { owner_status: OwnerStatus::Accepted, ..scoped() };
         assert!(flags(&accepted, d("2027-01-01")).is_empty());
-        let draft = Pilot {
-            stage: Stage::Draft,
-            ..scoped()
-        };
+        let draft = Pilot { stage: Stage::Draft, ..scoped() };
         assert!(flags(&draft, d("2027-01-01")).is_empty());
     }
 }

@@ -72,11 +72,7 @@ impl PersonRef {
             0 => Err(PersonError::NoMention),
             1 => {
                 let user = users.remove(0);
-                if is_bot(&user) {
-                    Err(PersonError::Bot(user))
-                } else {
-                    Ok(Self(user))
-                }
+                if is_bot(&user) { Err(PersonError::Bot(user)) } else { Ok(Self(user)) }
             }
             n => Err(PersonError::Several(n)),
         }
@@ -108,10 +104,7 @@ mod tests {
         let p = PersonRef::parse("<@alice>, head of claims operations", no_bots).unwrap();
         assert_eq!(p.0, UserId::new("alice"));
         assert_eq!(PersonRef::parse("<@!123> ", no_bots).unwrap().0, UserId::new("123"));
-        assert_eq!(
-            PersonRef::parse("<@bob> (<@bob> again)", no_bots).unwrap().0,
-            UserId::new("bob")
-        );
+        assert_eq!(PersonRef::parse("<@bob> (<@bob> again)", no_bots).unwrap().0, UserId::new("bob"));
     }
 
     #[test]
@@ -122,9 +115,6 @@ mod tests {
         assert_eq!(PersonRef::parse("@everyone", no_bots), Err(PersonError::Everyone));
         assert_eq!(PersonRef::parse("<@a> @here", no_bots), Err(PersonError::Everyone));
         let bots = |u: &UserId| u.as_str() == "lastmile";
-        assert_eq!(
-            PersonRef::parse("<@lastmile>", bots),
-            Err(PersonError::Bot(UserId::new("lastmile")))
-        );
+        assert_eq!(PersonRef::parse("<@lastmile>", bots), Err(PersonError::Bot(UserId::new("lastmile"))));
     }
 }

@@ -68,9 +68,7 @@ impl Stage {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Stage::Draft, Stage::Scoped, Stage::InProduction, Stage::Killed]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [Stage::Draft, Stage::Scoped, Stage::InProduction, Stage::Killed].into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -105,10 +103,7 @@ impl PilotName {
             return Err(PilotNameError::TooShort { min: NAME_MIN_CHARS });
         }
         if length > NAME_MAX_CHARS {
-            return Err(PilotNameError::TooLong {
-                max: NAME_MAX_CHARS,
-                length,
-            });
+            return Err(PilotNameError::TooLong { max: NAME_MAX_CHARS, length });
         }
         if !name.chars().any(char::is_alphabetic) {
             return Err(PilotNameError::NoLetter);
@@ -176,10 +171,7 @@ mod tests {
     fn names_are_checked_and_kept_as_typed() {
         assert_eq!(PilotName::parse(" Claims triage ").unwrap().as_str(), "Claims triage");
         assert_eq!(PilotName::parse("ab"), Err(PilotNameError::TooShort { min: 3 }));
-        assert!(matches!(
-            PilotName::parse(&"a".repeat(81)),
-            Err(PilotNameError::TooLong { .. })
-        ));
+        assert!(matches!(PilotName::parse(&"a".repeat(81)), Err(PilotNameError::TooLong { .. })));
         assert!(PilotName::parse(&"a".repeat(80)).is_ok());
         assert_eq!(PilotName::parse("12345"), Err(PilotNameError::NoLetter));
         assert_eq!(PilotName::parse("one\ntwo"), Err(PilotNameError::MultiLine));

@@ -42,10 +42,8 @@ const NUMBER: &str = r"(?P<sign>[-+−])?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d
 const MULT: &str = r"(?:\s*(?P<mult>k|m|mn|bn|thousand|million|billion)\b)?";
 
 static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        r"(?i)^(?P<pre>[£$€¥]|[a-z]{{3}}\s+)?\s*{NUMBER}{MULT}\s*(?P<post>%|[a-z][a-z/ .-]*)?$"
-    ))
-    .unwrap()
+    Regex::new(&format!(r"(?i)^(?P<pre>[£$€¥]|[a-z]{{3}}\s+)?\s*{NUMBER}{MULT}\s*(?P<post>%|[a-z][a-z/ .-]*)?$"))
+        .unwrap()
 });
 
 /// `baseline X target Y`, in either order of words.
@@ -101,9 +99,7 @@ impl Quantity {
             };
         }
         let pre = caps.name("pre").map(|m| m.as_str().trim());
-        let post = caps
-            .name("post")
-            .map(|m| m.as_str().trim().trim_end_matches('.').trim());
+        let post = caps.name("post").map(|m| m.as_str().trim().trim_end_matches('.').trim());
         let unit = match (pre, post) {
             (Some(sym), _) if sym.chars().count() == 1 => Some(
                 match sym {
@@ -145,11 +141,7 @@ impl PnlTarget {
             let base = Quantity::parse(&c["q"]).ok_or(PnlError::Format)?;
             (c["line"].to_owned(), base, target)
         };
-        let line = line
-            .trim()
-            .trim_end_matches([':', ',', ';', '-', '=', '('])
-            .trim()
-            .to_owned();
+        let line = line.trim().trim_end_matches([':', ',', ';', '-', '=', '(']).trim().to_owned();
         if !line.chars().any(char::is_alphabetic) {
             return Err(PnlError::NoLine);
         }
@@ -168,16 +160,9 @@ impl PnlTarget {
             }
         };
         if base.value == target.value {
-            return Err(PnlError::SameTarget {
-                value: format_quantity(base.value, &unit),
-            });
+            return Err(PnlError::SameTarget { value: format_quantity(base.value, &unit) });
         }
-        Ok(Self {
-            line,
-            unit,
-            baseline: base.value,
-            target: target.value,
-        })
+        Ok(Self { line, unit, baseline: base.value, target: target.value })
     }
 
     pub fn format_value(&self, value: f64) -> String {
@@ -220,11 +205,7 @@ fn format_number(value: f64) -> String {
         grouped.push(c);
     }
     let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        grouped
-    } else {
-        format!("{grouped}.{frac}")
-    }
+    if frac.is_empty() { grouped } else { format!("{grouped}.{frac}") }
 }
 
 #[cfg(test)]
@@ -237,62 +218,14 @@ mod tests {
 
     #[test]
     fn quantities_in_the_forms_people_write() {
-        assert_eq!(
-            q("4.2m"),
-            Quantity {
-                value: 4_200_000.0,
-                unit: None
-            }
-        );
-        assert_eq!(
-            q("£4,200,000"),
-            Quantity {
-                value: 4_200_000.0,
-                unit: Some("GBP".into())
-            }
-        );
-        assert_eq!(
-            q("12%"),
-            Quantity {
-                value: 12.0,
-                unit: Some("%".into())
-            }
-        );
-        assert_eq!(
-            q("3 days"),
-            Quantity {
-                value: 3.0,
-                unit: Some("days".into())
-            }
-        );
-        assert_eq!(
-            q("GBP 3.5 million"),
-            Quantity {
-                value: 3_500_000.0,
-                unit: Some("GBP".into())
-            }
-        );
-        assert_eq!(
-            q("$1.5bn"),
-            Quantity {
-                value: 1.5e9,
-                unit: Some("USD".into())
-            }
-        );
-        assert_eq!(
-            q("250k eur"),
-            Quantity {
-                value: 250_000.0,
-                unit: Some("EUR".into())
-            }
-        );
-        assert_eq!(
-            q("40 minutes"),
-            Quantity {
-                value: 40.0,
-                unit: Some("minutes".into())
-            }
-        );
+        assert_eq!(q("4.2m"), Quantity { value: 4_200_000.0, unit: None });
+        assert_eq!(q("£4,200,000"), Quantity { value: 4_200_000.0, unit: Some("GBP".into()) });
+        assert_eq!(q("12%"), Quantity { value: 12.0, unit: Some("%".into()) });
+        assert_eq!(q("3 days"), Quantity { value: 3.0, unit: Some("days".into()) });
+        assert_eq!(q("GBP 3.5 million"), Quantity { value: 3_500_000.0, unit: Some("GBP".into()) });
+        assert_eq!(q("$1.5bn"), Quantity { value: 1.5e9, unit: Some("USD".into()) });
+        assert_eq!(q("250k eur"), Quantity { value: 250_000.0, unit: Some("EUR".into()) });
+        assert_eq!(q("40 minutes"), Quantity { value: 40.0, unit: Some("minutes".into()) });
         assert!(Quantity::parse("lots").is_none());
         assert!(Quantity::parse("1.2.3").is_none());
     }
@@ -302,18 +235,10 @@ mod tests {
         let t = PnlTarget::parse("Claims handling cost: £4.2m -> £3.6m").unwrap();
         assert_eq!(
             t,
-            PnlTarget {
-                line: "Claims handling cost".into(),
-                unit: "GBP".into(),
-                baseline: 4.2e6,
-                target: 3.6e6
-            }
+            PnlTarget { line: "Claims handling cost".into(), unit: "GBP".into(), baseline: 4.2e6, target: 3.6e6 }
         );
         let t = PnlTarget::parse("Churn rate from 12% to 9%").unwrap();
-        assert_eq!(
-            (t.line.as_str(), t.unit.as_str(), t.baseline, t.target),
-            ("Churn rate", "%", 12.0, 9.0)
-        );
+        assert_eq!((t.line.as_str(), t.unit.as_str(), t.baseline, t.target), ("Churn rate", "%", 12.0, 9.0));
         let t = PnlTarget::parse("Average handling time: 3 days -> 1 day").unwrap();
         assert_eq!((t.unit.as_str(), t.baseline, t.target), ("days", 3.0, 1.0));
         let t = PnlTarget::parse("Claims cost, baseline GBP 4,200,000, target GBP 3,600,000").unwrap();
@@ -326,16 +251,11 @@ mod tests {
     fn refuses_what_cannot_be_measured() {
         assert_eq!(
             PnlTarget::parse("Claims cost: £4m -> £4,000,000"),
-            Err(PnlError::SameTarget {
-                value: "£4,000,000".into()
-            })
+            Err(PnlError::SameTarget { value: "£4,000,000".into() })
         );
         assert_eq!(PnlTarget::parse("£4m -> £3m"), Err(PnlError::NoLine));
         assert_eq!(PnlTarget::parse("Claims cost: 4 -> 3"), Err(PnlError::NoUnit));
-        assert!(matches!(
-            PnlTarget::parse("Claims cost: £4m -> 3%"),
-            Err(PnlError::UnitMismatch { .. })
-        ));
+        assert!(matches!(PnlTarget::parse("Claims cost: £4m -> 3%"), Err(PnlError::UnitMismatch { .. })));
         assert_eq!(PnlTarget::parse("Claims cost will go down"), Err(PnlError::Format));
     }
 

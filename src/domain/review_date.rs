@@ -33,10 +33,7 @@ static WEEKDAY: LazyLock<Regex> = LazyLock::new(|| {
 
 impl ReviewWindow {
     pub fn new(today: NaiveDate, horizon_days: u32) -> Self {
-        Self {
-            today,
-            latest: today + Days::new(u64::from(horizon_days)),
-        }
+        Self { today, latest: today + Days::new(u64::from(horizon_days)) }
     }
 
     pub fn parse(&self, text: &str) -> Result<NaiveDate, ReviewDateError> {
@@ -44,10 +41,7 @@ impl ReviewWindow {
         if date <= self.today {
             Err(ReviewDateError::NotInFuture(date))
         } else if date > self.latest {
-            Err(ReviewDateError::BeyondHorizon {
-                date,
-                latest: self.latest,
-            })
+            Err(ReviewDateError::BeyondHorizon { date, latest: self.latest })
         } else {
             Ok(date)
         }
@@ -79,15 +73,8 @@ impl ReviewWindow {
             let ahead = if ahead == 0 { 7 } else { ahead };
             return self.today.checked_add_days(Days::new(ahead.into()));
         }
-        const FORMATS: &[&str] = &[
-            "%Y-%m-%d",
-            "%d %B %Y",
-            "%d %b %Y",
-            "%B %d %Y",
-            "%b %d %Y",
-            "%B %d, %Y",
-            "%b %d, %Y",
-        ];
+        const FORMATS: &[&str] =
+            &["%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%b %d %Y", "%B %d, %Y", "%b %d, %Y"];
         FORMATS.iter().find_map(|f| NaiveDate::parse_from_str(text, f).ok())
     }
 }
@@ -124,26 +111,14 @@ mod tests {
     #[test]
     fn past_far_and_nonsense_are_refused() {
         let w = window();
-        assert_eq!(
-            w.parse("2026-11-25"),
-            Err(ReviewDateError::NotInFuture(d("2026-11-25")))
-        );
-        assert_eq!(
-            w.parse("2020-01-01"),
-            Err(ReviewDateError::NotInFuture(d("2020-01-01")))
-        );
+        assert_eq!(w.parse("2026-11-25"), Err(ReviewDateError::NotInFuture(d("2026-11-25"))));
+        assert_eq!(w.parse("2020-01-01"), Err(ReviewDateError::NotInFuture(d("2020-01-01"))));
         assert_eq!(
             w.parse("2y"),
-            Err(ReviewDateError::BeyondHorizon {
-                date: d("2028-11-25"),
-                latest: d("2027-11-25")
-            })
+            Err(ReviewDateError::BeyondHorizon { date: d("2028-11-25"), latest: d("2027-11-25") })
         );
         assert_eq!(w.parse("soon"), Err(ReviewDateError::Unparseable));
         assert_eq!(w.parse("2027-02-30"), Err(ReviewDateError::Unparseable));
-        assert!(matches!(
-            w.parse("9999 years"),
-            Err(ReviewDateError::BeyondHorizon { .. })
-        ));
+        assert!(matches!(w.parse("9999 years"), Err(ReviewDateError::BeyondHorizon { .. })));
     }
 }

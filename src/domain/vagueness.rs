@@ -17,14 +17,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 6] = [
-        Step::Name,
-        Step::Workflow,
-        Step::Owner,
-        Step::Pnl,
-        Step::Sponsor,
-        Step::ReviewDate,
-    ];
+    pub const ALL: [Step; 6] = [Step::Name, Step::Workflow, Step::Owner, Step::Pnl, Step::Sponsor, Step::ReviewDate];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,9 +90,7 @@ impl Rules {
 
     /// The first rule, in file order, that finds this answer to `question` vague.
     pub fn check(&self, question: &str, answer: &str) -> Option<&Rule> {
-        self.0
-            .iter()
-            .find(|r| r.question == question && r.pattern.is_match(answer))
+        self.0.iter().find(|r| r.question == question && r.pattern.is_match(answer))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Rule> {

@@ -47,10 +47,7 @@ fn kill_key(c: KillCategory) -> Key {
 
 impl Engine {
     fn join_labels(&self, keys: impl IntoIterator<Item = Key>) -> String {
-        keys.into_iter()
-            .map(|k| self.prompts.text(k))
-            .collect::<Vec<_>>()
-            .join(", ")
+        keys.into_iter().map(|k| self.prompts.text(k)).collect::<Vec<_>>().join(", ")
     }
 
     /// `✓ Workflow live · ✗ Owner runs it · ✗ P&L moved`.
@@ -58,23 +55,39 @@ impl Engine {
         EvidenceKind::ALL
             .iter()
             .map(|k| {
-                format!(
-                    "{} {}",
-                    if p.has_evidence(*k) { "✓" } else { "✗" },
-                    self.prompts.text(evidence::label_key(*k))
-                )
+                format!("{} {}", if p.has_evidence(*k) { "✓" } else { "✗" }, self.prompts.text(evidence::label_key(*k)))
             })
             .collect::<Vec<_>>()
             .join(" · ")
     }
 
-    fn missing_evidence(&self, p: &Pilot) -> String {
-        self.join_labels(
-            EvidenceKind::ALL
-                .into_iter()
-                .filter(|k| !p.has_evidence(*k))
-                .map(evidence::label_key),
-        )
+    pub(crate) fn missing_evidence(&self, p: &Pilot) -> String {
+        self.join_labels(EvidenceKind::ALL.into_iter().filter(|k| !p.has_evidence(*k)).map(evidence::label_key))
+    }
+
+    pub(crate) fn reason_labels(&self, reasons: &[RiskReason]) -> String {
+        self.join_labels(reasons.iter().map(|r| reason_key(*r)))
+    }
+
+    /// A direct message, with a mention in the pilot's home channel to fall back on when DMs are closed.
+    pub(crate) fn dm(&self, pilot: &Pilot, user: &UserId, text: String, choices: Vec<String>) -> Reply {
+        let fallback_text =
+            self.prompts.render(Key::DmFallback, context! { user => user.mention(), text => text.clone() });
+        Reply {
+            to: Destination::Dm(user.clone()),
+            text,
+            expect: (!choices.is_empty()).then_some(Expect::Choice),
+            choices,
+            ping: vec![user.clone()],
+            fallback: Some(Box::new(Reply {
+                to: Destination::Channel(pilot.home_channel.clone()),
+                text: fallback_text,
+                choices: vec![],
+                ping: vec![user.clone()],
+                expect: None,
+                fallback: None,
+            })),
+        }
     }
 
     fn decision_text(&self, p: &Pilot) -> Option<String> {
@@ -162,17 +175,11 @@ impl Engine {
                     Key::AskPickEvidence,
                     context! { pilot => name, count => pl.evidence_count(), items => self.evidence_line(pl) },
                 ),
-                EvidenceKind::ALL
-                    .iter()
-                    .map(|k| p.text(evidence::label_key(*k)))
-                    .collect(),
+                EvidenceKind::ALL.iter().map(|k| p.text(evidence::label_key(*k))).collect(),
                 Some(Expect::Choice),
             ),
             At::Evidence(EvidenceKind::WorkflowLive) => (
-                p.render(
-                    Key::AskEvidenceWorkflowLive,
-                    context! { pilot => name, workflow => pl.workflow.clone() },
-                ),
+                p.render(Key::AskEvidenceWorkflowLive, context! { pilot => name, workflow => pl.workflow.clone() }),
                 vec![],
                 text_for(crate::domain::Step::Workflow),
             ),
@@ -182,10 +189,7 @@ impl Engine {
                 text_for(crate::domain::Step::Owner),
             ),
             At::Evidence(EvidenceKind::PnlMoved) => (
-                p.render(
-                    Key::AskEvidencePnlMoved,
-                    context! { pilot => name, pnl_line, baseline, target },
-                ),
+                p.render(Key::AskEvidencePnlMoved, context! { pilot => name, pnl_line, baseline, target }),
                 vec![],
                 text_for(crate::domain::Step::Pnl),
             ),
@@ -211,10 +215,7 @@ impl Engine {
                 )
             }
             At::ExtendReason => (
-                p.render(
-                    Key::AskExtendReason,
-                    context! { pilot => name, date => self.date(scratch.date) },
-                ),
+                p.render(Key::AskExtendReason, context! { pilot => name, date => self.date(scratch.date) }),
                 vec![],
                 None,
             ),
@@ -233,11 +234,7 @@ impl Engine {
             ),
             At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot, scratch),
         };
-        Reply {
-            choices,
-            expect,
-            ..self.ephemeral(req, text)
-        }
+        Reply { choices, expect, ..self.ephemeral(req, text) }
     }
 
     /// What the lifecycle says: evidence recorded, decisions announced, asks sent and answered.
@@ -255,19 +252,14 @@ impl Engine {
             return;
         };
         let name = pilot.name.clone();
-        let dm = |user: &UserId, text: String, choices: Vec<String>| Reply {
-            to: Destination::Dm(user.clone()),
-            text,
-            choices,
-            ping: vec![user.clone()],
-            expect: None,
-        };
+        let dm = |user: &UserId, text: String, choices: Vec<String>| self.dm(pilot, user, text, choices);
         let channel = |text: String, ping: Vec<UserId>| Reply {
             to: Destination::Channel(pilot.home_channel.clone()),
             text,
             choices: vec![],
             ping,
             expect: None,
+            fallback: None,
         };
         match say {
             Say::AskOwner => {
@@ -283,14 +275,9 @@ impl Engine {
                         pnl_line, baseline, target, review_date => self.date(pilot.due_date()),
                     },
                 );
-                let choices = asks::choices(&crate::dialogue::AskKind::AcceptOwnership)
-                    .iter()
-                    .map(|k| p.text(*k))
-                    .collect();
-                out.push(Reply {
-                    expect: Some(Expect::Choice),
-                    ..dm(owner, text, choices)
-                });
+                let choices =
+                    asks::choices(&crate::dialogue::AskKind::AcceptOwnership).iter().map(|k| p.text(*k)).collect();
+                out.push(Reply { expect: Some(Expect::Choice), ..dm(owner, text, choices) });
             }
             Say::Stopped => out.push(self.ephemeral(req, p.render(Key::Stopped, context! { pilot => name }))),
             Say::EvidenceRecorded(EvidenceKind::PnlMoved) if !pilot.has_evidence(EvidenceKind::PnlMoved) => {
@@ -343,15 +330,12 @@ impl Engine {
                 };
                 out.push(channel(text, pilot.owner.iter().cloned().collect()));
             }
-            Say::ExtensionAwaitsSponsor { date, reason, limit } => {
-                let Some(sponsor) = &pilot.sponsor else { return };
-                out.push(self.ephemeral(
-                    req,
-                    p.render(
-                        Key::ExtensionAwaitsSponsor,
-                        context! { pilot => name, sponsor => sponsor.mention(), limit },
-                    ),
-                ));
+            Say::ExtensionAwaitsSponsor { date, reason, limit, approver } => {
+                let text = p.render(
+                    Key::ExtensionAwaitsSponsor,
+                    context! { pilot => name, sponsor => approver.mention(), limit },
+                );
+                out.push(self.ephemeral(req, text));
                 let text = p.render(
                     Key::AskApproveExtension,
                     context! {
@@ -365,27 +349,20 @@ impl Engine {
                     requested_by: req.user.clone(),
                 };
                 let choices = asks::choices(&kind).iter().map(|k| p.text(*k)).collect();
-                out.push(Reply {
-                    expect: Some(Expect::Choice),
-                    ..dm(sponsor, text, choices)
-                });
+                out.push(dm(&approver, text, choices));
             }
             Say::OwnerAccepted => {
                 out.push(self.ephemeral(req, p.render(Key::OwnerAcceptedReply, context! { pilot => name })));
                 if pilot.registered_by != req.user {
-                    let text = p.render(
-                        Key::OwnerAcceptedNotice,
-                        context! { pilot => name, owner => req.user.mention() },
-                    );
+                    let text =
+                        p.render(Key::OwnerAcceptedNotice, context! { pilot => name, owner => req.user.mention() });
                     out.push(dm(&pilot.registered_by, text, vec![]));
                 }
             }
             Say::OwnerDeclined { reason } => {
                 out.push(self.ephemeral(req, p.render(Key::OwnerDeclinedReply, context! { pilot => name })));
-                let text = p.render(
-                    Key::OwnerDeclinedNotice,
-                    context! { pilot => name, owner => req.user.mention(), reason },
-                );
+                let text =
+                    p.render(Key::OwnerDeclinedNotice, context! { pilot => name, owner => req.user.mention(), reason });
                 out.push(dm(&pilot.registered_by, text, vec![]));
             }
             Say::ExtensionApproved { requested_by } => {
@@ -399,13 +376,17 @@ impl Engine {
             }
             Say::ExtensionRefused { requested_by } => {
                 out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));
-                let text = p.render(
-                    Key::ExtensionRefused,
-                    context! { pilot => name, sponsor => req.user.mention() },
-                );
+                let text = p.render(Key::ExtensionRefused, context! { pilot => name, sponsor => req.user.mention() });
                 out.push(dm(&requested_by, text, vec![]));
             }
             Say::AskVoid => out.push(self.ephemeral(req, p.text(Key::AskVoid))),
+            Say::Snoozed { until } => {
+                let until = until.format("%Y-%m-%d %H:%M UTC").to_string();
+                out.push(self.ephemeral(req, p.render(Key::Snoozed, context! { pilot => name, until })));
+            }
+            Say::SnoozeLimit { max } => {
+                out.push(self.ephemeral(req, p.render(Key::SnoozeLimit, context! { pilot => name, max })))
+            }
             // The scoping conversation's own sayings are rendered by `say`.
             _ => {}
         }

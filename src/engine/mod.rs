@@ -33,11 +33,7 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            review_horizon_days: 365,
-            default_review_weeks: 6,
-            list_limit: 25,
-        }
+        Self { review_horizon_days: 365, default_review_weeks: 6, list_limit: 25 }
     }
 }
 
@@ -95,6 +91,8 @@ pub struct Reply {
     /// The only users this reply may notify. Never roles, @everyone or @here.
     pub ping: Vec<UserId>,
     pub expect: Option<Expect>,
+    /// For a direct message: what to post instead when the user does not accept direct messages.
+    pub fallback: Option<Box<Reply>>,
 }
 
 #[derive(Clone)]
@@ -106,11 +104,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Store, prompts: Arc<Prompts>, settings: EngineSettings) -> Self {
-        Self {
-            store,
-            prompts,
-            settings,
-        }
+        Self { store, prompts, settings }
     }
 
     pub fn store(&self) -> &Store {
@@ -153,7 +147,10 @@ impl Engine {
                     // No conversation: the answer may be for a question sent by direct message.
                     if let Some(ask) = self.store.open_ask(&req.workspace, &req.user).await? {
                         let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
-                        let turn = asks::answer(&ask, pilot.as_ref(), text, &self.ctx(req, &settings));
+                        let snoozes = self.store.schedule_state(&req.workspace, ask.pilot).await?;
+                        let snoozes =
+                            pilot.as_ref().and_then(|p| p.due_date()).map_or(0, |d| snoozes.for_cycle(d).snoozes);
+                        let turn = asks::answer(&ask, pilot.as_ref(), text, snoozes, &self.ctx(req, &settings));
                         let conv = Conversation {
                             flow: Flow::Review,
                             at: At::Confirm,
@@ -178,9 +175,9 @@ impl Engine {
 
     pub fn parse_error(&self, req: &Request, e: ParseError) -> Reply {
         let text = match e {
-            ParseError::Unknown { command, suggestion } => self
-                .prompts
-                .render(Key::UnknownCommand, context! { command, suggestion }),
+            ParseError::Unknown { command, suggestion } => {
+                self.prompts.render(Key::UnknownCommand, context! { command, suggestion })
+            }
             ParseError::Usage { usage } => self.prompts.render(Key::CommandUsage, context! { usage }),
         };
         self.ephemeral(req, text)
@@ -212,6 +209,7 @@ impl Engine {
     fn ctx<'a>(&'a self, req: &'a Request, settings: &'a WorkspaceSettings) -> Ctx<'a> {
         Ctx {
             settings,
+            now: req.now,
             user: &req.user,
             today: req.now.date_naive(),
             horizon_days: self.settings.review_horizon_days,
@@ -252,10 +250,9 @@ impl Engine {
                     let step = self.position_label(conv.at);
                     let mut replies = Vec::new();
                     if pilot.is_some() {
-                        replies.push(self.ephemeral(
-                            req,
-                            self.prompts.render(Key::Resuming, context! { pilot => name, step }),
-                        ));
+                        replies.push(
+                            self.ephemeral(req, self.prompts.render(Key::Resuming, context! { pilot => name, step })),
+                        );
                     }
                     replies.push(self.ask(req, conv.at, pilot.as_ref(), &conv.scratch));
                     Ok(replies)
@@ -269,20 +266,18 @@ impl Engine {
             Command::Edit { pilot, step } => {
                 let Some(step) = Step::parse(&step) else {
                     let steps = Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                    return Ok(vec![self.ephemeral(
-                        req,
-                        self.prompts.render(Key::EditUnknownStep, context! { step, steps }),
-                    )]);
+                    return Ok(vec![
+                        self.ephemeral(req, self.prompts.render(Key::EditUnknownStep, context! { step, steps })),
+                    ]);
                 };
                 let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
                     Ok(p) => p,
                     Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
                 };
                 if p.stage == Stage::Draft {
-                    let text = self.prompts.render(
-                        Key::EditDraft,
-                        context! { pilot => p.name, registrant => p.registered_by.mention() },
-                    );
+                    let text = self
+                        .prompts
+                        .render(Key::EditDraft, context! { pilot => p.name, registrant => p.registered_by.mention() });
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
                 if !p.may_edit(&req.user) {
@@ -319,9 +314,7 @@ impl Engine {
                     return Ok(vec![self.not_open(req, &p)]);
                 }
                 if !p.may_edit(&req.user) && !settings.is_admin(&req.user) {
-                    let text = self
-                        .prompts
-                        .render(Key::EvidenceNotAllowed, context! { pilot => p.name });
+                    let text = self.prompts.render(Key::EvidenceNotAllowed, context! { pilot => p.name });
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
                 if let Some(conv) = pending {
@@ -338,10 +331,9 @@ impl Engine {
                     Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
                 };
                 if p.is_decided() {
-                    let text = self.prompts.render(
-                        Key::AlreadyDecided,
-                        context! { pilot => p.name, stage => self.stage(p.stage) },
-                    );
+                    let text = self
+                        .prompts
+                        .render(Key::AlreadyDecided, context! { pilot => p.name, stage => self.stage(p.stage) });
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
                 if p.stage != Stage::Scoped {
@@ -383,8 +375,7 @@ impl Engine {
     fn not_open(&self, req: &Request, p: &Pilot) -> Reply {
         self.ephemeral(
             req,
-            self.prompts
-                .render(Key::NotOpen, context! { pilot => p.name, stage => self.stage(p.stage) }),
+            self.prompts.render(Key::NotOpen, context! { pilot => p.name, stage => self.stage(p.stage) }),
         )
     }
 
@@ -394,14 +385,10 @@ impl Engine {
             return self.abandon(req).await;
         }
         let name = pilot.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-        let text = self.prompts.render(
-            Key::AlreadyInProgress,
-            context! { pilot => name, step => self.position_label(conv.at) },
-        );
-        Ok(vec![
-            self.ephemeral(req, text),
-            self.ask(req, conv.at, pilot.as_ref(), &conv.scratch),
-        ])
+        let text = self
+            .prompts
+            .render(Key::AlreadyInProgress, context! { pilot => name, step => self.position_label(conv.at) });
+        Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)])
     }
 
     /// Saves a turn's effects, then says what the turn says about the pilot as saved.
@@ -418,67 +405,61 @@ impl Engine {
         if effects.contains(&Effect::SetStage(Stage::Scoped))
             && let Some(missing) = before.as_ref().and_then(first_missing)
         {
-            let back = [Effect::SaveConversation(Conversation {
-                at: At::Ask(missing),
-                ..conv.clone()
-            })];
+            let back = [Effect::SaveConversation(Conversation { at: At::Ask(missing), ..conv.clone() })];
             let id = before.as_ref().map(|p| p.id);
-            self.store
-                .apply(
-                    &req.workspace,
-                    &req.user,
-                    req.now,
-                    id,
-                    conv.channel.as_str(),
-                    guard,
-                    &back,
-                )
-                .await?;
+            self.store.apply(&req.workspace, &req.user, req.now, id, conv.channel.as_str(), guard, &back).await?;
             return Ok(vec![self.ask(req, At::Ask(missing), before.as_ref(), &conv.scratch)]);
         }
-        let channel = before
-            .as_ref()
-            .map(|p| p.home_channel.as_str())
-            .unwrap_or(conv.channel.as_str())
-            .to_owned();
+        let channel = before.as_ref().map(|p| p.home_channel.as_str()).unwrap_or(conv.channel.as_str()).to_owned();
         let pilot_id = before.as_ref().map(|p| p.id);
-        let after_id = match self
-            .store
-            .apply(&req.workspace, &req.user, req.now, pilot_id, &channel, guard, &effects)
-            .await
-        {
-            Ok(id) => id,
-            Err(StoreError::NameTaken) => {
-                let name = effects.iter().find_map(|e| match e {
-                    Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => {
-                        Some(n.as_str().to_owned())
+        let after_id =
+            match self.store.apply(&req.workspace, &req.user, req.now, pilot_id, &channel, guard, &effects).await {
+                Ok(id) => id,
+                Err(StoreError::NameTaken) => {
+                    let name = effects.iter().find_map(|e| match e {
+                        Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => {
+                            Some(n.as_str().to_owned())
+                        }
+                        _ => None,
+                    });
+                    let mut replies =
+                        vec![self.ephemeral(req, self.prompts.render(Key::NameTaken, context! { pilot => name }))];
+                    if before.is_none()
+                        && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
+                        && conv.pilot.is_none()
+                    {
+                        // Make sure a registration started with a taken name still waits for a name.
+                        self.store
+                            .apply(
+                                &req.workspace,
+                                &req.user,
+                                req.now,
+                                None,
+                                &channel,
+                                Guard::Any,
+                                &[Effect::SaveConversation(conv.clone())],
+                            )
+                            .await?;
                     }
-                    _ => None,
-                });
-                let mut replies =
-                    vec![self.ephemeral(req, self.prompts.render(Key::NameTaken, context! { pilot => name }))];
-                if before.is_none()
-                    && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
-                    && conv.pilot.is_none()
-                {
-                    // Make sure a registration started with a taken name still waits for a name.
-                    self.store
-                        .apply(
-                            &req.workspace,
-                            &req.user,
-                            req.now,
-                            None,
-                            &channel,
-                            Guard::Any,
-                            &[Effect::SaveConversation(conv.clone())],
-                        )
-                        .await?;
+                    replies.push(self.ask(req, conv.at, before.as_ref(), &conv.scratch));
+                    return Ok(replies);
                 }
-                replies.push(self.ask(req, conv.at, before.as_ref(), &conv.scratch));
-                return Ok(replies);
-            }
-            Err(e) => return Err(e),
-        };
+                Err(e) => return Err(e),
+            };
+        // Anything that moves a review date, settles a pilot or adds evidence changes what is due and when.
+        let schedule_changed = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::SetStage(_)
+                    | Effect::Set(_)
+                    | Effect::Decide(_)
+                    | Effect::AddEvidence(_)
+                    | Effect::Snooze { .. }
+            )
+        });
+        if let (true, Some(id)) = (schedule_changed, after_id) {
+            self.reschedule(&req.workspace, id).await?;
+        }
         let after = match after_id {
             Some(id) => self.store.pilot(&req.workspace, id).await?,
             None => None,
@@ -525,10 +506,9 @@ impl Engine {
             }
             Say::BackAtFirst => out.push(self.ephemeral(req, p.text(Key::BackAtFirstStep))),
             Say::EditNoBack => out.push(self.ephemeral(req, p.text(Key::EditNoBack))),
-            Say::Cancelled => out.push(self.ephemeral(
-                req,
-                p.render(Key::Cancelled, context! { pilot => before.map(|p| p.name.clone()) }),
-            )),
+            Say::Cancelled => out.push(
+                self.ephemeral(req, p.render(Key::Cancelled, context! { pilot => before.map(|p| p.name.clone()) })),
+            ),
             Say::EditCancelled => {
                 out.push(self.ephemeral(req, p.render(Key::EditCancelled, context! { pilot => name })))
             }
@@ -553,6 +533,7 @@ impl Engine {
                     choices: vec![],
                     ping: pilot.owner.iter().cloned().collect(),
                     expect: None,
+                    fallback: None,
                 });
             }
             Say::Updated(step) => {
@@ -601,10 +582,9 @@ impl Engine {
             Refusal::Pnl(PnlError::Format) => p.text(Key::PnlFormat),
             Refusal::Pnl(PnlError::NoLine) => p.text(Key::PnlNoLine),
             Refusal::Pnl(PnlError::NoUnit) => p.text(Key::PnlNoUnit),
-            Refusal::Pnl(PnlError::UnitMismatch { baseline, target }) => p.render(
-                Key::PnlUnitMismatch,
-                context! { baseline_unit => baseline, target_unit => target },
-            ),
+            Refusal::Pnl(PnlError::UnitMismatch { baseline, target }) => {
+                p.render(Key::PnlUnitMismatch, context! { baseline_unit => baseline, target_unit => target })
+            }
             Refusal::Pnl(PnlError::SameTarget { value }) => p.render(Key::PnlSameTarget, context! { value }),
             Refusal::Date { answer, error } => match error {
                 ReviewDateError::Unparseable => p.render(Key::DateUnparseable, context! { answer }),
@@ -619,10 +599,9 @@ impl Engine {
             },
             Refusal::EvidenceFormat => p.text(Key::EvidenceFormat),
             Refusal::EvidenceUnit { unit, line_unit } => p.render(Key::EvidenceUnit, context! { unit, line_unit }),
-            Refusal::OnlyOwner => p.render(
-                Key::OnlyOwner,
-                context! { owner => self.person(pilot.and_then(|p| p.owner.as_ref())) },
-            ),
+            Refusal::OnlyOwner => {
+                p.render(Key::OnlyOwner, context! { owner => self.person(pilot.and_then(|p| p.owner.as_ref())) })
+            }
             Refusal::NoSponsorForExtension { limit } => {
                 p.render(Key::NoSponsorForExtension, context! { pilot => name, limit })
             }
@@ -657,27 +636,17 @@ impl Engine {
                         )
                     }
                 };
-                let current = pilot
-                    .and_then(|pl| self.value(pl, step))
-                    .filter(|_| step != Step::Name || pilot.is_some());
+                let current =
+                    pilot.and_then(|pl| self.value(pl, step)).filter(|_| step != Step::Name || pilot.is_some());
                 if let Some(answer) = &current {
                     text.push('\n');
                     text.push_str(&p.render(Key::CurrentAnswer, context! { answer }));
                 }
                 let expect = match step {
-                    Step::Owner | Step::Sponsor => Expect::Person {
-                        step,
-                        skippable: step == Step::Sponsor,
-                    },
-                    _ => Expect::Text {
-                        step,
-                        current: pilot.and_then(|pl| self.raw_value(pl, step)),
-                    },
+                    Step::Owner | Step::Sponsor => Expect::Person { step, skippable: step == Step::Sponsor },
+                    _ => Expect::Text { step, current: pilot.and_then(|pl| self.raw_value(pl, step)) },
                 };
-                Reply {
-                    expect: Some(expect),
-                    ..self.ephemeral(req, text)
-                }
+                Reply { expect: Some(expect), ..self.ephemeral(req, text) }
             }
             At::Confirm => {
                 let card = pilot.map(|pl| self.card(pl, req.now.date_naive())).unwrap_or_default();
@@ -717,14 +686,10 @@ impl Engine {
             Step::Workflow => pilot.workflow.clone(),
             Step::Owner => pilot.owner.as_ref().map(UserId::mention),
             Step::Sponsor => pilot.sponsor.as_ref().map(UserId::mention),
-            Step::Pnl => pilot.pnl.as_ref().map(|t| {
-                format!(
-                    "{}: {} -> {}",
-                    t.line,
-                    t.format_value(t.baseline),
-                    t.format_value(t.target)
-                )
-            }),
+            Step::Pnl => pilot
+                .pnl
+                .as_ref()
+                .map(|t| format!("{}: {} -> {}", t.line, t.format_value(t.baseline), t.format_value(t.target))),
             Step::ReviewDate => pilot.review_date.map(|d| d.to_string()),
         }
     }
@@ -734,14 +699,12 @@ impl Engine {
         self.value(pilot, step)
     }
 
-    fn person(&self, user: Option<&UserId>) -> String {
-        user.map(UserId::mention)
-            .unwrap_or_else(|| self.prompts.text(Key::NotSet))
+    pub(crate) fn person(&self, user: Option<&UserId>) -> String {
+        user.map(UserId::mention).unwrap_or_else(|| self.prompts.text(Key::NotSet))
     }
 
     fn date(&self, date: Option<chrono::NaiveDate>) -> String {
-        date.map(|d| d.to_string())
-            .unwrap_or_else(|| self.prompts.text(Key::NotSet))
+        date.map(|d| d.to_string()).unwrap_or_else(|| self.prompts.text(Key::NotSet))
     }
 
     fn stage(&self, stage: Stage) -> String {
@@ -756,20 +719,13 @@ impl Engine {
     async fn list(&self, req: &Request, scope: ListScope) -> Result<Vec<Reply>, StoreError> {
         let involving = matches!(scope, ListScope::Mine).then_some(&req.user);
         let scope_word = if involving.is_some() { "mine" } else { "all" };
-        let (pilots, total) = self
-            .store
-            .list_pilots(&req.workspace, involving, self.settings.list_limit)
-            .await?;
+        let (pilots, total) = self.store.list_pilots(&req.workspace, involving, self.settings.list_limit).await?;
         if pilots.is_empty() {
-            return Ok(vec![self.ephemeral(
-                req,
-                self.prompts.render(Key::ListEmpty, context! { scope => scope_word }),
-            )]);
+            return Ok(vec![
+                self.ephemeral(req, self.prompts.render(Key::ListEmpty, context! { scope => scope_word })),
+            ]);
         }
-        let mut lines = vec![
-            self.prompts
-                .render(Key::ListHeader, context! { scope => scope_word, count => total }),
-        ];
+        let mut lines = vec![self.prompts.render(Key::ListHeader, context! { scope => scope_word, count => total })];
         let today = req.now.date_naive();
         for pl in &pilots {
             lines.push(self.list_item(pl, today));
@@ -782,10 +738,7 @@ impl Engine {
     }
 
     fn not_found(&self, req: &Request, query: &str, suggestion: Option<String>) -> Reply {
-        self.ephemeral(
-            req,
-            self.prompts.render(Key::PilotNotFound, context! { query, suggestion }),
-        )
+        self.ephemeral(req, self.prompts.render(Key::PilotNotFound, context! { query, suggestion }))
     }
 
     /// The help text, from the command description.
@@ -801,8 +754,7 @@ impl Engine {
                 })
             })
             .collect();
-        self.prompts
-            .render(Key::Help, context! { commands => lines.join("\n") })
+        self.prompts.render(Key::Help, context! { commands => lines.join("\n") })
     }
 
     fn ephemeral(&self, req: &Request, text: String) -> Reply {
@@ -812,6 +764,7 @@ impl Engine {
             choices: vec![],
             ping: vec![],
             expect: None,
+            fallback: None,
         }
     }
 }

@@ -17,7 +17,9 @@ use crate::dialogue::{Change, Conversation, Effect};
 use crate::domain::{
     DecisionKind, EvidenceKind, Pilot, PilotId, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
 };
-use rows::{AskRow, ConversationRow, PilotRow};
+use rows::{AskRow, ClaimedRow, ConversationRow, PilotRow, ScheduleRow};
+
+use crate::schedule::{Due, ScheduleState};
 
 pub use rows::AuditEntry;
 
@@ -125,6 +127,9 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// A review cycle's date, as the deliveries table keys it.
+pub type NaiveDateKey = chrono::NaiveDate;
+
 /// What the conversation must still be for a turn's effects to apply.
 #[derive(Debug, Clone, Copy)]
 pub enum Guard<'a> {
@@ -179,10 +184,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Store::Sqlite(pool))
     }
 
@@ -216,10 +218,7 @@ impl Store {
     }
 
     pub async fn pilot(&self, ws: &WorkspaceId, id: PilotId) -> Result<Option<Pilot>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM pilots WHERE workspace = $1 AND id = $2",
-            rows::PILOT_COLUMNS
-        );
+        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
         let row: Option<PilotRow> = with_pool!(self, pool => {
             sqlx::query_as(&sql).bind(ws.as_str()).bind(id.0).fetch_optional(pool).await?
         });
@@ -231,10 +230,7 @@ impl Store {
         let found = match PilotQuery::parse(query) {
             PilotQuery::Id(id) => self.pilot(ws, PilotId(id)).await?,
             PilotQuery::Name(name) => {
-                let sql = format!(
-                    "SELECT {} FROM pilots WHERE workspace = $1 AND name_key = $2",
-                    rows::PILOT_COLUMNS
-                );
+                let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND name_key = $2", rows::PILOT_COLUMNS);
                 let row: Option<PilotRow> = with_pool!(self, pool => {
                     sqlx::query_as(&sql).bind(ws.as_str()).bind(name_key(name)).fetch_optional(pool).await?
                 });
@@ -245,9 +241,7 @@ impl Store {
             return Ok(Ok(p));
         }
         let names = self.pilot_names(ws).await?;
-        Ok(Err(
-            crate::commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned)
-        ))
+        Ok(Err(crate::commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned)))
     }
 
     /// Every pilot name of the workspace (for suggestions and autocomplete).
@@ -267,10 +261,7 @@ impl Store {
         limit: i64,
     ) -> Result<(Vec<Pilot>, i64), StoreError> {
         let filter = "workspace = $1 AND ($2 IS NULL OR registered_by = $2 OR owner = $2 OR sponsor = $2)";
-        let sql = format!(
-            "SELECT {} FROM pilots WHERE {filter} ORDER BY id LIMIT $3",
-            rows::PILOT_COLUMNS
-        );
+        let sql = format!("SELECT {} FROM pilots WHERE {filter} ORDER BY id LIMIT $3", rows::PILOT_COLUMNS);
         let count_sql = format!("SELECT COUNT(*) FROM pilots WHERE {filter}");
         let who = involving.map(UserId::as_str);
         let (rows, total): (Vec<PilotRow>, i64) = with_pool!(self, pool => {
@@ -278,22 +269,153 @@ impl Store {
             let total = sqlx::query_scalar(&count_sql).bind(ws.as_str()).bind(who).fetch_one(pool).await?;
             (rows, total)
         });
-        Ok((
-            rows.into_iter().map(PilotRow::into_domain).collect::<Result<_, _>>()?,
-            total,
-        ))
+        Ok((rows.into_iter().map(PilotRow::into_domain).collect::<Result<_, _>>()?, total))
     }
 
     /// Every pilot, optionally of one workspace, in id order (for export).
     pub async fn all_pilots(&self, ws: Option<&WorkspaceId>) -> Result<Vec<Pilot>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM pilots WHERE ($1 IS NULL OR workspace = $1) ORDER BY id",
-            rows::PILOT_COLUMNS
-        );
+        let sql =
+            format!("SELECT {} FROM pilots WHERE ($1 IS NULL OR workspace = $1) ORDER BY id", rows::PILOT_COLUMNS);
         let rows: Vec<PilotRow> = with_pool!(self, pool => {
             sqlx::query_as(&sql).bind(ws.map(WorkspaceId::as_str)).fetch_all(pool).await?
         });
         rows.into_iter().map(PilotRow::into_domain).collect()
+    }
+
+    /// The schedule counters of a pilot's current review cycle.
+    pub async fn schedule_state(&self, ws: &WorkspaceId, id: PilotId) -> Result<ScheduleState, StoreError> {
+        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::SCHEDULE_COLUMNS);
+        let row: Option<ScheduleRow> = with_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(ws.as_str()).bind(id.0).fetch_optional(pool).await?
+        });
+        Ok(row.map(ScheduleRow::into_domain).unwrap_or_default())
+    }
+
+    /// Sets when a pilot's next message is due (None: nothing is); `release` also gives up a claim on it.
+    pub async fn set_next_action(
+        &self,
+        ws: &WorkspaceId,
+        id: PilotId,
+        at: Option<DateTime<Utc>>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if release {
+            "UPDATE pilots SET next_action_at = $3, claimed_until = NULL, claimed_by = NULL WHERE workspace = $1 AND id = $2"
+        } else {
+            "UPDATE pilots SET next_action_at = $3 WHERE workspace = $1 AND id = $2"
+        };
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(id.0).bind(at).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The earliest time anything is due, in one workspace or all (for a simulated clock).
+    pub async fn next_action_at(&self, ws: Option<&WorkspaceId>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = "SELECT MIN(next_action_at) FROM pilots WHERE next_action_at IS NOT NULL AND ($1 IS NULL OR workspace = $1)";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(sql).bind(ws.map(WorkspaceId::as_str)).fetch_one(pool).await?
+        }))
+    }
+
+    /// Claims up to `limit` pilots whose next message is due at `now`, for `worker`, until `lease_until`.
+    /// A pilot claimed by another worker whose lease has not expired is skipped; so is one locked right now.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        worker: &str,
+        limit: i64,
+        ws: Option<&WorkspaceId>,
+    ) -> Result<Vec<(Pilot, ScheduleState)>, StoreError> {
+        let due =
+            "next_action_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) AND ($5 IS NULL OR workspace = $5)";
+        let columns = format!("{}, {}", rows::PILOT_COLUMNS, rows::SCHEDULE_COLUMNS);
+        // The outer condition repeats the inner one: PostgreSQL re-checks it on a row another worker just claimed.
+        let rows: Vec<ClaimedRow> = match self {
+            Store::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE pilots SET claimed_until = $1, claimed_by = $2 WHERE id IN \
+                     (SELECT id FROM pilots WHERE {due} ORDER BY next_action_at LIMIT $4) AND {due} RETURNING {columns}"
+                );
+                let mut tx = pool.begin_write().await?;
+                let rows = sqlx::query_as(&sql)
+                    .bind(lease_until)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(ws.map(WorkspaceId::as_str))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+            Store::Postgres(pool) => {
+                let sql = format!(
+                    "UPDATE pilots SET claimed_until = $1, claimed_by = $2 WHERE id IN \
+                     (SELECT id FROM pilots WHERE {due} ORDER BY next_action_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     AND {due} RETURNING {columns}"
+                );
+                sqlx::query_as(&sql)
+                    .bind(lease_until)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(ws.map(WorkspaceId::as_str))
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(|r| Ok((r.pilot.into_domain()?, r.schedule.into_domain()))).collect()
+    }
+
+    /// Records a message as sent under its idempotency key, with the pilot's new counters and next due time,
+    /// and releases the claim. Returns false when the key was already recorded (sent before): nothing changes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_sent(
+        &self,
+        p: &Pilot,
+        due: &Due,
+        state: &ScheduleState,
+        next: Option<DateTime<Utc>>,
+        extra: &[&str],
+        now: DateTime<Utc>,
+        worker: &str,
+    ) -> Result<bool, StoreError> {
+        let w = p.workspace.as_str();
+        let insert = "INSERT INTO deliveries (workspace, pilot_id, kind, cycle, seq, sent_at, sent_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                      ON CONFLICT (pilot_id, kind, cycle, seq) DO NOTHING";
+        let update = "UPDATE pilots SET cycle = $3, heads_up_sent = $4, cycle_nudges = $5, unanswered = $6, last_nudge_at = $7, \
+                      escalated = $8, posted = $9, snoozes = $10, snoozed_until = $11, next_action_at = $12, \
+                      nudges_sent = nudges_sent + $13, claimed_until = NULL, claimed_by = NULL WHERE workspace = $1 AND id = $2";
+        let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let nudged = i32::from(due.kind == crate::schedule::DueKind::Nudge);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let inserted = sqlx::query(insert).bind(w).bind(p.id.0).bind(due.kind.as_str()).bind(due.cycle).bind(n(due.seq)).bind(now).bind(worker)
+                .execute(&mut *tx).await?.rows_affected() == 1;
+            if !inserted {
+                return Ok(false);
+            }
+            for kind in extra {
+                sqlx::query(insert).bind(w).bind(p.id.0).bind(*kind).bind(due.cycle).bind(0).bind(now).bind(worker)
+                    .execute(&mut *tx).await?;
+            }
+            sqlx::query(update).bind(w).bind(p.id.0).bind(state.cycle).bind(state.heads_up_sent).bind(n(state.cycle_nudges))
+                .bind(n(state.unanswered)).bind(state.last_nudge_at).bind(state.escalated).bind(state.posted)
+                .bind(n(state.snoozes)).bind(state.snoozed_until).bind(next).bind(nudged)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// How many messages of a kind were recorded for a pilot (tests and the delivery guarantees).
+    pub async fn deliveries(&self, ws: &WorkspaceId, kind: &str) -> Result<Vec<(i64, NaiveDateKey, i32)>, StoreError> {
+        let sql = "SELECT pilot_id, cycle, seq FROM deliveries WHERE workspace = $1 AND kind = $2 ORDER BY pilot_id, cycle, seq";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(kind).fetch_all(pool).await?
+        }))
     }
 
     /// The user's most recent question by direct message that still waits for an answer.
@@ -551,6 +673,17 @@ impl Store {
                         sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                             .bind(w).bind(user.as_str()).bind(kind.name()).bind(id).bind(payload).bind(now)
                             .execute(&mut *tx).await?;
+                    }
+                    Effect::NudgeAnswered => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        sqlx::query("UPDATE pilots SET unanswered = 0 WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).execute(&mut *tx).await?;
+                    }
+                    Effect::Snooze { until } => {
+                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                        sqlx::query("UPDATE pilots SET snoozes = snoozes + 1, snoozed_until = $3 WHERE workspace = $1 AND id = $2")
+                            .bind(w).bind(id).bind(*until).execute(&mut *tx).await?;
+                        audit_row(&mut *tx, w, id, a, "snooze", Some("snoozed_until"), None, Some(&until.to_rfc3339()), now).await?;
                     }
                     Effect::CloseAsk(ask) => {
                         // Answered once: a second answer racing the first finds it closed and is decided again.

@@ -60,12 +60,7 @@ impl PilotRow {
             None => None,
         };
         let pnl = match (self.pnl_line, self.pnl_unit, self.pnl_baseline, self.pnl_target) {
-            (Some(line), Some(unit), Some(baseline), Some(target)) => Some(PnlTarget {
-                line,
-                unit,
-                baseline,
-                target,
-            }),
+            (Some(line), Some(unit), Some(baseline), Some(target)) => Some(PnlTarget { line, unit, baseline, target }),
             _ => None,
         };
         Ok(Pilot {
@@ -142,12 +137,7 @@ impl AskRow {
     pub fn into_domain(self) -> Result<Ask, StoreError> {
         let kind: AskKind =
             serde_json::from_str(&self.payload).map_err(|e| StoreError::Corrupt(format!("ask {}: {e}", self.id)))?;
-        Ok(Ask {
-            id: self.id,
-            user: UserId(self.user_id),
-            pilot: PilotId(self.pilot_id),
-            kind,
-        })
+        Ok(Ask { id: self.id, user: UserId(self.user_id), pilot: PilotId(self.pilot_id), kind })
     }
 }
 
@@ -173,11 +163,50 @@ pub fn audit_values(before: &Pilot, change: &Change) -> (Option<String>, Option<
         Change::Name(n) => (Some(before.name.clone()), Some(n.as_str().to_owned())),
         Change::Workflow(t) => (before.workflow.clone(), Some(t.clone())),
         Change::Owner(u) => (before.owner.as_ref().map(|u| u.0.clone()), Some(u.0.clone())),
-        Change::Sponsor(u) => (
-            before.sponsor.as_ref().map(|u| u.0.clone()),
-            u.as_ref().map(|u| u.0.clone()),
-        ),
+        Change::Sponsor(u) => (before.sponsor.as_ref().map(|u| u.0.clone()), u.as_ref().map(|u| u.0.clone())),
         Change::Pnl(p) => (before.pnl.as_ref().map(pnl_text), Some(pnl_text(p))),
         Change::ReviewDate(d) => (before.review_date.map(|d| d.to_string()), Some(d.to_string())),
     }
+}
+
+pub const SCHEDULE_COLUMNS: &str = "cycle, heads_up_sent, cycle_nudges, unanswered, last_nudge_at, escalated, posted, \
+     snoozes, snoozed_until";
+
+#[derive(sqlx::FromRow)]
+pub struct ScheduleRow {
+    cycle: Option<NaiveDate>,
+    heads_up_sent: bool,
+    cycle_nudges: i32,
+    unanswered: i32,
+    last_nudge_at: Option<DateTime<Utc>>,
+    escalated: bool,
+    posted: bool,
+    snoozes: i32,
+    snoozed_until: Option<DateTime<Utc>>,
+}
+
+impl ScheduleRow {
+    pub fn into_domain(self) -> crate::schedule::ScheduleState {
+        let n = |v: i32| u32::try_from(v).unwrap_or(0);
+        crate::schedule::ScheduleState {
+            cycle: self.cycle,
+            heads_up_sent: self.heads_up_sent,
+            cycle_nudges: n(self.cycle_nudges),
+            unanswered: n(self.unanswered),
+            last_nudge_at: self.last_nudge_at,
+            escalated: self.escalated,
+            posted: self.posted,
+            snoozes: n(self.snoozes),
+            snoozed_until: self.snoozed_until,
+        }
+    }
+}
+
+/// A pilot row with its schedule columns, as the runner claims it.
+#[derive(sqlx::FromRow)]
+pub struct ClaimedRow {
+    #[sqlx(flatten)]
+    pub pilot: PilotRow,
+    #[sqlx(flatten)]
+    pub schedule: ScheduleRow,
 }

@@ -31,11 +31,7 @@ impl TestDb {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("lastmile.db");
-        Self {
-            url: format!("sqlite://{}", path.display()),
-            _dir: Some(dir),
-            pg: None,
-        }
+        Self { url: format!("sqlite://{}", path.display()), _dir: Some(dir), pg: None }
     }
 
     /// A new, empty PostgreSQL database, or None (and a note on stdout) when `LASTMILE_TEST_POSTGRES_URL` is unset.
@@ -50,21 +46,12 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::SeqCst),
             Utc::now().timestamp_subsec_nanos()
         );
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("connect to LASTMILE_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to LASTMILE_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
         conn.close().await.ok();
         let (base, _) = admin.rsplit_once('/').expect("URL with a database path");
         println!("{test}: running on PostgreSQL database {name}");
-        Some(Self {
-            url: format!("{base}/{name}"),
-            _dir: None,
-            pg: Some((admin, name)),
-        })
+        Some(Self { url: format!("{base}/{name}"), _dir: None, pg: Some((admin, name)) })
     }
 
     /// Removes a PostgreSQL database (SQLite files go with their temporary folder).
@@ -72,10 +59,7 @@ impl TestDb {
         if let Some((admin, name)) = &self.pg
             && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
         {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .ok();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await.ok();
         }
     }
 }

@@ -1,0 +1,224 @@
+//! The runner: claims pilots whose next message is due, sends it through an [`Outbox`], and records it under
+//! its idempotency key. At-least-once: a message is recorded after it was handed over, so a crash in between
+//! re-sends it once, after the claim's lease expires. Two processes never both hold a pilot's claim.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use minijinja::context;
+
+use super::Due;
+use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due};
+use crate::dialogue::{AskKind, Effect, asks};
+use crate::domain::lifecycle::outcome;
+use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
+use crate::engine::{Destination, Engine, Reply};
+use crate::prompts::Key;
+use crate::store::{Guard, StoreError};
+
+/// How long a claim holds before another process may take the pilot over.
+pub const LEASE: Duration = Duration::minutes(5);
+const BATCH: i64 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The user does not accept direct messages (Discord error 50007): use the reply's fallback.
+    DmClosed,
+    /// Anything else: the message is not recorded and is retried after the lease.
+    Failed(String),
+}
+
+/// Where the runner hands messages over: a chat platform, the console, a test.
+pub trait Outbox: Sync {
+    fn deliver(&self, at: DateTime<Utc>, reply: &Reply) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// This many messages were sent and recorded.
+    Sent(usize),
+    NothingDue,
+}
+
+impl Engine {
+    /// Sends every message due at `now` (optionally in one workspace), as `worker`.
+    pub async fn run_due<O: Outbox>(
+        &self,
+        now: DateTime<Utc>,
+        worker: &str,
+        outbox: &O,
+        ws: Option<&WorkspaceId>,
+    ) -> Result<RunOutcome, StoreError> {
+        let mut settings: HashMap<String, WorkspaceSettings> = HashMap::new();
+        let mut sent = 0;
+        loop {
+            let claimed = self.store().claim_due(now, now + LEASE, worker, BATCH, ws).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            for (pilot, state) in claimed {
+                let key = pilot.workspace.as_str().to_owned();
+                if !settings.contains_key(&key) {
+                    settings.insert(key.clone(), self.store().settings(&pilot.workspace).await?);
+                }
+                let s = &settings[&key];
+                match next_due(&pilot, &state, s) {
+                    Some(due) if due.at <= now => {
+                        if self.send_due(&pilot, &state, &due, s, now, worker, outbox).await? {
+                            sent += 1;
+                        }
+                    }
+                    other => {
+                        self.store().set_next_action(&pilot.workspace, pilot.id, other.map(|d| d.at), true).await?
+                    }
+                }
+            }
+        }
+        Ok(if sent == 0 { RunOutcome::NothingDue } else { RunOutcome::Sent(sent) })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_due<O: Outbox>(
+        &self,
+        pilot: &Pilot,
+        state: &ScheduleState,
+        due: &Due,
+        settings: &WorkspaceSettings,
+        now: DateTime<Utc>,
+        worker: &str,
+        outbox: &O,
+    ) -> Result<bool, StoreError> {
+        let esc = escalation(state, due, settings);
+        if due.kind == DueKind::Nudge
+            && let Some(owner) = &pilot.owner
+        {
+            let ask = Effect::OpenAsk { user: owner.clone(), kind: AskKind::Nudge { cycle: due.cycle } };
+            let actor = crate::domain::UserId::new("lastmile");
+            self.store()
+                .apply(&pilot.workspace, &actor, now, Some(pilot.id), pilot.home_channel.as_str(), Guard::Any, &[ask])
+                .await?;
+        }
+        for reply in self.due_messages(pilot, state, due, esc, settings, now) {
+            match outbox.deliver(now, &reply).await {
+                Ok(()) => {}
+                Err(DeliveryError::DmClosed) => {
+                    if let Some(fallback) = &reply.fallback
+                        && let Err(e) = outbox.deliver(now, fallback).await
+                    {
+                        tracing::warn!(pilot = pilot.id.0, error = ?e, "fallback delivery failed; retried after the lease");
+                        return Ok(false);
+                    }
+                }
+                Err(DeliveryError::Failed(e)) => {
+                    tracing::warn!(pilot = pilot.id.0, error = %e, "delivery failed; retried after the lease");
+                    return Ok(false);
+                }
+            }
+        }
+        let mut next_state = state.for_cycle(due.cycle);
+        match due.kind {
+            DueKind::HeadsUp => next_state.heads_up_sent = true,
+            DueKind::Nudge => {
+                next_state.cycle_nudges += 1;
+                next_state.unanswered += 1;
+                next_state.last_nudge_at = Some(now);
+                next_state.escalated |= esc.escalate;
+                next_state.posted |= esc.post;
+            }
+        }
+        let next = next_due(pilot, &next_state, settings).map(|d| d.at);
+        let mut extra = Vec::new();
+        if esc.escalate {
+            extra.push("escalation");
+        }
+        if esc.post {
+            extra.push("review_post");
+        }
+        self.store().record_sent(pilot, due, &next_state, next, &extra, now, worker).await
+    }
+
+    /// The messages a due item sends: a heads-up or a nudge to the owner, and what escalation adds.
+    fn due_messages(
+        &self,
+        pilot: &Pilot,
+        state: &ScheduleState,
+        due: &Due,
+        esc: Escalation,
+        settings: &WorkspaceSettings,
+        now: DateTime<Utc>,
+    ) -> Vec<Reply> {
+        let p = self.prompts();
+        let Some(owner) = pilot.owner.clone() else { return vec![] };
+        let today = now.date_naive();
+        let missing = self.missing_evidence(pilot);
+        let date = due.cycle.to_string();
+        let dm = |user: &crate::domain::UserId, text: String, choices: Vec<String>| self.dm(pilot, user, text, choices);
+        let mut out = Vec::new();
+        match due.kind {
+            DueKind::HeadsUp => {
+                let text = p.render(
+                    Key::HeadsUp,
+                    context! { pilot => pilot.name, date, count => pilot.evidence_count(), missing },
+                );
+                out.push(dm(&owner, text, vec![]));
+            }
+            DueKind::Nudge => {
+                let st = state.for_cycle(due.cycle);
+                let text = p.render(
+                    Key::NudgeDm,
+                    context! {
+                        pilot => pilot.name, date, count => pilot.evidence_count(), missing, nudge => st.cycle_nudges + 1,
+                        snooze_days => settings.snooze_days,
+                    },
+                );
+                let choices = asks::choices(&AskKind::Nudge { cycle: due.cycle }).iter().map(|k| p.text(*k)).collect();
+                out.push(dm(&owner, text, choices));
+                let unanswered = st.unanswered + 1;
+                if esc.escalate {
+                    let to = pilot.sponsor.clone().unwrap_or_else(|| pilot.registered_by.clone());
+                    let text = p.render(
+                        Key::EscalationDm,
+                        context! {
+                            pilot => pilot.name, date, owner => owner.mention(), nudges => unanswered,
+                            count => pilot.evidence_count(), missing,
+                        },
+                    );
+                    out.push(dm(&to, text, vec![]));
+                }
+                if esc.post {
+                    let (_, reasons) = outcome(pilot, today.max(due.cycle.succ_opt().unwrap_or(due.cycle)));
+                    let channel = settings.review_channel.clone().map(crate::domain::ChannelId::new);
+                    let mut ping = vec![owner.clone()];
+                    ping.extend(pilot.sponsor.clone());
+                    let text = p.render(
+                        Key::RiskPost,
+                        context! {
+                            pilot => pilot.name, date, owner => owner.mention(),
+                            sponsor => self.person(pilot.sponsor.as_ref()), nudges => unanswered,
+                            reasons => self.reason_labels(&reasons),
+                        },
+                    );
+                    out.push(Reply {
+                        to: Destination::Channel(channel.unwrap_or_else(|| pilot.home_channel.clone())),
+                        text,
+                        choices: vec![],
+                        ping,
+                        expect: None,
+                        fallback: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Recomputes when a pilot's next message is due, after anything that may change it.
+    pub async fn reschedule(&self, ws: &WorkspaceId, id: crate::domain::PilotId) -> Result<(), StoreError> {
+        let Some(pilot) = self.store().pilot(ws, id).await? else { return Ok(()) };
+        let state = self.store().schedule_state(ws, id).await?;
+        let settings = self.store().settings(ws).await?;
+        let next = next_due(&pilot, &state, &settings).map(|d| d.at);
+        self.store().set_next_action(ws, id, next, false).await
+    }
+}
