@@ -102,6 +102,7 @@ async fn run() -> anyhow::Result<()> {
                 now,
                 bots: config.console.bots.clone(),
                 interactive,
+                closed_dms: vec![],
             };
             if interactive {
                 println!("{}", engine.prompts().text(lastmile::prompts::Key::ConsoleHelp));

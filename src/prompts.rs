@@ -126,6 +126,7 @@ keys! {
     AlreadyDecided = "review.already_decided" [pilot, stage],
     ExtensionAwaitsSponsor = "review.extension_awaits_sponsor" [pilot, sponsor, limit],
     NoSponsorForExtension = "review.no_sponsor_for_extension" [pilot, limit],
+    ExtensionRequested = "review.extension_requested" [pilot, approver, date],
     AskApproveExtension = "review.ask_approve_extension" [pilot, requester, date, reason, extensions, limit],
     ExtensionApproved = "review.extension_approved" [pilot, sponsor, date],
     ExtensionRefused = "review.extension_refused" [pilot, sponsor],
@@ -215,6 +216,9 @@ keys! {
     ConsoleUser = "console.now_speaking" [user],
     ConsoleChannel = "console.now_in" [channel],
     ConsoleUnknownControl = "console.unknown_control" [control],
+    ConsoleNow = "console.now" [now],
+    ConsoleBadSpan = "console.bad_span" [span],
+    ConsoleDms = "console.dms" [user, closed],
 }
 
 impl Key {

@@ -7,7 +7,9 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
 use minijinja::context;
 use regex::Regex;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -15,6 +17,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use crate::domain::{ChannelId, UserId, WorkspaceId};
 use crate::engine::{Destination, Engine, Input, Reply, Request};
 use crate::prompts::Key;
+use crate::schedule::runner::{DeliveryError, Outbox};
 
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
@@ -27,6 +30,8 @@ pub struct ConsoleOptions {
     pub bots: Vec<String>,
     /// Print a prompt before each line (a terminal); otherwise echo each input line as `> line`.
     pub interactive: bool,
+    /// Console users whose direct messages are closed (`:dms closed`), to try the fallback.
+    pub closed_dms: Vec<String>,
 }
 
 static MENTION_IN: LazyLock<Regex> =
@@ -76,6 +81,93 @@ pub fn format_reply(reply: &Reply) -> String {
 }
 
 /// Runs the console until the input ends. Returns the options as the input left them (speaking user, channel).
+/// Messages the scheduler hands over, printed with their time; DMs to users who closed them are refused.
+struct ConsoleOutbox<'a> {
+    closed_dms: &'a [String],
+    delivered: Mutex<Vec<(DateTime<Utc>, Reply)>>,
+}
+
+impl Outbox for ConsoleOutbox<'_> {
+    async fn deliver(&self, at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+        if let Destination::Dm(u) = &reply.to
+            && self.closed_dms.iter().any(|c| c == u.as_str())
+        {
+            return Err(DeliveryError::DmClosed);
+        }
+        self.delivered.lock().map_err(|e| DeliveryError::Failed(e.to_string()))?.push((at, reply.clone()));
+        Ok(())
+    }
+}
+
+/// `14d`, `3h`, `2w`, `30m`.
+fn parse_span(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok().filter(|n| *n > 0 && *n <= 3650)?;
+    match unit.trim() {
+        "m" | "min" => Some(Duration::minutes(n)),
+        "h" => Some(Duration::hours(n)),
+        "d" => Some(Duration::days(n)),
+        "w" => Some(Duration::weeks(n)),
+        _ => None,
+    }
+}
+
+/// Runs everything the scheduler would have sent up to `now`, and prints it with its time.
+async fn run_scheduler<W: Write>(
+    engine: &Engine,
+    opts: &ConsoleOptions,
+    now: DateTime<Utc>,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let outbox = ConsoleOutbox { closed_dms: &opts.closed_dms, delivered: Mutex::new(Vec::new()) };
+    let ws = WorkspaceId::new(opts.workspace.clone());
+    if let Err(e) = engine.run_due(now, "console", &outbox, Some(&ws)).await {
+        tracing::error!(error = %e, "scheduler run failed");
+    }
+    let delivered = outbox.delivered.into_inner().unwrap_or_default();
+    for (at, reply) in delivered {
+        writeln!(out, "[{}] {}", at.format("%Y-%m-%d %H:%M"), format_reply(&reply))?;
+    }
+    Ok(())
+}
+
+/// Moves the simulated clock forward by `span`, firing each due item at its due time, in order.
+async fn advance<W: Write>(
+    engine: &Engine,
+    opts: &mut ConsoleOptions,
+    span: Duration,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let mut clock = opts.now.unwrap_or_else(Utc::now);
+    let target = clock + span;
+    let ws = WorkspaceId::new(opts.workspace.clone());
+    // Bounded: every step either sends or moves the clock; the bound only guards against a stuck item.
+    for _ in 0..10_000 {
+        let next = match engine.store().next_action_at(Some(&ws)).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the schedule");
+                break;
+            }
+        };
+        match next {
+            Some(t) if t <= target => {
+                clock = clock.max(t);
+                run_scheduler(engine, opts, clock, out).await?;
+                if engine.store().next_action_at(Some(&ws)).await.ok().flatten() == Some(t) && t <= clock {
+                    // The item could not be sent (for example a failing delivery): wait for its lease.
+                    clock += crate::schedule::runner::LEASE;
+                }
+            }
+            _ => break,
+        }
+    }
+    opts.now = Some(target);
+    Ok(())
+}
+
+/// Runs the console until the input ends. Returns the options as the input left them (speaking user, channel).
 pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
     engine: &Engine,
     mut opts: ConsoleOptions,
@@ -102,16 +194,34 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
         let trimmed = line.trim();
         if let Some(control) = trimmed.strip_prefix(':') {
             let mut words = control.split_whitespace();
-            let text = match (words.next(), words.next()) {
-                (Some("as"), Some(user)) => {
+            let text = match (words.next(), words.next(), words.next()) {
+                (Some("as"), Some(user), None) => {
                     opts.user = user.trim_start_matches('@').to_owned();
                     prompts.render(Key::ConsoleUser, context! { user => format!("@{}", opts.user) })
                 }
-                (Some("in"), Some(channel)) => {
+                (Some("in"), Some(channel), None) => {
                     opts.channel = channel.trim_start_matches('#').to_owned();
                     prompts.render(Key::ConsoleChannel, context! { channel => format!("#{}", opts.channel) })
                 }
-                (Some("help"), None) => prompts.text(Key::ConsoleHelp),
+                (Some("advance"), Some(span), None) => match parse_span(span) {
+                    Some(span) => {
+                        advance(engine, &mut opts, span, out).await?;
+                        let now = opts.now.unwrap_or_else(Utc::now).format("%Y-%m-%d %H:%M UTC").to_string();
+                        prompts.render(Key::ConsoleNow, context! { now })
+                    }
+                    None => prompts.render(Key::ConsoleBadSpan, context! { span }),
+                },
+                (Some("dms"), Some(state @ ("open" | "closed")), None) => {
+                    opts.closed_dms.retain(|u| u != &opts.user);
+                    if state == "closed" {
+                        opts.closed_dms.push(opts.user.clone());
+                    }
+                    prompts.render(
+                        Key::ConsoleDms,
+                        context! { user => format!("@{}", opts.user), closed => state == "closed" },
+                    )
+                }
+                (Some("help"), None, None) => prompts.text(Key::ConsoleHelp),
                 _ => prompts.render(Key::ConsoleUnknownControl, context! { control => format!(":{control}") }),
             };
             for (i, l) in text.lines().enumerate() {
@@ -125,17 +235,25 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
             .filter(|u| opts.bots.iter().any(|b| b == u.as_str()))
             .collect();
         let input = if text.starts_with('/') { Input::CommandLine(text) } else { Input::Text(text) };
+        let now = opts.now.unwrap_or_else(Utc::now);
         let req = Request {
             workspace: WorkspaceId::new(opts.workspace.clone()),
             user: UserId::new(opts.user.clone()),
             channel: ChannelId::new(opts.channel.clone()),
-            now: opts.now.unwrap_or_else(Utc::now),
+            now,
             input,
             bots,
         };
         for reply in engine.handle(req).await {
-            writeln!(out, "{}", format_reply(&reply))?;
+            // A direct message to someone who closed theirs goes where the engine says instead.
+            let closed = matches!(&reply.to, Destination::Dm(u) if opts.closed_dms.iter().any(|c| c == u.as_str()));
+            match (&reply.fallback, closed) {
+                (Some(fallback), true) => writeln!(out, "{}", format_reply(fallback))?,
+                _ => writeln!(out, "{}", format_reply(&reply))?,
+            }
         }
+        // The bot keeps running between messages: anything due by now is sent.
+        run_scheduler(engine, &opts, now, out).await?;
         out.flush()?;
     }
     Ok(opts)

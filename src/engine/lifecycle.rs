@@ -73,20 +73,22 @@ impl Engine {
     pub(crate) fn dm(&self, pilot: &Pilot, user: &UserId, text: String, choices: Vec<String>) -> Reply {
         let fallback_text =
             self.prompts.render(Key::DmFallback, context! { user => user.mention(), text => text.clone() });
+        let expect = (!choices.is_empty()).then_some(Expect::Choice);
+        let fallback = Reply {
+            to: Destination::Channel(pilot.home_channel.clone()),
+            text: fallback_text,
+            choices: choices.clone(),
+            ping: vec![user.clone()],
+            expect: expect.clone(),
+            fallback: None,
+        };
         Reply {
             to: Destination::Dm(user.clone()),
             text,
-            expect: (!choices.is_empty()).then_some(Expect::Choice),
             choices,
             ping: vec![user.clone()],
-            fallback: Some(Box::new(Reply {
-                to: Destination::Channel(pilot.home_channel.clone()),
-                text: fallback_text,
-                choices: vec![],
-                ping: vec![user.clone()],
-                expect: None,
-                fallback: None,
-            })),
+            expect,
+            fallback: Some(Box::new(fallback)),
         }
     }
 

@@ -77,6 +77,7 @@ pub fn options(user: &str) -> ConsoleOptions {
         now: Some(now()),
         bots: vec!["lastmile".into(), "deploybot".into()],
         interactive: false,
+        closed_dms: vec![],
     }
 }
 
