@@ -333,10 +333,12 @@ impl Engine {
                 out.push(channel(text, pilot.owner.iter().cloned().collect()));
             }
             Say::ExtensionAwaitsSponsor { date, reason, limit, approver } => {
-                let text = p.render(
-                    Key::ExtensionAwaitsSponsor,
-                    context! { pilot => name, sponsor => approver.mention(), limit },
-                );
+                let text = if pilot.extensions >= limit {
+                    p.render(Key::ExtensionAwaitsSponsor, context! { pilot => name, sponsor => approver.mention(), limit })
+                } else {
+                    let date = date.to_string();
+                    p.render(Key::ExtensionRequested, context! { pilot => name, approver => approver.mention(), date })
+                };
                 out.push(self.ephemeral(req, text));
                 let text = p.render(
                     Key::AskApproveExtension,
