@@ -334,7 +334,10 @@ impl Engine {
             }
             Say::ExtensionAwaitsSponsor { date, reason, limit, approver } => {
                 let text = if pilot.extensions >= limit {
-                    p.render(Key::ExtensionAwaitsSponsor, context! { pilot => name, sponsor => approver.mention(), limit })
+                    p.render(
+                        Key::ExtensionAwaitsSponsor,
+                        context! { pilot => name, sponsor => approver.mention(), limit },
+                    )
                 } else {
                     let date = date.to_string();
                     p.render(Key::ExtensionRequested, context! { pilot => name, approver => approver.mention(), date })

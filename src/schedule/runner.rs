@@ -9,12 +9,12 @@ use minijinja::context;
 
 use super::Due;
 use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due};
-use crate::dialogue::{AskKind, Effect, asks};
+use crate::dialogue::{AskKind, asks};
 use crate::domain::lifecycle::outcome;
 use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
 use crate::engine::{Destination, Engine, Reply};
 use crate::prompts::Key;
-use crate::store::{Guard, StoreError};
+use crate::store::StoreError;
 
 /// How long a claim holds before another process may take the pilot over.
 pub const LEASE: Duration = Duration::minutes(5);
@@ -63,7 +63,17 @@ impl Engine {
                     settings.insert(key.clone(), self.store().settings(&pilot.workspace).await?);
                 }
                 let s = &settings[&key];
-                match next_due(&pilot, &state, s) {
+                let mut state = state;
+                let mut due = next_due(&pilot, &state, s);
+                // A heads-up that comes due only after the review date has begun is pointless: skip it.
+                if let Some(d) = due
+                    && d.kind == DueKind::HeadsUp
+                    && now.date_naive() >= d.cycle
+                {
+                    state = ScheduleState { heads_up_sent: true, ..state.for_cycle(d.cycle) };
+                    due = next_due(&pilot, &state, s);
+                }
+                match due {
                     Some(due) if due.at <= now => {
                         if self.send_due(&pilot, &state, &due, s, now, worker, outbox).await? {
                             sent += 1;
@@ -90,15 +100,6 @@ impl Engine {
         outbox: &O,
     ) -> Result<bool, StoreError> {
         let esc = escalation(state, due, settings);
-        if due.kind == DueKind::Nudge
-            && let Some(owner) = &pilot.owner
-        {
-            let ask = Effect::OpenAsk { user: owner.clone(), kind: AskKind::Nudge { cycle: due.cycle } };
-            let actor = crate::domain::UserId::new("lastmile");
-            self.store()
-                .apply(&pilot.workspace, &actor, now, Some(pilot.id), pilot.home_channel.as_str(), Guard::Any, &[ask])
-                .await?;
-        }
         for reply in self.due_messages(pilot, state, due, esc, settings, now) {
             match outbox.deliver(now, &reply).await {
                 Ok(()) => {}
@@ -135,7 +136,12 @@ impl Engine {
         if esc.post {
             extra.push("review_post");
         }
-        self.store().record_sent(pilot, due, &next_state, next, &extra, now, worker).await
+        // The nudge's actions wait for the owner's answer as an ask, opened with the record of the nudge.
+        let ask = match (due.kind, &pilot.owner) {
+            (DueKind::Nudge, Some(owner)) => Some((owner.clone(), AskKind::Nudge { cycle: due.cycle })),
+            _ => None,
+        };
+        self.store().record_sent(pilot, due, &next_state, next, &extra, ask, now, worker).await
     }
 
     /// The messages a due item sends: a heads-up or a nudge to the owner, and what escalation adds.

@@ -379,6 +379,7 @@ impl Store {
         state: &ScheduleState,
         next: Option<DateTime<Utc>>,
         extra: &[&str],
+        ask: Option<(UserId, crate::dialogue::AskKind)>,
         now: DateTime<Utc>,
         worker: &str,
     ) -> Result<bool, StoreError> {
@@ -399,6 +400,14 @@ impl Store {
             }
             for kind in extra {
                 sqlx::query(insert).bind(w).bind(p.id.0).bind(*kind).bind(due.cycle).bind(0).bind(now).bind(worker)
+                    .execute(&mut *tx).await?;
+            }
+            if let Some((user, kind)) = &ask {
+                sqlx::query("UPDATE asks SET answered_at = $4 WHERE workspace = $1 AND pilot_id = $2 AND kind = $3 AND answered_at IS NULL")
+                    .bind(w).bind(p.id.0).bind(kind.name()).bind(now).execute(&mut *tx).await?;
+                let payload = serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(w).bind(user.as_str()).bind(kind.name()).bind(p.id.0).bind(payload).bind(now)
                     .execute(&mut *tx).await?;
             }
             sqlx::query(update).bind(w).bind(p.id.0).bind(state.cycle).bind(state.heads_up_sent).bind(n(state.cycle_nudges))

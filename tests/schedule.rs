@@ -1,0 +1,245 @@
+//! The delivery guarantees of the review schedule, with an injected clock, on SQLite and PostgreSQL:
+//! each due nudge is sent exactly once by two processes sharing a database; a crash between claim and send
+//! re-sends once after the lease; a week of downtime means one catch-up nudge; a decided pilot or one with
+//! 3/3 evidence is never nudged again.
+
+mod common;
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use common::TestDb;
+use lastmile::domain::{ChannelId, UserId, WorkspaceId};
+use lastmile::engine::{Destination, Engine, Input, Reply, Request};
+use lastmile::schedule::runner::{DeliveryError, LEASE, Outbox, RunOutcome};
+
+/// Records what the scheduler hands over; `fail` makes every delivery fail (a process that dies mid-send).
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<Reply>>,
+    fail: bool,
+}
+
+impl Outbox for Recorder {
+    async fn deliver(&self, _at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+        if self.fail {
+            return Err(DeliveryError::Failed("process died".into()));
+        }
+        self.sent.lock().unwrap().push(reply.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn nudges(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                matches!(r.to, Destination::Dm(_)) && r.text.contains("passed its review date") && !r.choices.is_empty()
+            })
+            .map(|r| r.text.split("**").nth(1).unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Inserts `n` scoped pilots of workspace `w` whose review was on 2027-01-06 (a Wednesday), owned by @alice,
+/// with their first nudge due (Thursday 2027-01-07 08:00 UTC).
+async fn seed(url: &str, w: &str, n: usize) {
+    let store = lastmile::open_store(url).await.unwrap();
+    let url = url.to_owned();
+    store.close().await;
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "('{w}', 'Pilot {i}', 'pilot {i}', 'scoped', 'bob', '2026-11-25T10:00:00+00:00', 'general', 'Intake triage by hand', \
+                 'alice', 'Claims cost', 'GBP', 100.0, 80.0, '2027-01-06', '2027-01-06', 'accepted', \
+                 '2027-01-07T08:00:00+00:00', '2026-11-25T10:00:00+00:00')"
+            )
+        })
+        .collect();
+    let head = "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, owner, \
+                pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, next_action_at, updated_at) VALUES ";
+    for chunk in rows.chunks(500) {
+        let sql = format!("{head}{}", chunk.join(", "));
+        if url.starts_with("postgres") {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+}
+
+async fn say(engine: &Engine, user: &str, line: &str, now: DateTime<Utc>) -> Vec<Reply> {
+    let input = if line.starts_with('/') { Input::CommandLine(line.into()) } else { Input::Text(line.into()) };
+    engine
+        .handle(Request {
+            workspace: WorkspaceId::new("acme"),
+            user: UserId::new(user),
+            channel: ChannelId::new("general"),
+            now,
+            input,
+            bots: vec![],
+        })
+        .await
+}
+
+async fn two_processes_send_each_due_nudge_exactly_once(url: &str, n: usize) {
+    seed(url, "acme", n).await;
+    let (a, b) = (common::engine(url).await, common::engine(url).await);
+    let (ra, rb) = (Recorder::default(), Recorder::default());
+    let now = t("2027-01-07T09:00:00Z");
+    let (x, y) = tokio::join!(a.run_due(now, "process-a", &ra, None), b.run_due(now, "process-b", &rb, None));
+    x.unwrap();
+    y.unwrap();
+    let mut all: Vec<String> = ra.nudges().into_iter().chain(rb.nudges()).collect();
+    assert_eq!(all.len(), n, "a: {}, b: {}", ra.nudges().len(), rb.nudges().len());
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "some pilot was nudged twice");
+    let recorded = a.store().deliveries(&WorkspaceId::new("acme"), "nudge").await.unwrap();
+    assert_eq!(recorded.len(), n);
+    // Both processes worked (the claims interleaved) unless the batch was too small to share.
+    println!("process a sent {}, process b sent {}", ra.nudges().len(), rb.nudges().len());
+    // Run again at the same time: nothing is due.
+    assert_eq!(a.run_due(now, "process-a", &ra, None).await.unwrap(), RunOutcome::NothingDue);
+    a.store().close().await;
+    b.store().close().await;
+}
+
+async fn a_crash_between_claim_and_send_resends_once_after_the_lease(url: &str) {
+    seed(url, "acme", 3).await;
+    let engine = common::engine(url).await;
+    let now = t("2027-01-07T09:00:00Z");
+    // A process claims the due pilots and dies before it sends anything.
+    let dying = Recorder { fail: true, ..Recorder::default() };
+    assert_eq!(engine.run_due(now, "dying", &dying, None).await.unwrap(), RunOutcome::NothingDue);
+    let other = Recorder::default();
+    // Its claims hold for the lease: nobody else sends meanwhile.
+    let during = now + LEASE - Duration::seconds(1);
+    assert_eq!(engine.run_due(during, "survivor", &other, None).await.unwrap(), RunOutcome::NothingDue);
+    assert!(other.nudges().is_empty());
+    // After the lease, each is sent once.
+    let after = now + LEASE + Duration::seconds(1);
+    assert_eq!(engine.run_due(after, "survivor", &other, None).await.unwrap(), RunOutcome::Sent(3));
+    assert_eq!(
+        engine.run_due(after + Duration::minutes(10), "survivor", &other, None).await.unwrap(),
+        RunOutcome::NothingDue
+    );
+    let mut names = other.nudges();
+    names.sort();
+    assert_eq!(names, vec!["Pilot 0", "Pilot 1", "Pilot 2"]);
+    engine.store().close().await;
+}
+
+async fn a_week_of_downtime_means_one_catch_up_nudge(url: &str) {
+    seed(url, "acme", 1).await;
+    let engine = common::engine(url).await;
+    let r = Recorder::default();
+    // First nudge on time.
+    assert_eq!(engine.run_due(t("2027-01-07T08:00:00Z"), "bot", &r, None).await.unwrap(), RunOutcome::Sent(1));
+    // The bot is down from the 8th until the 25th: two intervals (14th, 21st) were missed.
+    let back = t("2027-01-25T11:00:00Z");
+    assert_eq!(engine.run_due(back, "bot", &r, None).await.unwrap(), RunOutcome::Sent(1));
+    assert_eq!(engine.run_due(back + Duration::hours(1), "bot", &r, None).await.unwrap(), RunOutcome::NothingDue);
+    assert_eq!(r.nudges().len(), 2);
+    // The next one counts from the catch-up, a week later.
+    assert_eq!(engine.run_due(t("2027-02-01T10:59:00Z"), "bot", &r, None).await.unwrap(), RunOutcome::NothingDue);
+    assert_eq!(engine.run_due(t("2027-02-01T11:00:00Z"), "bot", &r, None).await.unwrap(), RunOutcome::Sent(1));
+    engine.store().close().await;
+}
+
+async fn decided_or_proven_pilots_are_never_nudged_again(url: &str) {
+    seed(url, "acme", 2).await;
+    let engine = common::engine(url).await;
+    let r = Recorder::default();
+    let first = t("2027-01-07T08:00:00Z");
+    assert_eq!(engine.run_due(first, "bot", &r, None).await.unwrap(), RunOutcome::Sent(2));
+    // Pilot 0 is killed by its registrant; pilot 1's owner records 3/3 evidence.
+    let later = t("2027-01-08T10:00:00Z");
+    for line in ["/pilot review Pilot 0 kill", "1", "Not worth scaling: the saving is too small to matter."] {
+        say(&engine, "bob", line, later).await;
+    }
+    for (line, user) in [
+        ("/pilot evidence Pilot 1", "alice"),
+        ("1", "alice"),
+        ("Since 7 January the intake team works the new queue for every claim; runbook: wiki/triage", "alice"),
+        ("/pilot evidence Pilot 1", "alice"),
+        ("2", "alice"),
+        ("I run the queue every day since 7 January and own its weekly accuracy review.", "alice"),
+        ("/pilot evidence Pilot 1", "alice"),
+        ("3", "alice"),
+        ("£90; Jan 2027; finance ledger", "alice"),
+    ] {
+        say(&engine, user, line, later).await;
+    }
+    let card = say(&engine, "bob", "/pilot status Pilot 1", later).await;
+    assert!(card[0].text.contains("Evidence 3/3"), "{}", card[0].text);
+    for days in [7, 14, 30, 90] {
+        assert_eq!(
+            engine.run_due(first + Duration::days(days), "bot", &r, None).await.unwrap(),
+            RunOutcome::NothingDue
+        );
+    }
+    assert_eq!(r.nudges().len(), 2);
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn exactly_once_with_two_processes_sqlite() {
+    two_processes_send_each_due_nudge_exactly_once(&TestDb::sqlite().url, 10_000).await;
+}
+
+#[tokio::test]
+async fn exactly_once_with_two_processes_postgres() {
+    let Some(db) = TestDb::postgres("exactly_once_with_two_processes_postgres").await else { return };
+    two_processes_send_each_due_nudge_exactly_once(&db.url, 10_000).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn crash_resends_once_after_the_lease_sqlite() {
+    a_crash_between_claim_and_send_resends_once_after_the_lease(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn crash_resends_once_after_the_lease_postgres() {
+    let Some(db) = TestDb::postgres("crash_resends_once_after_the_lease_postgres").await else { return };
+    a_crash_between_claim_and_send_resends_once_after_the_lease(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn downtime_catch_up_is_one_nudge_sqlite() {
+    a_week_of_downtime_means_one_catch_up_nudge(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn downtime_catch_up_is_one_nudge_postgres() {
+    let Some(db) = TestDb::postgres("downtime_catch_up_is_one_nudge_postgres").await else { return };
+    a_week_of_downtime_means_one_catch_up_nudge(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn decided_or_proven_never_nudged_sqlite() {
+    decided_or_proven_pilots_are_never_nudged_again(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn decided_or_proven_never_nudged_postgres() {
+    let Some(db) = TestDb::postgres("decided_or_proven_never_nudged_postgres").await else { return };
+    decided_or_proven_pilots_are_never_nudged_again(&db.url).await;
+    db.cleanup().await;
+}
