@@ -15,6 +15,8 @@ pub enum OptionKind {
     Step,
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
+    /// One free word.
+    Word,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,57 +44,81 @@ pub struct CommandSpec {
 const PILOT_OPT: OptionSpec =
     OptionSpec { name: "pilot", kind: OptionKind::Pilot, required: true, description: Key::DescOptPilot };
 
-pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
-    name: "pilot",
-    description: Key::DescPilot,
-    subcommands: &[
-        SubcommandSpec {
-            name: "register",
-            description: Key::DescRegister,
-            options: &[OptionSpec {
-                name: "name",
-                kind: OptionKind::Text,
-                required: false,
-                description: Key::DescOptName,
-            }],
-        },
-        SubcommandSpec { name: "status", description: Key::DescStatus, options: &[PILOT_OPT] },
-        SubcommandSpec {
-            name: "list",
-            description: Key::DescList,
-            options: &[OptionSpec {
-                name: "scope",
-                kind: OptionKind::Choice(&["all", "mine"]),
-                required: false,
-                description: Key::DescOptScope,
-            }],
-        },
-        SubcommandSpec {
-            name: "edit",
-            description: Key::DescEdit,
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "pilot",
+        description: Key::DescPilot,
+        subcommands: &[
+            SubcommandSpec {
+                name: "register",
+                description: Key::DescRegister,
+                options: &[OptionSpec {
+                    name: "name",
+                    kind: OptionKind::Text,
+                    required: false,
+                    description: Key::DescOptName,
+                }],
+            },
+            SubcommandSpec { name: "status", description: Key::DescStatus, options: &[PILOT_OPT] },
+            SubcommandSpec {
+                name: "list",
+                description: Key::DescList,
+                options: &[OptionSpec {
+                    name: "scope",
+                    kind: OptionKind::Choice(&["all", "mine"]),
+                    required: false,
+                    description: Key::DescOptScope,
+                }],
+            },
+            SubcommandSpec {
+                name: "edit",
+                description: Key::DescEdit,
+                options: &[
+                    PILOT_OPT,
+                    OptionSpec { name: "step", kind: OptionKind::Step, required: true, description: Key::DescOptStep },
+                ],
+            },
+            SubcommandSpec { name: "evidence", description: Key::DescEvidence, options: &[PILOT_OPT] },
+            SubcommandSpec {
+                name: "review",
+                description: Key::DescReview,
+                options: &[
+                    PILOT_OPT,
+                    OptionSpec {
+                        name: "decision",
+                        kind: OptionKind::Choice(&["scale", "extend", "kill"]),
+                        required: true,
+                        description: Key::DescOptDecision,
+                    },
+                ],
+            },
+            SubcommandSpec { name: "resume", description: Key::DescResume, options: &[] },
+            SubcommandSpec { name: "help", description: Key::DescHelp, options: &[] },
+        ],
+    },
+    CommandSpec {
+        name: "portfolio",
+        description: Key::DescPortfolio,
+        subcommands: &[SubcommandSpec { name: "", description: Key::DescPortfolio, options: &[] }],
+    },
+    CommandSpec {
+        name: "lastmile",
+        description: Key::DescLastmile,
+        subcommands: &[SubcommandSpec {
+            name: "config",
+            description: Key::DescConfig,
             options: &[
-                PILOT_OPT,
-                OptionSpec { name: "step", kind: OptionKind::Step, required: true, description: Key::DescOptStep },
-            ],
-        },
-        SubcommandSpec { name: "evidence", description: Key::DescEvidence, options: &[PILOT_OPT] },
-        SubcommandSpec {
-            name: "review",
-            description: Key::DescReview,
-            options: &[
-                PILOT_OPT,
                 OptionSpec {
-                    name: "decision",
-                    kind: OptionKind::Choice(&["scale", "extend", "kill"]),
-                    required: true,
-                    description: Key::DescOptDecision,
+                    name: "setting",
+                    kind: OptionKind::Word,
+                    required: false,
+                    description: Key::DescOptSetting,
                 },
+                OptionSpec { name: "value", kind: OptionKind::Text, required: false, description: Key::DescOptValue },
             ],
-        },
-        SubcommandSpec { name: "resume", description: Key::DescResume, options: &[] },
-        SubcommandSpec { name: "help", description: Key::DescHelp, options: &[] },
-    ],
-}];
+        }],
+    },
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListScope {
@@ -111,6 +137,8 @@ pub enum Command {
     Review { pilot: String, decision: crate::domain::DecisionKind },
     Resume,
     Help,
+    Portfolio,
+    Config { setting: Option<String>, value: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,9 +150,9 @@ pub enum ParseError {
 }
 
 impl SubcommandSpec {
-    /// `/pilot edit <pilot> <step>`.
+    /// `/pilot edit <pilot> <step>`; a command without subcommands has an empty name (`/portfolio`).
     pub fn usage(&self, command: &str) -> String {
-        let mut out = format!("/{command} {}", self.name);
+        let mut out = if self.name.is_empty() { format!("/{command}") } else { format!("/{command} {}", self.name) };
         for o in self.options {
             let shown = match o.kind {
                 OptionKind::Choice(words) => words.join("|"),
@@ -180,6 +208,8 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
             decision: get("decision").and_then(|d| crate::domain::DecisionKind::parse(&d)).ok_or_else(usage)?,
         },
         "resume" => Command::Resume,
+        "" => Command::Portfolio,
+        "config" => Command::Config { setting: get("setting"), value: get("value") },
         _ => Command::Help,
     })
 }
@@ -222,6 +252,13 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let Some(spec) = COMMANDS.iter().find(|c| c.name == command) else {
         return Err(unknown(&format!("/{}", words.iter().take(2).cloned().collect::<Vec<_>>().join(" "))));
     };
+    if spec.subcommands.iter().any(|s| s.name.is_empty()) {
+        return if words.len() == 1 {
+            from_options(spec.name, "", &BTreeMap::new())
+        } else {
+            Err(ParseError::Usage { usage: format!("/{}", spec.name) })
+        };
+    }
     let Some(sub) = words.get(1) else {
         return Ok(Command::Help);
     };
@@ -262,7 +299,14 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
 }
 
 fn all_usages() -> Vec<String> {
-    COMMANDS.iter().flat_map(|c| c.subcommands.iter().map(move |s| format!("/{} {}", c.name, s.name))).collect()
+    COMMANDS
+        .iter()
+        .flat_map(|c| {
+            c.subcommands.iter().map(move |s| {
+                if s.name.is_empty() { format!("/{}", c.name) } else { format!("/{} {}", c.name, s.name) }
+            })
+        })
+        .collect()
 }
 
 fn unknown(command: &str) -> ParseError {
@@ -316,6 +360,17 @@ mod tests {
             parse("/pilot review Claims triage"),
             Err(ParseError::Usage { usage: "/pilot review <pilot> <scale|extend|kill>".into() })
         );
+        assert_eq!(parse("/portfolio"), Ok(Command::Portfolio));
+        assert_eq!(parse("/portfolio now"), Err(ParseError::Usage { usage: "/portfolio".into() }));
+        assert_eq!(parse("/lastmile config"), Ok(Command::Config { setting: None, value: None }));
+        assert_eq!(
+            parse("/lastmile config working_days mon-thu"),
+            Ok(Command::Config { setting: Some("working_days".into()), value: Some("mon-thu".into()) })
+        );
+        assert_eq!(
+            parse("/lastmile config admins @a @b"),
+            Ok(Command::Config { setting: Some("admins".into()), value: Some("@a @b".into()) })
+        );
         assert_eq!(parse("/pilot"), Ok(Command::Help));
         assert_eq!(parse("/PILOT Help"), Ok(Command::Help));
     }
@@ -341,7 +396,7 @@ mod tests {
         let mut keys: Vec<&str> = Vec::new();
         for c in COMMANDS {
             keys.push(c.description.as_str());
-            keys.extend(c.subcommands.iter().map(|s| s.description.as_str()));
+            keys.extend(c.subcommands.iter().filter(|s| !s.name.is_empty()).map(|s| s.description.as_str()));
         }
         let n = keys.len();
         keys.sort();

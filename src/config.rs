@@ -52,6 +52,10 @@ pub struct ConsoleConfig {
     pub channel: String,
     /// Console names that are bots (refused as owners and sponsors).
     pub bots: Vec<String>,
+    /// Console names that are workspace admins (may change `/lastmile config`).
+    pub admins: Vec<String>,
+    /// Where the console writes charts.
+    pub chart_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -67,6 +71,8 @@ impl Default for Config {
                 user: "you".into(),
                 channel: "general".into(),
                 bots: vec!["lastmile".into()],
+                admins: vec!["you".into()],
+                chart_dir: std::env::temp_dir().join("lastmile-charts"),
             },
             discord_token: None,
         }

@@ -31,4 +31,5 @@ pub async fn open_store(url: &str) -> anyhow::Result<store::Store> {
     tracing::info!(database = %shown, dialect = store.dialect(), "store ready");
     Ok(store)
 }
+pub mod render;
 pub mod schedule;

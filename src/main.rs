@@ -103,6 +103,8 @@ async fn run() -> anyhow::Result<()> {
                 bots: config.console.bots.clone(),
                 interactive,
                 closed_dms: vec![],
+                admins: config.console.admins.clone(),
+                chart_dir: config.console.chart_dir.clone(),
             };
             if interactive {
                 println!("{}", engine.prompts().text(lastmile::prompts::Key::ConsoleHelp));

@@ -143,6 +143,28 @@ keys! {
     Snoozed = "schedule.snoozed" [pilot, until],
     SnoozeLimit = "schedule.snooze_limit" [pilot, max],
 
+    // The portfolio summary and the digest.
+    PortfolioSummary = "portfolio.summary" [
+        funnel, overdue, overdue_more, risks, risks_more, bets, bets_more, healthy_kills, absorption_failures, pnl,
+        pnl_more
+    ],
+    PortfolioChartTitle = "portfolio.chart_title" [],
+    FunnelRegistered = "funnel.registered" [],
+    FunnelScoped = "funnel.scoped" [],
+    FunnelOwnerAccepted = "funnel.owner_accepted" [],
+    FunnelEvidence1 = "funnel.evidence_1" [],
+    FunnelEvidence2 = "funnel.evidence_2" [],
+    FunnelEvidence3 = "funnel.evidence_3" [],
+    FunnelInProduction = "funnel.in_production" [],
+    FunnelKilled = "funnel.killed" [],
+
+    // Workspace settings.
+    ConfigNotAllowed = "config.not_allowed" [],
+    ConfigShow = "config.show" [settings],
+    ConfigSaved = "config.saved" [setting, value],
+    ConfigInvalid = "config.invalid" [setting, value],
+    ConfigUnknown = "config.unknown" [setting, suggestion, settings],
+
     // Owner acceptance, by direct message.
     ChoiceAccept = "choice.accept" [],
     ChoiceDecline = "choice.decline" [],
@@ -206,6 +228,11 @@ keys! {
     DescEvidence = "describe.pilot_evidence" [],
     DescReview = "describe.pilot_review" [],
     DescOptDecision = "describe.option_decision" [],
+    DescPortfolio = "describe.portfolio" [],
+    DescLastmile = "describe.lastmile" [],
+    DescConfig = "describe.lastmile_config" [],
+    DescOptSetting = "describe.option_setting" [],
+    DescOptValue = "describe.option_value" [],
     DescOptName = "describe.option_name" [],
     DescOptPilot = "describe.option_pilot" [],
     DescOptStep = "describe.option_step" [],
@@ -219,6 +246,7 @@ keys! {
     ConsoleNow = "console.now" [now],
     ConsoleBadSpan = "console.bad_span" [span],
     ConsoleDms = "console.dms" [user, closed],
+    ConsoleChart = "console.chart" [path],
 }
 
 impl Key {

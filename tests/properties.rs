@@ -84,6 +84,7 @@ async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
             now: common::now(),
             input,
             bots: vec![UserId::new("x")],
+            admin: false,
         })
         .await
 }

@@ -91,6 +91,7 @@ async fn say(engine: &Engine, user: &str, line: &str, now: DateTime<Utc>) -> Vec
             now,
             input,
             bots: vec![],
+            admin: false,
         })
         .await
 }

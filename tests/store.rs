@@ -15,6 +15,7 @@ fn req(ws: &str, user: &str, input: Input) -> Request {
         now: common::now(),
         input,
         bots: vec![],
+        admin: false,
     }
 }
 

@@ -32,6 +32,10 @@ pub struct ConsoleOptions {
     pub interactive: bool,
     /// Console users whose direct messages are closed (`:dms closed`), to try the fallback.
     pub closed_dms: Vec<String>,
+    /// Console users who are workspace admins (as Manage Server makes one in Discord).
+    pub admins: Vec<String>,
+    /// Where charts are written.
+    pub chart_dir: std::path::PathBuf,
 }
 
 static MENTION_IN: LazyLock<Regex> =
@@ -125,11 +129,37 @@ async fn run_scheduler<W: Write>(
     if let Err(e) = engine.run_due(now, "console", &outbox, Some(&ws)).await {
         tracing::error!(error = %e, "scheduler run failed");
     }
+    if let Err(e) = engine.run_digests(now, &outbox, Some(&ws)).await {
+        tracing::error!(error = %e, "digest run failed");
+    }
     let delivered = outbox.delivered.into_inner().unwrap_or_default();
     for (at, reply) in delivered {
         writeln!(out, "[{}] {}", at.format("%Y-%m-%d %H:%M"), format_reply(&reply))?;
+        write_attachment(engine, opts, &reply, at, out)?;
     }
     Ok(())
+}
+
+/// The console cannot show a picture: it writes the attachment to a file and prints its path.
+fn write_attachment<W: Write>(
+    engine: &Engine,
+    opts: &ConsoleOptions,
+    reply: &Reply,
+    at: DateTime<Utc>,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let Some(attachment) = &reply.attachment else { return Ok(()) };
+    std::fs::create_dir_all(&opts.chart_dir)?;
+    let stem = attachment.filename.trim_end_matches(".png");
+    let name = format!(
+        "{stem}-{}-{}.png",
+        opts.workspace.replace(|c: char| !c.is_alphanumeric(), "_"),
+        at.format("%Y%m%d-%H%M")
+    );
+    let path = opts.chart_dir.join(name);
+    std::fs::write(&path, &attachment.bytes)?;
+    let text = engine.prompts().render(Key::ConsoleChart, context! { path => path.display().to_string() });
+    writeln!(out, "  {text}")
 }
 
 /// Moves the simulated clock forward by `span`, firing each due item at its due time, in order.
@@ -145,7 +175,10 @@ async fn advance<W: Write>(
     // Bounded: every step either sends or moves the clock; the bound only guards against a stuck item.
     for _ in 0..10_000 {
         let next = match engine.store().next_action_at(Some(&ws)).await {
-            Ok(next) => next,
+            Ok(next) => {
+                let digest = engine.next_digest_at(&ws, clock).await.ok().flatten();
+                [next, digest].into_iter().flatten().min()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the schedule");
                 break;
@@ -243,14 +276,17 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
             now,
             input,
             bots,
+            admin: opts.admins.iter().any(|a| a == &opts.user),
         };
         for reply in engine.handle(req).await {
             // A direct message to someone who closed theirs goes where the engine says instead.
             let closed = matches!(&reply.to, Destination::Dm(u) if opts.closed_dms.iter().any(|c| c == u.as_str()));
-            match (&reply.fallback, closed) {
-                (Some(fallback), true) => writeln!(out, "{}", format_reply(fallback))?,
-                _ => writeln!(out, "{}", format_reply(&reply))?,
-            }
+            let shown = match (&reply.fallback, closed) {
+                (Some(fallback), true) => fallback.as_ref(),
+                _ => &reply,
+            };
+            writeln!(out, "{}", format_reply(shown))?;
+            write_attachment(engine, &opts, shown, now, out)?;
         }
         // The bot keeps running between messages: anything due by now is sent.
         run_scheduler(engine, &opts, now, out).await?;

@@ -5,6 +5,7 @@ pub mod lifecycle;
 pub mod person;
 pub mod pilot;
 pub mod pnl;
+pub mod portfolio;
 pub mod review_date;
 pub mod settings;
 pub mod vagueness;

@@ -63,3 +63,172 @@ impl WorkspaceSettings {
         self.admins.contains(user)
     }
 }
+
+/// The settings `/lastmile config` can change, in the order it shows them.
+pub const SETTING_NAMES: &[&str] = &[
+    "review_channel",
+    "timezone",
+    "quiet_hours",
+    "working_days",
+    "heads_up_days",
+    "grace_days",
+    "nudge_every_days",
+    "escalate_after",
+    "post_after",
+    "snooze_days",
+    "max_snoozes",
+    "extension_limit",
+    "digest",
+    "admins",
+];
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("unknown setting")]
+    Unknown,
+    #[error("invalid value")]
+    Invalid,
+}
+
+fn number(value: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, SettingError> {
+    value.trim().parse().ok().filter(|n| range.contains(n)).ok_or(SettingError::Invalid)
+}
+
+/// `mon-fri`, `mon,wed,fri`, `sat-sun`.
+fn working_days(value: &str) -> Result<Vec<String>, SettingError> {
+    let index = |d: &str| DAYS.iter().position(|x| d.trim().to_lowercase().starts_with(x));
+    let mut days = Vec::new();
+    for part in value.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (index(a).ok_or(SettingError::Invalid)?, index(b).ok_or(SettingError::Invalid)?);
+                if a > b {
+                    return Err(SettingError::Invalid);
+                }
+                days.extend((a..=b).map(|i| DAYS[i].to_owned()));
+            }
+            None => days.push(DAYS[index(part).ok_or(SettingError::Invalid)?].to_owned()),
+        }
+    }
+    days.sort_by_key(|d| DAYS.iter().position(|x| x == d));
+    days.dedup();
+    if days.is_empty() { Err(SettingError::Invalid) } else { Ok(days) }
+}
+
+impl WorkspaceSettings {
+    /// Changes one setting from its text form; nothing changes when the value is invalid.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
+        let v = value.trim();
+        let none = v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("off");
+        match name {
+            "review_channel" if none => self.review_channel = None,
+            "review_channel" => {
+                let id = v.trim_start_matches("<#").trim_end_matches('>').trim_start_matches('#');
+                if id.is_empty() || id.contains(char::is_whitespace) {
+                    return Err(SettingError::Invalid);
+                }
+                self.review_channel = Some(id.to_owned());
+            }
+            "timezone" => {
+                v.parse::<chrono_tz::Tz>().map_err(|_| SettingError::Invalid)?;
+                self.timezone = v.to_owned();
+            }
+            "quiet_hours" if none => (self.quiet_start, self.quiet_end) = (0, 0),
+            "quiet_hours" => {
+                let (a, b) = v.split_once('-').ok_or(SettingError::Invalid)?;
+                (self.quiet_start, self.quiet_end) = (number(a, 0..=23)?, number(b, 0..=23)?);
+            }
+            "working_days" => self.working_days = working_days(v)?,
+            "heads_up_days" => self.heads_up_days = number(v, 0..=30)?,
+            "grace_days" => self.grace_days = number(v, 0..=30)?,
+            "nudge_every_days" => self.nudge_every_days = number(v, 1..=90)?,
+            "escalate_after" => self.escalate_after = number(v, 1..=20)?,
+            "post_after" => self.post_after = number(v, 1..=20)?,
+            "snooze_days" => self.snooze_days = number(v, 1..=60)?,
+            "max_snoozes" => self.max_snoozes = number(v, 0..=10)?,
+            "extension_limit" => self.extension_limit = number(v, 0..=20)?,
+            "digest" if none => self.digest_cron = "off".into(),
+            "digest" => {
+                croner::Cron::new(v).parse().map_err(|_| SettingError::Invalid)?;
+                self.digest_cron = v.to_owned();
+            }
+            "admins" if none => self.admins.clear(),
+            "admins" => {
+                let users = super::person::mentioned_users(v);
+                if users.is_empty() {
+                    return Err(SettingError::Invalid);
+                }
+                self.admins = users;
+            }
+            _ => return Err(SettingError::Unknown),
+        }
+        Ok(())
+    }
+
+    /// Every setting as `/lastmile config` shows it (mentions in the neutral form).
+    pub fn show(&self) -> Vec<(&'static str, String)> {
+        SETTING_NAMES
+            .iter()
+            .map(|name| {
+                let value = match *name {
+                    "review_channel" => self.review_channel.as_ref().map_or("none".into(), |c| format!("#{c}")),
+                    "timezone" => self.timezone.clone(),
+                    "quiet_hours" if self.quiet_start == self.quiet_end => "none".into(),
+                    "quiet_hours" => format!("{}-{}", self.quiet_start, self.quiet_end),
+                    "working_days" => self.working_days.join(","),
+                    "heads_up_days" => self.heads_up_days.to_string(),
+                    "grace_days" => self.grace_days.to_string(),
+                    "nudge_every_days" => self.nudge_every_days.to_string(),
+                    "escalate_after" => self.escalate_after.to_string(),
+                    "post_after" => self.post_after.to_string(),
+                    "snooze_days" => self.snooze_days.to_string(),
+                    "max_snoozes" => self.max_snoozes.to_string(),
+                    "extension_limit" => self.extension_limit.to_string(),
+                    "digest" => self.digest_cron.clone(),
+                    _ if self.admins.is_empty() => "none".into(),
+                    _ => self.admins.iter().map(UserId::mention).collect::<Vec<_>>().join(" "),
+                };
+                (*name, value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_refuse() {
+        let mut s = WorkspaceSettings::default();
+        s.set("working_days", "mon-thu").unwrap();
+        assert_eq!(s.working_days, vec!["mon", "tue", "wed", "thu"]);
+        s.set("working_days", "sun,mon").unwrap();
+        assert_eq!(s.working_days, vec!["mon", "sun"]);
+        s.set("timezone", "Europe/London").unwrap();
+        s.set("quiet_hours", "20-7").unwrap();
+        assert_eq!((s.quiet_start, s.quiet_end), (20, 7));
+        s.set("review_channel", "#ai-reviews").unwrap();
+        assert_eq!(s.review_channel.as_deref(), Some("ai-reviews"));
+        s.set("digest", "0 9 * * MON").unwrap();
+        s.set("admins", "<@alice> <@bob>").unwrap();
+        assert_eq!(s.admins.len(), 2);
+        let before = s.clone();
+        for (name, value) in [
+            ("timezone", "Mars/Olympus"),
+            ("quiet_hours", "25-3"),
+            ("working_days", "fri-mon"),
+            ("nudge_every_days", "0"),
+            ("digest", "every monday"),
+            ("admins", "the leads"),
+            ("review_channel", ""),
+        ] {
+            assert_eq!(s.set(name, value), Err(SettingError::Invalid), "{name} {value}");
+        }
+        assert_eq!(s.set("colour", "blue"), Err(SettingError::Unknown));
+        assert_eq!(s, before, "refused values change nothing");
+        assert_eq!(s.show().len(), SETTING_NAMES.len());
+    }
+}

@@ -81,6 +81,7 @@ impl Engine {
             ping: vec![user.clone()],
             expect: expect.clone(),
             fallback: None,
+            attachment: None,
         };
         Reply {
             to: Destination::Dm(user.clone()),
@@ -89,6 +90,7 @@ impl Engine {
             ping: vec![user.clone()],
             expect,
             fallback: Some(Box::new(fallback)),
+            attachment: None,
         }
     }
 
@@ -262,6 +264,7 @@ impl Engine {
             ping,
             expect: None,
             fallback: None,
+            attachment: None,
         };
         match say {
             Say::AskOwner => {

@@ -19,6 +19,7 @@ use crate::prompts::{Key, Prompts};
 use crate::store::{Guard, Store, StoreError};
 
 mod lifecycle;
+mod portfolio;
 
 /// Settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct Request {
     pub input: Input,
     /// Users mentioned in the input whom the platform knows to be bots.
     pub bots: Vec<UserId>,
+    /// Whether the platform counts this user as a workspace administrator (Discord: Manage Server).
+    pub admin: bool,
 }
 
 /// Where a reply goes.
@@ -93,6 +96,14 @@ pub struct Reply {
     pub expect: Option<Expect>,
     /// For a direct message: what to post instead when the user does not accept direct messages.
     pub fallback: Option<Box<Reply>>,
+    /// A file sent with the message (the funnel chart).
+    pub attachment: Option<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -357,6 +368,8 @@ impl Engine {
                 self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
             }
             Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
+            Command::Portfolio => self.portfolio_command(req).await,
+            Command::Config { setting, value } => self.config_command(req, setting, value).await,
         }
     }
 
@@ -534,6 +547,7 @@ impl Engine {
                     ping: pilot.owner.iter().cloned().collect(),
                     expect: None,
                     fallback: None,
+                    attachment: None,
                 });
             }
             Say::Updated(step) => {
@@ -757,7 +771,7 @@ impl Engine {
         self.prompts.render(Key::Help, context! { commands => lines.join("\n") })
     }
 
-    fn ephemeral(&self, req: &Request, text: String) -> Reply {
+    pub(crate) fn ephemeral(&self, req: &Request, text: String) -> Reply {
         Reply {
             to: Destination::Ephemeral(req.user.clone()),
             text,
@@ -765,6 +779,7 @@ impl Engine {
             ping: vec![],
             expect: None,
             fallback: None,
+            attachment: None,
         }
     }
 }

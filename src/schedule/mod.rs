@@ -1,5 +1,6 @@
 //! The review schedule: what is due and why (pure, in `due`), and the runner that claims due pilots and sends.
 
+pub mod digest;
 pub mod due;
 pub mod runner;
 

@@ -212,6 +212,7 @@ impl Engine {
                         ping,
                         expect: None,
                         fallback: None,
+                        attachment: None,
                     });
                 }
             }

@@ -310,6 +310,56 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every scheduled pilot of a workspace due for another look (its settings changed); the runner
+    /// then computes each one's real next time.
+    pub async fn reconsider_schedule(&self, ws: &WorkspaceId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "UPDATE pilots SET next_action_at = $2 WHERE workspace = $1 AND stage = 'scoped' AND next_action_at IS NOT NULL";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Every workspace with pilots (for digests).
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceId>, StoreError> {
+        let sql = "SELECT DISTINCT workspace FROM pilots ORDER BY workspace";
+        let names: Vec<String> = with_pool!(self, pool => {
+            sqlx::query_scalar(sql).fetch_all(pool).await?
+        });
+        Ok(names.into_iter().map(WorkspaceId).collect())
+    }
+
+    /// The first pilot's registration and home channel in a workspace (where a digest goes without a review channel).
+    pub async fn workspace_start(&self, ws: &WorkspaceId) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let sql = "SELECT registered_at, home_channel FROM pilots WHERE workspace = $1 ORDER BY id LIMIT 1";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Records a digest period for a workspace; false when it was recorded already (by this or another process).
+    pub async fn claim_digest(
+        &self,
+        ws: &WorkspaceId,
+        period: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO digests (workspace, period, sent_at) VALUES ($1, $2, $3) ON CONFLICT (workspace, period) DO NOTHING";
+        let period = period.to_rfc3339();
+        Ok(with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(period).bind(now).execute(pool).await?.rows_affected() == 1
+        }))
+    }
+
+    /// The latest digest period recorded for a workspace.
+    pub async fn last_digest(&self, ws: &WorkspaceId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = "SELECT MAX(period) FROM digests WHERE workspace = $1";
+        let period: Option<String> = with_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<String>>(sql).bind(ws.as_str()).fetch_one(pool).await?
+        });
+        Ok(period.and_then(|p| DateTime::parse_from_rfc3339(&p).ok()).map(|d| d.with_timezone(&Utc)))
+    }
+
     /// The earliest time anything is due, in one workspace or all (for a simulated clock).
     pub async fn next_action_at(&self, ws: Option<&WorkspaceId>) -> Result<Option<DateTime<Utc>>, StoreError> {
         let sql = "SELECT MIN(next_action_at) FROM pilots WHERE next_action_at IS NOT NULL AND ($1 IS NULL OR workspace = $1)";

@@ -78,6 +78,8 @@ pub fn options(user: &str) -> ConsoleOptions {
         bots: vec!["lastmile".into(), "deploybot".into()],
         interactive: false,
         closed_dms: vec![],
+        admins: vec!["dana".into()],
+        chart_dir: std::env::temp_dir().join("lastmile-test-charts"),
     }
 }
 

@@ -1,0 +1,217 @@
+//! The portfolio on one page: the funnel from registration to production, what is overdue or at risk, the
+//! slow-burning bets, kills told apart, and P&L targeted against realised. A pure function of the pilots and today.
+
+use chrono::NaiveDate;
+
+use super::lifecycle::{Outcome, RiskReason, outcome};
+use super::{OwnerStatus, Pilot, Stage, UserId};
+
+/// How many pilots reached each step of the path to production.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Funnel {
+    pub registered: u64,
+    pub scoped: u64,
+    pub owner_accepted: u64,
+    pub evidence_1: u64,
+    pub evidence_2: u64,
+    pub evidence_3: u64,
+    pub in_production: u64,
+    pub killed: u64,
+}
+
+impl Funnel {
+    /// The steps in order, with their keys (for labels and the chart).
+    pub fn steps(&self) -> [(&'static str, u64); 8] {
+        [
+            ("registered", self.registered),
+            ("scoped", self.scoped),
+            ("owner_accepted", self.owner_accepted),
+            ("evidence_1", self.evidence_1),
+            ("evidence_2", self.evidence_2),
+            ("evidence_3", self.evidence_3),
+            ("in_production", self.in_production),
+            ("killed", self.killed),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overdue {
+    pub name: String,
+    pub owner: Option<UserId>,
+    pub due: NaiveDate,
+    pub evidence: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Risk {
+    pub name: String,
+    pub reasons: Vec<RiskReason>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bet {
+    pub name: String,
+    pub extensions: u32,
+    pub due: Option<NaiveDate>,
+}
+
+/// A P&L line's movement: targeted (target - baseline) and realised (latest measured - baseline), in its unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PnlMovement {
+    pub line: String,
+    pub unit: String,
+    pub pilots: u32,
+    pub targeted: f64,
+    pub realised: f64,
+    /// How many of its pilots have a measured value yet.
+    pub measured: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Portfolio {
+    pub funnel: Funnel,
+    pub overdue: Vec<Overdue>,
+    pub risks: Vec<Risk>,
+    pub bets: Vec<Bet>,
+    pub healthy_kills: u64,
+    pub absorption_failures: u64,
+    pub pnl: Vec<PnlMovement>,
+}
+
+pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
+    let mut p = Portfolio::default();
+    for pilot in pilots {
+        let f = &mut p.funnel;
+        f.registered += 1;
+        if pilot.stage == Stage::Draft {
+            continue;
+        }
+        f.scoped += 1;
+        f.owner_accepted += u64::from(pilot.owner_status == OwnerStatus::Accepted);
+        let evidence = pilot.evidence_count();
+        f.evidence_1 += u64::from(evidence >= 1);
+        f.evidence_2 += u64::from(evidence >= 2);
+        f.evidence_3 += u64::from(evidence >= 3);
+        f.in_production += u64::from(pilot.stage == Stage::InProduction);
+        f.killed += u64::from(pilot.stage == Stage::Killed);
+        let (o, reasons) = outcome(pilot, today);
+        match o {
+            Outcome::AbsorptionRisk => {
+                p.risks.push(Risk { name: pilot.name.clone(), reasons });
+            }
+            Outcome::SlowBurningBet => {
+                p.bets.push(Bet { name: pilot.name.clone(), extensions: pilot.extensions, due: pilot.due_date() })
+            }
+            Outcome::HealthyKill => p.healthy_kills += 1,
+            Outcome::AbsorptionFailure => p.absorption_failures += 1,
+            _ => {}
+        }
+        if pilot.is_overdue(today)
+            && let Some(due) = pilot.due_date()
+        {
+            p.overdue.push(Overdue { name: pilot.name.clone(), owner: pilot.owner.clone(), due, evidence });
+        }
+        // Killed pilots target nothing any more; the others count towards their line.
+        if pilot.stage != Stage::Killed
+            && let Some(t) = &pilot.pnl
+        {
+            let key = (t.line.trim().to_lowercase(), t.unit.clone());
+            let realised = pilot.evidence.pnl_realised.map_or(0.0, |v| v - t.baseline);
+            match p.pnl.iter_mut().find(|m| (m.line.trim().to_lowercase(), m.unit.clone()) == key) {
+                Some(m) => {
+                    m.pilots += 1;
+                    m.targeted += t.target - t.baseline;
+                    m.realised += realised;
+                    m.measured += u32::from(pilot.evidence.pnl_realised.is_some());
+                }
+                None => p.pnl.push(PnlMovement {
+                    line: t.line.clone(),
+                    unit: t.unit.clone(),
+                    pilots: 1,
+                    targeted: t.target - t.baseline,
+                    realised,
+                    measured: u32::from(pilot.evidence.pnl_realised.is_some()),
+                }),
+            }
+        }
+    }
+    p.overdue.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
+    p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::EvidenceState;
+    use crate::domain::{ChannelId, KillCategory, PilotId, PnlTarget, WorkspaceId};
+
+    fn pilot(name: &str, stage: Stage) -> Pilot {
+        Pilot {
+            id: PilotId(1),
+            workspace: WorkspaceId::new("w"),
+            name: name.into(),
+            stage,
+            registered_by: UserId::new("bob"),
+            registered_at: "2026-11-25T10:00:00Z".parse().unwrap(),
+            home_channel: ChannelId::new("general"),
+            workflow: Some("w".into()),
+            owner: Some(UserId::new("alice")),
+            sponsor: None,
+            pnl: Some(PnlTarget { line: "Claims cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
+            review_date: Some("2027-01-06".parse().unwrap()),
+            owner_status: OwnerStatus::Pending,
+            next_review_date: Some("2027-01-06".parse().unwrap()),
+            decision: None,
+            decision_reason: None,
+            kill_category: None,
+            scale_override: false,
+            extensions: 0,
+            evidence: EvidenceState::default(),
+            nudges_sent: 0,
+        }
+    }
+
+    #[test]
+    fn funnel_outcomes_and_pnl_add_up() {
+        let today: NaiveDate = "2027-02-01".parse().unwrap();
+        let live = Pilot {
+            stage: Stage::InProduction,
+            owner_status: OwnerStatus::Accepted,
+            evidence: EvidenceState { workflow_live: true, owner_running: true, pnl_realised: Some(85.0) },
+            ..pilot("Live", Stage::InProduction)
+        };
+        let healthy = Pilot { kill_category: Some(KillCategory::NotWorthScaling), ..pilot("Healthy", Stage::Killed) };
+        let failed = Pilot { kill_category: Some(KillCategory::StalledInHandoff), ..pilot("Failed", Stage::Killed) };
+        let risk = pilot("Risky", Stage::Scoped);
+        let bet = Pilot {
+            extensions: 1,
+            next_review_date: Some("2027-03-01".parse().unwrap()),
+            ..pilot("Bet", Stage::Scoped)
+        };
+        let draft = pilot("Draft", Stage::Draft);
+        let p = portfolio(&[live, healthy, failed, risk, bet, draft], today);
+        assert_eq!(
+            p.funnel,
+            Funnel {
+                registered: 6,
+                scoped: 5,
+                owner_accepted: 1,
+                evidence_1: 1,
+                evidence_2: 1,
+                evidence_3: 1,
+                in_production: 1,
+                killed: 2
+            }
+        );
+        assert_eq!((p.healthy_kills, p.absorption_failures), (1, 1));
+        assert_eq!(p.risks.len(), 1);
+        assert_eq!(p.risks[0].name, "Risky");
+        assert_eq!(p.overdue.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["Risky"]);
+        assert_eq!(p.bets.len(), 1);
+        // Live, Risky and Bet target -20 each (drafts and kills do not count); only Live realised -15.
+        assert_eq!(p.pnl.len(), 1);
+        assert_eq!((p.pnl[0].pilots, p.pnl[0].targeted, p.pnl[0].realised, p.pnl[0].measured), (3, -60.0, -15.0, 1));
+    }
+}

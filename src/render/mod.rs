@@ -1,0 +1,3 @@
+//! Rendering that is not plain text: the funnel chart.
+
+pub mod chart;
