@@ -55,6 +55,8 @@ enum Cmd {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Run a narrated scenario on a fresh temporary database: scoping, evidence, nudges, decisions, the portfolio.
+    Demo,
 }
 
 #[tokio::main]
@@ -121,6 +123,32 @@ async fn run() -> anyhow::Result<()> {
             let today = now.unwrap_or_else(Utc::now).date_naive();
             export::write(&pilots, today, format, std::io::stdout().lock())?;
             store.close().await;
+        }
+        Cmd::Demo => {
+            let dir = std::env::temp_dir().join(format!("lastmile-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let mut demo_config = config.clone();
+            demo_config.database_url = format!("sqlite://{}", dir.join("demo.db").display());
+            let engine = lastmile::open(&demo_config).await?;
+            let script = match &config.prompts_dir {
+                Some(d) if d.join("demo.txt").exists() => std::fs::read_to_string(d.join("demo.txt"))?,
+                _ => include_str!("../prompts/demo.txt").to_owned(),
+            };
+            let opts = ConsoleOptions {
+                workspace: "demo".into(),
+                user: "bob".into(),
+                channel: "general".into(),
+                now: Some("2026-11-25T10:00:00Z".parse()?),
+                bots: config.console.bots.clone(),
+                interactive: false,
+                closed_dms: vec![],
+                admins: vec!["dana".into()],
+                chart_dir: dir.clone(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            console::run(&engine, opts, script.as_bytes(), &mut stdout).await?;
+            engine.store().close().await;
+            eprintln!("(the demo database and chart are in {})", dir.display());
         }
         Cmd::Migrate => {
             let store = lastmile::open_store(&config.database_url).await?;

@@ -206,3 +206,29 @@ fn a_bad_config_file_is_a_clear_error() {
     assert_ne!(code, 0);
     assert!(err.contains("invalid configuration") && err.contains("review_horizon_dayz"), "{err}");
 }
+
+#[test]
+fn the_demo_shows_the_whole_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lastmile(dir.path()).arg("demo").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "Which team runs claims intake today",
+        "Usage and adoption are not value",
+        "[dm @alice]",
+        "Evidence 3/3: Proof of Production",
+        "goes into production",
+        "Not worth scaling (healthy kill)",
+        "This is reminder 2",
+        "[dm @carol] **Invoice matcher** passed its review date",
+        "[#ai-reviews] ⚠ **Invoice matcher** is an absorption risk",
+        "Stalled in hand-off (absorption failure)",
+        "1 healthy (not worth scaling), 1 absorption failures",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let chart = text.lines().find_map(|l| l.trim().strip_prefix("(chart written to ")).expect("a chart path");
+    let bytes = std::fs::read(chart.trim_end_matches(')')).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"));
+}

@@ -221,10 +221,15 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
         if line.trim().is_empty() {
             continue;
         }
+        let trimmed = line.trim();
+        // A script's comments are narration: shown, never sent.
+        if trimmed.starts_with('#') && !opts.interactive {
+            writeln!(out, "{trimmed}")?;
+            continue;
+        }
         if !opts.interactive {
             writeln!(out, "> {line}")?;
         }
-        let trimmed = line.trim();
         if let Some(control) = trimmed.strip_prefix(':') {
             let mut words = control.split_whitespace();
             let text = match (words.next(), words.next(), words.next()) {

@@ -1,0 +1,108 @@
+//! The portfolio summary and the digest: within Discord's limits however large the portfolio, only overdue
+//! owners notified, and one digest per period even with two processes.
+
+mod common;
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use common::TestDb;
+use lastmile::domain::{ChannelId, UserId, WorkspaceId};
+use lastmile::engine::{Destination, Reply};
+use lastmile::schedule::runner::{DeliveryError, Outbox};
+use sqlx::Connection;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Reply>>);
+
+impl Outbox for Recorder {
+    async fn deliver(&self, _at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+        self.0.lock().unwrap().push(reply.clone());
+        Ok(())
+    }
+}
+
+/// `n` scoped pilots in workspace `acme`, owned by `owner-<i % 7>`, review on 2027-01-06, with P&L lines that
+/// differ, registered on 2026-11-25.
+async fn seed(url: &str, n: usize) {
+    lastmile::open_store(url).await.unwrap().close().await;
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "('acme', 'Pilot {i}', 'pilot {i}', 'scoped', 'bob', '2026-11-25T10:00:00+00:00', 'general', 'w', \
+                 'owner-{}', 'Line {}', 'GBP', 100.0, 80.0, '2027-01-06', '2027-01-06', 'pending', '2026-11-25T10:00:00+00:00')",
+                i % 7,
+                i % 40
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, owner, \
+         pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, updated_at) VALUES {}",
+        rows.join(", ")
+    );
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_large_portfolio_fits_a_message_and_pings_only_overdue_owners() {
+    let db = TestDb::sqlite();
+    seed(&db.url, 300).await;
+    let engine = common::engine(&db.url).await;
+    let ws = WorkspaceId::new("acme");
+    let after_review: DateTime<Utc> = "2027-01-20T10:00:00Z".parse().unwrap();
+    let post = engine.portfolio_post(&ws, ChannelId::new("general"), after_review).await.unwrap();
+    assert!(post.text.chars().count() <= 2000, "{} characters", post.text.chars().count());
+    assert!(post.text.contains("Registered 300"), "{}", post.text);
+    assert!(post.text.contains("more"), "long lists end with 'and N more': {}", post.text);
+    let mut owners: Vec<String> = post.ping.iter().map(|u| u.as_str().to_owned()).collect();
+    owners.sort();
+    assert_eq!(owners, (0..7).map(|i| format!("owner-{i}")).collect::<Vec<_>>());
+    let png = post.attachment.expect("the funnel chart");
+    assert!(png.bytes.starts_with(b"\x89PNG"));
+    // Before the review date nothing is overdue: nobody is pinged.
+    let before: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+    let post = engine.portfolio_post(&ws, ChannelId::new("general"), before).await.unwrap();
+    assert!(post.ping.is_empty());
+    assert!(!post.text.contains("Overdue"));
+    let _ = UserId::new("x");
+    engine.store().close().await;
+}
+
+async fn one_digest_per_period_with_two_processes(url: &str) {
+    seed(url, 3).await;
+    let (a, b) = (common::engine(url).await, common::engine(url).await);
+    let (ra, rb) = (Recorder::default(), Recorder::default());
+    // Monday 30 November 2026, 09:05 UTC: the default digest (Mondays 09:00) is due.
+    let now: DateTime<Utc> = "2026-11-30T09:05:00Z".parse().unwrap();
+    let (x, y) = tokio::join!(a.run_digests(now, &ra, None), b.run_digests(now, &rb, None));
+    assert_eq!(x.unwrap() + y.unwrap(), 1);
+    let posts: Vec<Reply> = ra.0.lock().unwrap().iter().chain(rb.0.lock().unwrap().iter()).cloned().collect();
+    assert_eq!(posts.len(), 1);
+    assert!(matches!(&posts[0].to, Destination::Channel(c) if c.as_str() == "general"));
+    // Later the same week: nothing; the next Monday: one more; after two weeks down: one catch-up, not two.
+    assert_eq!(a.run_digests("2026-12-03T12:00:00Z".parse().unwrap(), &ra, None).await.unwrap(), 0);
+    assert_eq!(a.run_digests("2026-12-07T09:00:00Z".parse().unwrap(), &ra, None).await.unwrap(), 1);
+    assert_eq!(a.run_digests("2026-12-22T10:00:00Z".parse().unwrap(), &ra, None).await.unwrap(), 1);
+    assert_eq!(b.run_digests("2026-12-22T10:00:00Z".parse().unwrap(), &rb, None).await.unwrap(), 0);
+    a.store().close().await;
+    b.store().close().await;
+}
+
+#[tokio::test]
+async fn one_digest_per_period_sqlite() {
+    one_digest_per_period_with_two_processes(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn one_digest_per_period_postgres() {
+    let Some(db) = TestDb::postgres("one_digest_per_period_postgres").await else { return };
+    one_digest_per_period_with_two_processes(&db.url).await;
+    db.cleanup().await;
+}
