@@ -104,19 +104,36 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "lastmile",
         description: Key::DescLastmile,
-        subcommands: &[SubcommandSpec {
-            name: "config",
-            description: Key::DescConfig,
-            options: &[
-                OptionSpec {
-                    name: "setting",
+        subcommands: &[
+            SubcommandSpec {
+                name: "config",
+                description: Key::DescConfig,
+                options: &[
+                    OptionSpec {
+                        name: "setting",
+                        kind: OptionKind::Word,
+                        required: false,
+                        description: Key::DescOptSetting,
+                    },
+                    OptionSpec {
+                        name: "value",
+                        kind: OptionKind::Text,
+                        required: false,
+                        description: Key::DescOptValue,
+                    },
+                ],
+            },
+            SubcommandSpec {
+                name: "timezone",
+                description: Key::DescTimezone,
+                options: &[OptionSpec {
+                    name: "zone",
                     kind: OptionKind::Word,
                     required: false,
-                    description: Key::DescOptSetting,
-                },
-                OptionSpec { name: "value", kind: OptionKind::Text, required: false, description: Key::DescOptValue },
-            ],
-        }],
+                    description: Key::DescOptZone,
+                }],
+            },
+        ],
     },
 ];
 
@@ -139,6 +156,7 @@ pub enum Command {
     Help,
     Portfolio,
     Config { setting: Option<String>, value: Option<String> },
+    Timezone { zone: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +228,7 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
         "resume" => Command::Resume,
         "" => Command::Portfolio,
         "config" => Command::Config { setting: get("setting"), value: get("value") },
+        "timezone" => Command::Timezone { zone: get("zone") },
         _ => Command::Help,
     })
 }

@@ -164,6 +164,9 @@ keys! {
     ConfigSaved = "config.saved" [setting, value],
     ConfigInvalid = "config.invalid" [setting, value],
     ConfigUnknown = "config.unknown" [setting, suggestion, settings],
+    TimezoneShow = "config.timezone_show" [zone, own],
+    TimezoneSaved = "config.timezone_saved" [zone],
+    TimezoneInvalid = "config.timezone_invalid" [zone],
 
     // Owner acceptance, by direct message.
     ChoiceAccept = "choice.accept" [],
@@ -233,6 +236,8 @@ keys! {
     DescConfig = "describe.lastmile_config" [],
     DescOptSetting = "describe.option_setting" [],
     DescOptValue = "describe.option_value" [],
+    DescTimezone = "describe.lastmile_timezone" [],
+    DescOptZone = "describe.option_zone" [],
     DescOptName = "describe.option_name" [],
     DescOptPilot = "describe.option_pilot" [],
     DescOptStep = "describe.option_step" [],

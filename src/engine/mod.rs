@@ -370,6 +370,7 @@ impl Engine {
             Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
             Command::Portfolio => self.portfolio_command(req).await,
             Command::Config { setting, value } => self.config_command(req, setting, value).await,
+            Command::Timezone { zone } => self.timezone_command(req, zone).await,
         }
     }
 

@@ -185,6 +185,24 @@ impl Engine {
         }
     }
 
+    /// `/lastmile timezone [zone]`: anyone may set their own.
+    pub(super) async fn timezone_command(&self, req: &Request, zone: Option<String>) -> Result<Vec<Reply>, StoreError> {
+        let Some(zone) = zone else {
+            let own = self.store().user_timezone(&req.workspace, &req.user).await?;
+            let ws_zone = self.store().settings(&req.workspace).await?.timezone;
+            let text = self
+                .prompts()
+                .render(Key::TimezoneShow, context! { own => own.is_some(), zone => own.unwrap_or(ws_zone) });
+            return Ok(vec![self.ephemeral(req, text)]);
+        };
+        let Ok(tz) = zone.parse::<chrono_tz::Tz>() else {
+            return Ok(vec![self.ephemeral(req, self.prompts().render(Key::TimezoneInvalid, context! { zone }))]);
+        };
+        self.store().set_user_timezone(&req.workspace, &req.user, tz.name(), req.now).await?;
+        self.store().reconsider_owner_schedule(&req.workspace, &req.user, req.now).await?;
+        Ok(vec![self.ephemeral(req, self.prompts().render(Key::TimezoneSaved, context! { zone => tz.name() }))])
+    }
+
     fn unknown_setting(&self, req: &Request, setting: &str) -> Reply {
         let suggestion = crate::commands::closest(setting, SETTING_NAMES.iter().copied());
         let text = self

@@ -124,10 +124,14 @@ pub fn needs_review(p: &Pilot) -> bool {
 /// The next message due for a pilot, if any. Catch-up comes free: the next nudge counts from the last one
 /// actually sent, so a bot that was down for weeks sends one nudge, not one per missed interval.
 pub fn next_due(p: &Pilot, state: &ScheduleState, settings: &WorkspaceSettings) -> Option<Due> {
+    next_due_in(p, state, settings, zone(settings))
+}
+
+/// As [`next_due`], in the time zone of the person the messages go to (their own, or the workspace's).
+pub fn next_due_in(p: &Pilot, state: &ScheduleState, settings: &WorkspaceSettings, tz: Tz) -> Option<Due> {
     if !needs_review(p) {
         return None;
     }
-    let tz = zone(settings);
     let due = p.due_date()?;
     let st = state.for_cycle(due);
     let first_nudge = day_start(due + Days::new(u64::from(settings.grace_days)), settings, tz);
@@ -269,6 +273,11 @@ mod tests {
         let p = pilot("2027-03-26");
         let st = ScheduleState { cycle: Some(d("2027-03-26")), heads_up_sent: true, ..Default::default() };
         assert_eq!(next_due(&p, &st, &s).unwrap().at, t("2027-03-29T07:00:00Z"));
+        // An owner in New York gets the first nudge at 08:00 their time, whatever the workspace's zone.
+        let p = pilot("2027-01-06");
+        let st = ScheduleState { cycle: Some(d("2027-01-06")), heads_up_sent: true, ..Default::default() };
+        let owner_tz: Tz = "America/New_York".parse().unwrap();
+        assert_eq!(next_due_in(&p, &st, &s, owner_tz).unwrap().at, t("2027-01-07T13:00:00Z"));
         let ny = WorkspaceSettings { timezone: "America/New_York".into(), ..WorkspaceSettings::default() };
         assert_eq!(
             allowed(t("2027-01-06T12:00:00Z"), &ny, zone(&ny)),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use minijinja::context;
 
 use super::Due;
-use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due};
+use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, zone};
 use crate::dialogue::{AskKind, asks};
 use crate::domain::lifecycle::outcome;
 use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
@@ -63,19 +63,20 @@ impl Engine {
                     settings.insert(key.clone(), self.store().settings(&pilot.workspace).await?);
                 }
                 let s = &settings[&key];
+                let tz = self.owner_zone(&pilot, s).await?;
                 let mut state = state;
-                let mut due = next_due(&pilot, &state, s);
+                let mut due = next_due_in(&pilot, &state, s, tz);
                 // A heads-up that comes due only after the review date has begun is pointless: skip it.
                 if let Some(d) = due
                     && d.kind == DueKind::HeadsUp
                     && now.date_naive() >= d.cycle
                 {
                     state = ScheduleState { heads_up_sent: true, ..state.for_cycle(d.cycle) };
-                    due = next_due(&pilot, &state, s);
+                    due = next_due_in(&pilot, &state, s, tz);
                 }
                 match due {
                     Some(due) if due.at <= now => {
-                        if self.send_due(&pilot, &state, &due, s, now, worker, outbox).await? {
+                        if self.send_due(&pilot, &state, &due, s, tz, now, worker, outbox).await? {
                             sent += 1;
                         }
                     }
@@ -95,6 +96,7 @@ impl Engine {
         state: &ScheduleState,
         due: &Due,
         settings: &WorkspaceSettings,
+        tz: chrono_tz::Tz,
         now: DateTime<Utc>,
         worker: &str,
         outbox: &O,
@@ -128,7 +130,7 @@ impl Engine {
                 next_state.posted |= esc.post;
             }
         }
-        let next = next_due(pilot, &next_state, settings).map(|d| d.at);
+        let next = next_due_in(pilot, &next_state, settings, tz).map(|d| d.at);
         let mut extra = Vec::new();
         if esc.escalate {
             extra.push("escalation");
@@ -225,7 +227,17 @@ impl Engine {
         let Some(pilot) = self.store().pilot(ws, id).await? else { return Ok(()) };
         let state = self.store().schedule_state(ws, id).await?;
         let settings = self.store().settings(ws).await?;
-        let next = next_due(&pilot, &state, &settings).map(|d| d.at);
+        let tz = self.owner_zone(&pilot, &settings).await?;
+        let next = next_due_in(&pilot, &state, &settings, tz).map(|d| d.at);
         self.store().set_next_action(ws, id, next, false).await
+    }
+
+    /// The zone messages to a pilot's owner follow: their own when they set one, else the workspace's.
+    async fn owner_zone(&self, pilot: &Pilot, settings: &WorkspaceSettings) -> Result<chrono_tz::Tz, StoreError> {
+        let own = match &pilot.owner {
+            Some(owner) => self.store().user_timezone(&pilot.workspace, owner).await?,
+            None => None,
+        };
+        Ok(own.and_then(|tz| tz.parse().ok()).unwrap_or_else(|| zone(settings)))
     }
 }

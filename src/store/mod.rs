@@ -360,6 +360,44 @@ impl Store {
         Ok(period.and_then(|p| DateTime::parse_from_rfc3339(&p).ok()).map(|d| d.with_timezone(&Utc)))
     }
 
+    /// A person's own time zone in a workspace, if they set one.
+    pub async fn user_timezone(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT timezone FROM user_settings WHERE workspace = $1 AND user_id = $2";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn set_user_timezone(
+        &self,
+        ws: &WorkspaceId,
+        user: &UserId,
+        tz: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO user_settings (workspace, user_id, timezone, updated_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (workspace, user_id) DO UPDATE SET timezone = $3, updated_at = $4";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(user.as_str()).bind(tz).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Makes the scheduled pilots a person owns due for another look (their time zone changed).
+    pub async fn reconsider_owner_schedule(
+        &self,
+        ws: &WorkspaceId,
+        owner: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE pilots SET next_action_at = $3 WHERE workspace = $1 AND owner = $2 AND stage = 'scoped' \
+                   AND next_action_at IS NOT NULL";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(owner.as_str()).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// The earliest time anything is due, in one workspace or all (for a simulated clock).
     pub async fn next_action_at(&self, ws: Option<&WorkspaceId>) -> Result<Option<DateTime<Utc>>, StoreError> {
         let sql = "SELECT MIN(next_action_at) FROM pilots WHERE next_action_at IS NOT NULL AND ($1 IS NULL OR workspace = $1)";
