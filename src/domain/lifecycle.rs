@@ -275,36 +275,13 @@ pub fn flags(p: &Pilot, today: NaiveDate) -> Vec<Flag> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChannelId, PilotId, UserId, WorkspaceId};
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
     }
 
     fn scoped() -> Pilot {
-        Pilot {
-            id: PilotId(1),
-            workspace: WorkspaceId::new("w"),
-            name: "P".into(),
-            stage: Stage::Scoped,
-            registered_by: UserId::new("bob"),
-            registered_at: "2026-11-25T10:00:00Z".parse().unwrap(),
-            home_channel: ChannelId::new("general"),
-            workflow: Some("w".into()),
-            owner: Some(UserId::new("alice")),
-            sponsor: None,
-            pnl: Some(PnlTarget { line: "Cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
-            review_date: Some(d("2027-01-06")),
-            owner_status: OwnerStatus::Pending,
-            next_review_date: Some(d("2027-01-06")),
-            decision: None,
-            decision_reason: None,
-            kill_category: None,
-            scale_override: false,
-            extensions: 0,
-            evidence: EvidenceState::default(),
-            nudges_sent: 0,
-        }
+        crate::domain::pilot::sample("P", Stage::Scoped)
     }
 
     #[test]

@@ -163,6 +163,35 @@ impl Pilot {
     }
 }
 
+/// A scoped pilot for tests: owned by @alice, registered by @bob, reviewed on 2027-01-06, £100 -> £80.
+#[cfg(test)]
+pub(crate) fn sample(name: &str, stage: Stage) -> Pilot {
+    let date: NaiveDate = "2027-01-06".parse().unwrap_or_default();
+    Pilot {
+        id: PilotId(1),
+        workspace: WorkspaceId::new("w"),
+        name: name.into(),
+        stage,
+        registered_by: UserId::new("bob"),
+        registered_at: DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").map(|d| d.to_utc()).unwrap_or_default(),
+        home_channel: ChannelId::new("general"),
+        workflow: Some("w".into()),
+        owner: Some(UserId::new("alice")),
+        sponsor: None,
+        pnl: Some(PnlTarget { line: "Claims cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
+        review_date: Some(date),
+        owner_status: OwnerStatus::Pending,
+        next_review_date: Some(date),
+        decision: None,
+        decision_reason: None,
+        kill_category: None,
+        scale_override: false,
+        extensions: 0,
+        evidence: EvidenceState::default(),
+        nudges_sent: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

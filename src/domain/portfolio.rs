@@ -144,33 +144,11 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::KillCategory;
     use crate::domain::lifecycle::EvidenceState;
-    use crate::domain::{ChannelId, KillCategory, PilotId, PnlTarget, WorkspaceId};
 
     fn pilot(name: &str, stage: Stage) -> Pilot {
-        Pilot {
-            id: PilotId(1),
-            workspace: WorkspaceId::new("w"),
-            name: name.into(),
-            stage,
-            registered_by: UserId::new("bob"),
-            registered_at: "2026-11-25T10:00:00Z".parse().unwrap(),
-            home_channel: ChannelId::new("general"),
-            workflow: Some("w".into()),
-            owner: Some(UserId::new("alice")),
-            sponsor: None,
-            pnl: Some(PnlTarget { line: "Claims cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
-            review_date: Some("2027-01-06".parse().unwrap()),
-            owner_status: OwnerStatus::Pending,
-            next_review_date: Some("2027-01-06".parse().unwrap()),
-            decision: None,
-            decision_reason: None,
-            kill_category: None,
-            scale_override: false,
-            extensions: 0,
-            evidence: EvidenceState::default(),
-            nudges_sent: 0,
-        }
+        crate::domain::pilot::sample(name, stage)
     }
 
     #[test]

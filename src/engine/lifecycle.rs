@@ -257,15 +257,7 @@ impl Engine {
         };
         let name = pilot.name.clone();
         let dm = |user: &UserId, text: String, choices: Vec<String>| self.dm(pilot, user, text, choices);
-        let channel = |text: String, ping: Vec<UserId>| Reply {
-            to: Destination::Channel(pilot.home_channel.clone()),
-            text,
-            choices: vec![],
-            ping,
-            expect: None,
-            fallback: None,
-            attachment: None,
-        };
+        let channel = |text: String, ping: Vec<UserId>| Reply::post(pilot.home_channel.clone(), text, ping);
         match say {
             Say::AskOwner => {
                 let Some(owner) = &pilot.owner else { return };

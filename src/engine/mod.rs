@@ -100,6 +100,21 @@ pub struct Reply {
     pub attachment: Option<Attachment>,
 }
 
+impl Reply {
+    /// A post in a channel that notifies only `ping`.
+    pub fn post(channel: ChannelId, text: String, ping: Vec<UserId>) -> Self {
+        Self {
+            to: Destination::Channel(channel),
+            text,
+            choices: vec![],
+            ping,
+            expect: None,
+            fallback: None,
+            attachment: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub filename: String,
@@ -541,15 +556,7 @@ impl Engine {
                         review_date => self.date(pilot.review_date),
                     },
                 );
-                out.push(Reply {
-                    to: Destination::Channel(pilot.home_channel.clone()),
-                    text,
-                    choices: vec![],
-                    ping: pilot.owner.iter().cloned().collect(),
-                    expect: None,
-                    fallback: None,
-                    attachment: None,
-                });
+                out.push(Reply::post(pilot.home_channel.clone(), text, pilot.owner.iter().cloned().collect()));
             }
             Say::Updated(step) => {
                 let (Some(b), Some(a)) = (before, after) else {

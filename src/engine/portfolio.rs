@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 use serde::Serialize;
 
-use super::{Attachment, Destination, Engine, Reply, Request};
+use super::{Attachment, Engine, Reply, Request};
 use crate::domain::portfolio::{Portfolio, portfolio};
 use crate::domain::settings::{SETTING_NAMES, SettingError};
 use crate::domain::{ChannelId, UserId, WorkspaceId, pnl::format_quantity};
@@ -133,15 +133,7 @@ impl Engine {
         let mut ping: Vec<UserId> = p.overdue.iter().filter_map(|o| o.owner.clone()).collect();
         ping.sort();
         ping.dedup();
-        Ok(Reply {
-            to: Destination::Channel(channel),
-            text,
-            choices: vec![],
-            ping,
-            expect: None,
-            fallback: None,
-            attachment,
-        })
+        Ok(Reply { attachment, ..Reply::post(channel, text, ping) })
     }
 
     pub(super) async fn portfolio_command(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {

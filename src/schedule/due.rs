@@ -178,8 +178,8 @@ pub fn escalation(state: &ScheduleState, due: &Due, settings: &WorkspaceSettings
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::OwnerStatus;
     use crate::domain::lifecycle::EvidenceState;
-    use crate::domain::{ChannelId, OwnerStatus, PilotId, PnlTarget, UserId, WorkspaceId};
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
@@ -189,29 +189,8 @@ mod tests {
     }
 
     fn pilot(due: &str) -> Pilot {
-        Pilot {
-            id: PilotId(1),
-            workspace: WorkspaceId::new("w"),
-            name: "P".into(),
-            stage: Stage::Scoped,
-            registered_by: UserId::new("bob"),
-            registered_at: t("2026-11-25T10:00:00Z"),
-            home_channel: ChannelId::new("general"),
-            workflow: Some("w".into()),
-            owner: Some(UserId::new("alice")),
-            sponsor: None,
-            pnl: Some(PnlTarget { line: "Cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
-            review_date: Some(d(due)),
-            owner_status: OwnerStatus::Accepted,
-            next_review_date: Some(d(due)),
-            decision: None,
-            decision_reason: None,
-            kill_category: None,
-            scale_override: false,
-            extensions: 0,
-            evidence: EvidenceState::default(),
-            nudges_sent: 0,
-        }
+        let p = crate::domain::pilot::sample("P", Stage::Scoped);
+        Pilot { review_date: Some(d(due)), next_review_date: Some(d(due)), owner_status: OwnerStatus::Accepted, ..p }
     }
 
     fn london() -> WorkspaceSettings {

@@ -12,7 +12,7 @@ use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, zo
 use crate::dialogue::{AskKind, asks};
 use crate::domain::lifecycle::outcome;
 use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
-use crate::engine::{Destination, Engine, Reply};
+use crate::engine::{Engine, Reply};
 use crate::prompts::Key;
 use crate::store::StoreError;
 
@@ -207,15 +207,7 @@ impl Engine {
                             reasons => self.reason_labels(&reasons),
                         },
                     );
-                    out.push(Reply {
-                        to: Destination::Channel(channel.unwrap_or_else(|| pilot.home_channel.clone())),
-                        text,
-                        choices: vec![],
-                        ping,
-                        expect: None,
-                        fallback: None,
-                        attachment: None,
-                    });
+                    out.push(Reply::post(channel.unwrap_or_else(|| pilot.home_channel.clone()), text, ping));
                 }
             }
         }
