@@ -1,0 +1,549 @@
+//! `lastmile-bench`: throughput, latency, scale and memory, each beside a baseline measured in the same run on
+//! the same database, printed as a table and written to BENCHMARKS.md. `--quick` uses tiny sizes (CI smoke test).
+//!
+//! cargo build --release --bins && target/release/lastmile-bench --out BENCHMARKS.md   # the full table
+//! cargo build --bins && target/debug/lastmile-bench --quick                          # a smoke test
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use lastmile::domain::{ChannelId, UserId, WorkspaceId};
+use lastmile::engine::{Engine, EngineSettings, Input, Request};
+use lastmile::prompts::Prompts;
+use lastmile::store::Store;
+use sqlx::Connection;
+
+struct Sizes {
+    concurrent_users: usize,
+    open_dialogues: usize,
+    sweep: Vec<usize>,
+    due: usize,
+    portfolio: usize,
+    memory_dialogues: usize,
+    startup: usize,
+    raw_inserts: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            concurrent_users: 100,
+            open_dialogues: 1_000,
+            sweep: vec![10_000, 100_000, 1_000_000],
+            due: 1_000,
+            portfolio: 100_000,
+            memory_dialogues: 10_000,
+            startup: 1_000_000,
+            raw_inserts: 2_000,
+        }
+    }
+    fn quick() -> Self {
+        Self {
+            concurrent_users: 10,
+            open_dialogues: 50,
+            sweep: vec![1_000, 5_000],
+            due: 100,
+            portfolio: 2_000,
+            memory_dialogues: 200,
+            startup: 5_000,
+            raw_inserts: 200,
+        }
+    }
+}
+
+/// One row of the table: a figure, its baseline, and the target it is held to.
+struct Row {
+    figure: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-25T10:00:00Z".parse().unwrap()
+}
+
+const ANSWERS: [&str; 7] = [
+    "The claims intake team (12 people, Leeds) triages new motor claims by hand; the assistant pre-sorts them.",
+    "<@alice>",
+    "Claims handling cost: £4.2m -> £3.6m",
+    "<@carol>",
+    "2027-03-31",
+    "Confirm",
+    "",
+];
+
+async fn engine(url: &str) -> anyhow::Result<Engine> {
+    let store = lastmile::open_store(url).await?;
+    Ok(Engine::new(store, Arc::new(Prompts::embedded()?), EngineSettings::default()))
+}
+
+fn request(ws: &str, user: &str, input: Input) -> Request {
+    Request {
+        workspace: WorkspaceId::new(ws),
+        user: UserId::new(user),
+        channel: ChannelId::new("general"),
+        now: now(),
+        input,
+        bots: vec![],
+        admin: false,
+    }
+}
+
+/// A fresh database: an SQLite file in `dir`, or a new PostgreSQL database.
+async fn fresh(kind: &str, dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    if kind == "sqlite" {
+        return Ok(Some(format!("sqlite://{}", dir.join(format!("{name}.db")).display())));
+    }
+    let Ok(admin) = std::env::var("LASTMILE_TEST_POSTGRES_URL") else { return Ok(None) };
+    let db = format!("lastmile_bench_{}_{name}", std::process::id());
+    let mut c = sqlx::PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\"")).execute(&mut c).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{db}\"")).execute(&mut c).await?;
+    let (base, _) = admin.rsplit_once('/').context("LASTMILE_TEST_POSTGRES_URL needs a database path")?;
+    Ok(Some(format!("{base}/{db}")))
+}
+
+async fn drop_pg(url: &str) {
+    if let (Ok(admin), Some((_, db))) = (std::env::var("LASTMILE_TEST_POSTGRES_URL"), url.rsplit_once('/'))
+        && url.starts_with("postgres")
+        && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
+    {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&mut c).await.ok();
+    }
+}
+
+/// Raw commits per second: single-row INSERTs, each its own transaction, from `tasks` concurrent tasks.
+async fn raw_commits(store: &Store, total: usize, tasks: usize) -> anyhow::Result<f64> {
+    let create = "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, v TEXT NOT NULL)";
+    match store {
+        Store::Sqlite(p) => {
+            sqlx::query(create).execute(p).await?;
+            sqlx::query("DELETE FROM bench_raw").execute(p).await?;
+        }
+        Store::Postgres(p) => {
+            sqlx::query(create).execute(p).await?;
+            sqlx::query("DELETE FROM bench_raw").execute(p).await?;
+        }
+    }
+    let start = Instant::now();
+    let per = total / tasks.max(1);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per {
+                let id = (t * per + i) as i64;
+                let sql = "INSERT INTO bench_raw (id, v) VALUES ($1, $2)";
+                match &store {
+                    Store::Sqlite(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
+                    Store::Postgres(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
+                }?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok((per * tasks) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Figure 1: complete registrations through the engine, `users` at once; returns dialogue steps per second.
+async fn dialogue_throughput(engine: &Engine, users: usize) -> anyhow::Result<(f64, f64)> {
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for u in 0..users {
+        let engine = engine.clone();
+        handles.push(tokio::spawn(async move {
+            let user = format!("user{u}");
+            engine
+                .handle(request("bench", &user, Input::CommandLine(format!("/pilot register Throughput pilot {u}"))))
+                .await;
+            for answer in ANSWERS.iter().take(6) {
+                engine.handle(request("bench", &user, Input::Text((*answer).to_owned()))).await;
+            }
+        }));
+    }
+    for h in handles {
+        h.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let steps = (users * 7) as f64;
+    Ok((steps / secs, users as f64 / secs))
+}
+
+/// Figure 2: latency of single dialogue steps while `open` dialogues are open.
+async fn step_latency(engine: &Engine, open: usize) -> anyhow::Result<Vec<Duration>> {
+    for u in 0..open {
+        let user = format!("open{u}");
+        engine
+            .handle(request("latency", &user, Input::CommandLine(format!("/pilot register Latency pilot {u}"))))
+            .await;
+    }
+    let mut samples = Vec::with_capacity(open * 2);
+    for step in 0..2 {
+        for u in 0..open {
+            let user = format!("open{u}");
+            let t = Instant::now();
+            engine.handle(request("latency", &user, Input::Text(ANSWERS[step].to_owned()))).await;
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Seeds `n` scoped pilots in workspace `ws`, `due` of them with a nudge due, the others due in months.
+async fn seed(url: &str, ws: &str, n: usize, due: usize) -> anyhow::Result<()> {
+    lastmile::open_store(url).await?.close().await; // created and migrated
+    let columns = "workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, owner, pnl_line, \
+                   pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, next_action_at, updated_at";
+    let values = |i: &str, concat: &str| {
+        format!(
+            "'{ws}', 'Pilot '{concat}{i}, 'pilot '{concat}{i}, 'scoped', 'bob', '2026-11-25T10:00:00+00:00', 'general', 'w', \
+             'owner' {concat} ({i} % 500), 'Line ' {concat} ({i} % 50), 'GBP', 100.0, 80.0, '2027-01-06', '2027-01-06', 'accepted', \
+             CASE WHEN {i} < {due} THEN '2027-01-07T08:00:00+00:00' ELSE '2027-06-07T08:00:00+00:00' END, '2026-11-25T10:00:00+00:00'"
+        )
+    };
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        let sql = format!(
+            "INSERT INTO pilots ({columns}) SELECT {} FROM generate_series(0, {}) AS s(i)",
+            values("i", "||")
+                .replace("'2027-01-07T08:00:00+00:00'", "'2027-01-07T08:00:00+00:00'::timestamptz")
+                .replace("'2027-06-07T08:00:00+00:00' END", "'2027-06-07T08:00:00+00:00'::timestamptz END")
+                .replace("'2026-11-25T10:00:00+00:00'", "'2026-11-25T10:00:00+00:00'::timestamptz")
+                .replace("'2027-01-06'", "'2027-01-06'::date"),
+            n - 1
+        );
+        sqlx::query(&sql).execute(&mut c).await?;
+        sqlx::query("ANALYZE pilots").execute(&mut c).await?;
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await?;
+        let sql = format!(
+            "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
+             INSERT INTO pilots ({columns}) SELECT {} FROM s",
+            n - 1,
+            values("i", "||")
+        );
+        sqlx::query(&sql).execute(&mut c).await?;
+        sqlx::query("ANALYZE").execute(&mut c).await?;
+    }
+    Ok(())
+}
+
+/// Figure 3: find and claim the due pilots; returns the time and the query plan.
+async fn sweep(url: &str, n: usize, due: usize) -> anyhow::Result<(Duration, String)> {
+    seed(url, "sweep", n, due).await?;
+    let store = lastmile::open_store(url).await?;
+    let at: DateTime<Utc> = "2027-01-07T09:00:00Z".parse()?;
+    let ws = WorkspaceId::new("sweep");
+    let t = Instant::now();
+    let claimed = store.claim_due(at, at + chrono::Duration::minutes(5), "bench", due as i64, Some(&ws)).await?;
+    let took = t.elapsed();
+    anyhow::ensure!(claimed.len() == due, "claimed {} of {due}", claimed.len());
+    let plan = store.explain_claim_due().await?;
+    store.close().await;
+    Ok((took, plan))
+}
+
+/// Figure 4: the portfolio post of one workspace (summary, chart), and the chart alone.
+async fn portfolio(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    seed(url, "portfolio", n, n / 10).await?;
+    let engine = engine(url).await?;
+    let ws = WorkspaceId::new("portfolio");
+    let at: DateTime<Utc> = "2027-02-01T10:00:00Z".parse()?;
+    engine.portfolio_post(&ws, ChannelId::new("general"), at).await?; // warm the pool and the font
+    let t = Instant::now();
+    let post = engine.portfolio_post(&ws, ChannelId::new("general"), at).await?;
+    let whole = t.elapsed();
+    anyhow::ensure!(post.attachment.is_some(), "no chart");
+    let steps: Vec<(String, u64)> = (0..8).map(|i| (format!("Step {i}"), (n / (i + 1)) as u64)).collect();
+    let t = Instant::now();
+    lastmile::render::chart::funnel_png("Funnel", &steps)?;
+    let chart = t.elapsed();
+    engine.store().close().await;
+    Ok((whole, chart))
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn lastmile_bin() -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("lastmile")
+}
+
+/// Figure 5: peak RSS of the console bot: idle, and after `dialogues` users each opened a registration.
+fn memory(dir: &Path, dialogues: usize) -> anyhow::Result<(u64, u64)> {
+    let run = |script: String, db: &str| -> anyhow::Result<u64> {
+        let mut child = Command::new(lastmile_bin())
+            .args(["--db", db, "console", "--now", "2026-11-25T10:00:00Z"])
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("run the lastmile binary (build it first: cargo build --release)")?;
+        let pid = child.id();
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(script.as_bytes())?;
+        stdin.write_all(b"/pilot help\n")?;
+        stdin.flush()?;
+        // Wait for the last answer, read the peak while the process still lives, then let it end.
+        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        while out.read_line(&mut line)? > 0 {
+            if line.contains("lastmile keeps every AI pilot") {
+                break;
+            }
+            line.clear();
+        }
+        let peak = peak_rss_kib(pid).unwrap_or(0);
+        drop(stdin);
+        child.wait()?;
+        Ok(peak)
+    };
+    let idle = run(String::new(), &dir.join("memory-idle.db").display().to_string())?;
+    let mut script = String::new();
+    for u in 0..dialogues {
+        script.push_str(&format!(":as @user{u}\n/pilot register Memory pilot {u}\n"));
+    }
+    let busy = run(script, &dir.join("memory-busy.db").display().to_string())?;
+    Ok((idle, busy))
+}
+
+/// Figure 7: launch to first answer on an existing database (migrations applied).
+fn startup(db: &Path) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let out = Command::new(lastmile_bin())
+        .args(["--db", &db.display().to_string(), "console"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().map(|mut s| s.write_all(b"/pilot list\n"));
+            c.wait_with_output()
+        })?;
+    anyhow::ensure!(out.status.success(), "the bot failed to start");
+    Ok(t.elapsed())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0)))
+        .unwrap_or(0);
+    format!("{cpu}, {cores} cores, {:.0} GiB", mem as f64 / 1024.0 / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out_file = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned();
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let dir = tempfile_dir()?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut plans: Vec<(String, String)> = Vec::new();
+    let started = Instant::now();
+
+    for kind in ["sqlite", "postgres"] {
+        // 1. Dialogue throughput, beside raw commits.
+        let Some(url) = fresh(kind, &dir, "throughput").await? else {
+            println!("{kind}: skipped (set LASTMILE_TEST_POSTGRES_URL to measure PostgreSQL)");
+            continue;
+        };
+        let e = engine(&url).await?;
+        let raw = raw_commits(e.store(), sizes.raw_inserts, sizes.concurrent_users.min(sizes.raw_inserts)).await?;
+        let (steps, regs) = dialogue_throughput(&e, sizes.concurrent_users).await?;
+        rows.push(Row {
+            figure: format!(
+                "1. dialogue steps/s, {} users at once ({kind}; {regs:.1} registrations/s)",
+                sizes.concurrent_users
+            ),
+            value: format!("{steps:.0} steps/s"),
+            baseline: format!("{raw:.0} raw commits/s"),
+            ratio: format!("{:.2}", steps / raw),
+            target: ">= 0.5".into(),
+            met: Some(steps / raw >= 0.5),
+        });
+        // 2. Step latency with many dialogues open, beside a raw commit's latency.
+        let samples = step_latency(&e, sizes.open_dialogues).await?;
+        let raw_one = Duration::from_secs_f64(1.0 / raw_commits(e.store(), 200, 1).await?);
+        let p99 = percentile(&samples, 0.99);
+        rows.push(Row {
+            figure: format!(
+                "2. step latency, {} dialogues open ({kind}): p50 {}, max {}",
+                sizes.open_dialogues,
+                ms(percentile(&samples, 0.5)),
+                ms(*samples.last().unwrap_or(&Duration::ZERO))
+            ),
+            value: format!("p99 {}", ms(p99)),
+            baseline: format!("raw commit {}", ms(raw_one)),
+            ratio: format!("{:.1}", p99.as_secs_f64() / raw_one.as_secs_f64()),
+            target: if kind == "sqlite" { "p99 < 20 ms".into() } else { "(SQLite only)".into() },
+            met: (kind == "sqlite").then_some(p99 < Duration::from_millis(20)),
+        });
+        e.store().close().await;
+        drop_pg(&url).await;
+
+        // 3. Reminder sweep at growing scale.
+        let mut base = None;
+        for &n in &sizes.sweep {
+            let Some(url) = fresh(kind, &dir, &format!("sweep{n}")).await? else { continue };
+            let (took, plan) = sweep(&url, n, sizes.due).await?;
+            drop_pg(&url).await;
+            let b = *base.get_or_insert(took);
+            let last = n == *sizes.sweep.last().unwrap_or(&n);
+            rows.push(Row {
+                figure: format!("3. find and claim {} due nudges among {n} pilots ({kind})", sizes.due),
+                value: ms(took),
+                baseline: format!("{} at {}", ms(b), sizes.sweep[0]),
+                ratio: format!("{:.2}", took.as_secs_f64() / b.as_secs_f64()),
+                target: if last { "ratio <= 2, < 50 ms".into() } else { String::new() },
+                met: last.then_some(took.as_secs_f64() / b.as_secs_f64() <= 2.0 && took < Duration::from_millis(50)),
+            });
+            if last {
+                plans.push((kind.to_owned(), plan));
+            }
+        }
+    }
+
+    // 4. Portfolio summary of one large workspace (SQLite).
+    if let Some(url) = fresh("sqlite", &dir, "portfolio").await? {
+        let (whole, chart) = portfolio(&url, sizes.portfolio).await?;
+        rows.push(Row {
+            figure: format!("4. portfolio summary with chart, {} pilots (sqlite)", sizes.portfolio),
+            value: ms(whole),
+            baseline: format!("chart alone {}", ms(chart)),
+            ratio: format!("{:.1}", whole.as_secs_f64() / chart.as_secs_f64()),
+            target: "< 100 ms; chart < 50 ms".into(),
+            met: Some(whole < Duration::from_millis(100) && chart < Duration::from_millis(50)),
+        });
+    }
+
+    // 5. Memory of the console bot.
+    match memory(&dir, sizes.memory_dialogues) {
+        Ok((idle, busy)) => rows.push(Row {
+            figure: format!("5. peak RSS of the console bot, with {} open dialogues", sizes.memory_dialogues),
+            value: format!("{:.1} MB", busy as f64 / 1024.0),
+            baseline: format!("idle {:.1} MB", idle as f64 / 1024.0),
+            ratio: format!("{:.2}", busy as f64 / idle.max(1) as f64),
+            target: "idle < 40 MB; busy < 150 MB".into(),
+            met: Some(idle < 40 * 1024 && busy < 150 * 1024),
+        }),
+        Err(e) => println!("5. memory: not measured: {e:#}"),
+    }
+
+    // 6. The Discord path needs the Discord adapter (issue 4).
+    rows.push(Row {
+        figure: "6. interactions/s through serenity and the fake Discord".into(),
+        value: "not measured".into(),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: ">= 0.7 x pong".into(),
+        met: None,
+    });
+
+    // 7. Start-up on an existing large database, beside an empty one.
+    let big = dir.join("startup.db");
+    let big_url = format!("sqlite://{}", big.display());
+    seed_via_store(&big_url, sizes.startup).await?;
+    let empty = dir.join("startup-empty.db");
+    seed_via_store(&format!("sqlite://{}", empty.display()), 0).await?;
+    match (startup(&empty), startup(&big)) {
+        (Ok(small), Ok(large)) => rows.push(Row {
+            figure: format!("7. launch to first answer, {} pilots (sqlite, migrated)", sizes.startup),
+            value: ms(large),
+            baseline: format!("empty database {}", ms(small)),
+            ratio: format!("{:.2}", large.as_secs_f64() / small.as_secs_f64()),
+            target: "< 1 s".into(),
+            met: Some(large < Duration::from_secs(1)),
+        }),
+        (a, b) => println!("7. start-up: not measured: {:?} {:?}", a.err(), b.err()),
+    }
+
+    let table = render(&rows, &plans, quick, started.elapsed());
+    println!("{table}");
+    if let Some(path) = out_file {
+        std::fs::write(&path, &table).with_context(|| format!("write {path}"))?;
+        println!("(written to {path})");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// An existing, migrated database with `n` pilots.
+async fn seed_via_store(url: &str, n: usize) -> anyhow::Result<()> {
+    lastmile::open_store(url).await?.close().await;
+    if n > 0 {
+        seed(url, "startup", n, 0).await?;
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("lastmile-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn render(rows: &[Row], plans: &[(String, String)], quick: bool, took: Duration) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "# Benchmarks\n\nMachine: {}. Date: {}. Command: `cargo build --release --bins && target/release/lastmile-bench{}`. Run time: {:.0} s.\n\n",
+        machine(),
+        Utc::now().format("%Y-%m-%d"),
+        if quick { " --quick" } else { " --out BENCHMARKS.md" },
+        took.as_secs_f64()
+    ));
+    s.push_str(
+        "| figure | value | baseline (same run) | ratio | target | met |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        s.push_str(&format!("| {} | {} | {} | {} | {} | {met} |\n", r.figure, r.value, r.baseline, r.ratio, r.target));
+    }
+    for (kind, plan) in plans {
+        s.push_str(&format!("\nQuery plan of the sweep's claim ({kind}):\n\n```text\n{}\n```\n", plan.trim()));
+    }
+    s
+}
