@@ -277,6 +277,9 @@ async fn portfolio(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> 
     let t = Instant::now();
     lastmile::render::chart::funnel_png("Funnel", &steps)?;
     let chart = t.elapsed();
+    let t = Instant::now();
+    engine.store().all_pilots(Some(&ws)).await?;
+    eprintln!("  (loading {n} pilots alone: {})", ms(t.elapsed()));
     engine.store().close().await;
     Ok((whole, chart))
 }
@@ -307,9 +310,13 @@ fn memory(dir: &Path, dialogues: usize) -> anyhow::Result<(u64, u64)> {
             .context("run the lastmile binary (build it first: cargo build --release)")?;
         let pid = child.id();
         let mut stdin = child.stdin.take().context("stdin")?;
-        stdin.write_all(script.as_bytes())?;
-        stdin.write_all(b"/pilot help\n")?;
-        stdin.flush()?;
+        // Written from another thread: the bot's answers fill its stdout pipe while it reads the script.
+        let writer = std::thread::spawn(move || -> std::io::Result<std::process::ChildStdin> {
+            stdin.write_all(script.as_bytes())?;
+            stdin.write_all(b"/pilot help\n")?;
+            stdin.flush()?;
+            Ok(stdin)
+        });
         // Wait for the last answer, read the peak while the process still lives, then let it end.
         let mut out = BufReader::new(child.stdout.take().context("stdout")?);
         let mut line = String::new();
@@ -320,7 +327,8 @@ fn memory(dir: &Path, dialogues: usize) -> anyhow::Result<(u64, u64)> {
             line.clear();
         }
         let peak = peak_rss_kib(pid).unwrap_or(0);
-        drop(stdin);
+        drop(writer.join().map_err(|_| anyhow::anyhow!("script writer panicked"))??);
+        std::io::copy(&mut out, &mut std::io::sink())?;
         child.wait()?;
         Ok(peak)
     };
@@ -387,6 +395,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{kind}: skipped (set LASTMILE_TEST_POSTGRES_URL to measure PostgreSQL)");
             continue;
         };
+        eprintln!("[{:>4.0}s] {kind}: dialogue throughput and latency", started.elapsed().as_secs_f64());
         let e = engine(&url).await?;
         let raw = raw_commits(e.store(), sizes.raw_inserts, sizes.concurrent_users.min(sizes.raw_inserts)).await?;
         let (steps, regs) = dialogue_throughput(&e, sizes.concurrent_users).await?;
@@ -425,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
         let mut base = None;
         for &n in &sizes.sweep {
             let Some(url) = fresh(kind, &dir, &format!("sweep{n}")).await? else { continue };
+            eprintln!("[{:>4.0}s] {kind}: sweep among {n}", started.elapsed().as_secs_f64());
             let (took, plan) = sweep(&url, n, sizes.due).await?;
             drop_pg(&url).await;
             let b = *base.get_or_insert(took);
@@ -443,6 +453,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    eprintln!("[{:>4.0}s] portfolio, memory, start-up", started.elapsed().as_secs_f64());
     // 4. Portfolio summary of one large workspace (SQLite).
     if let Some(url) = fresh("sqlite", &dir, "portfolio").await? {
         let (whole, chart) = portfolio(&url, sizes.portfolio).await?;

@@ -475,6 +475,10 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
+        let after = match after_id {
+            Some(id) => self.store.pilot(&req.workspace, id).await?,
+            None => None,
+        };
         // Anything that moves a review date, settles a pilot or adds evidence changes what is due and when.
         let schedule_changed = effects.iter().any(|e| {
             matches!(
@@ -486,13 +490,9 @@ impl Engine {
                     | Effect::Snooze { .. }
             )
         });
-        if let (true, Some(id)) = (schedule_changed, after_id) {
-            self.reschedule(&req.workspace, id).await?;
+        if let (true, Some(pilot)) = (schedule_changed, &after) {
+            self.reschedule_pilot(pilot).await?;
         }
-        let after = match after_id {
-            Some(id) => self.store.pilot(&req.workspace, id).await?,
-            None => None,
-        };
         // Questions asked next may quote answers the conversation keeps (an extension's date, a kill's category).
         let scratch = effects
             .iter()

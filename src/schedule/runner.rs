@@ -216,12 +216,23 @@ impl Engine {
 
     /// Recomputes when a pilot's next message is due, after anything that may change it.
     pub async fn reschedule(&self, ws: &WorkspaceId, id: crate::domain::PilotId) -> Result<(), StoreError> {
-        let Some(pilot) = self.store().pilot(ws, id).await? else { return Ok(()) };
-        let state = self.store().schedule_state(ws, id).await?;
+        match self.store().pilot(ws, id).await? {
+            Some(pilot) => self.reschedule_pilot(&pilot).await,
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Engine::reschedule`], for a pilot as just read. A draft has no schedule: nothing to write.
+    pub async fn reschedule_pilot(&self, pilot: &Pilot) -> Result<(), StoreError> {
+        if pilot.stage == crate::domain::Stage::Draft {
+            return Ok(());
+        }
+        let ws = &pilot.workspace;
+        let state = self.store().schedule_state(ws, pilot.id).await?;
         let settings = self.store().settings(ws).await?;
-        let tz = self.owner_zone(&pilot, &settings).await?;
-        let next = next_due_in(&pilot, &state, &settings, tz).map(|d| d.at);
-        self.store().set_next_action(ws, id, next, false).await
+        let tz = self.owner_zone(pilot, &settings).await?;
+        let next = next_due_in(pilot, &state, &settings, tz).map(|d| d.at);
+        self.store().set_next_action(ws, pilot.id, next, false).await
     }
 
     /// The zone messages to a pilot's owner follow: their own when they set one, else the workspace's.
