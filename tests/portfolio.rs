@@ -106,3 +106,124 @@ async fn one_digest_per_period_postgres() {
     one_digest_per_period_with_two_processes(&db.url).await;
     db.cleanup().await;
 }
+
+/// Pilots in every combination the summary tells apart: stages, kill categories, acceptance, evidence (with P&L
+/// figures that moved towards the target, away from it, or not at all), extensions and due dates.
+async fn seed_varied(url: &str) {
+    lastmile::open_store(url).await.unwrap().close().await;
+    let stages = ["draft", "scoped", "scoped", "in_production", "killed"];
+    let kills = ["NULL", "'not_worth_scaling'", "'stalled_in_handoff'"];
+    let realised = ["NULL", "90.0", "100.0", "120.0"];
+    let mut rows = Vec::new();
+    let mut i = 0;
+    for stage in stages {
+        for kill in kills {
+            for r in realised {
+                for (live, running) in [("FALSE", "FALSE"), ("TRUE", "FALSE"), ("TRUE", "TRUE")] {
+                    let (ext, due) = if i % 3 == 0 { (1, "2027-03-01") } else { (0, "2027-01-06") };
+                    let accepted = if i % 2 == 0 { "accepted" } else { "pending" };
+                    let (base, target, line) =
+                        if i % 4 == 0 { (200.0, 300.0, "Upsell revenue") } else { (100.0, 80.0, "Claims cost") };
+                    let r = if r == "NULL" {
+                        r.to_owned()
+                    } else if i % 4 == 0 {
+                        format!("{}", 200.0 + (r.parse::<f64>().unwrap() - 100.0))
+                    } else {
+                        r.to_owned()
+                    };
+                    rows.push(format!(
+                        "('acme', 'Pilot {i}', 'pilot {i}', '{stage}', 'bob', '2026-11-25T10:00:00+00:00', 'general', 'w', 'owner-{}', \
+                         '{line}', 'GBP', {base}, {target}, '2027-01-06', '{due}', '{accepted}', {kill}, {live}, {running}, {r}, {ext}, \
+                         '2026-11-25T10:00:00+00:00')",
+                        i % 5
+                    ));
+                    i += 1;
+                }
+            }
+        }
+    }
+    let sql = format!(
+        "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, owner, \
+         pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, kill_category, \
+         evidence_workflow_live, evidence_owner_running, pnl_realised, extensions, updated_at) VALUES {}",
+        rows.join(", ")
+    );
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    }
+}
+
+async fn the_database_portfolio_equals_the_domain_one(url: &str) {
+    seed_varied(url).await;
+    let engine = common::engine(url).await;
+    let ws = WorkspaceId::new("acme");
+    for today in ["2026-12-01", "2027-02-01", "2027-04-01"] {
+        let today: chrono::NaiveDate = today.parse().unwrap();
+        let pilots = engine.store().all_pilots(Some(&ws)).await.unwrap();
+        let expected = lastmile::domain::portfolio::portfolio(&pilots, today);
+        let actual = engine.store().portfolio(&ws, today, 10_000).await.unwrap();
+        assert_eq!(actual.funnel, expected.funnel, "{today}");
+        assert_eq!(
+            (actual.healthy_kills, actual.absorption_failures),
+            (expected.healthy_kills, expected.absorption_failures)
+        );
+        assert_eq!(
+            (actual.overdue_total, actual.risks_total, actual.bets_total),
+            (expected.overdue_total, expected.risks_total, expected.bets_total),
+            "{today}"
+        );
+        let names = |v: Vec<String>| {
+            let mut v = v;
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(actual.overdue.iter().map(|o| o.name.clone()).collect()),
+            names(expected.overdue.iter().map(|o| o.name.clone()).collect())
+        );
+        assert_eq!(
+            names(actual.risks.iter().map(|r| r.name.clone()).collect()),
+            names(expected.risks.iter().map(|r| r.name.clone()).collect())
+        );
+        assert_eq!(
+            names(actual.bets.iter().map(|b| b.name.clone()).collect()),
+            names(expected.bets.iter().map(|b| b.name.clone()).collect())
+        );
+        let key = |m: &lastmile::domain::portfolio::PnlMovement| {
+            (
+                m.line.to_lowercase(),
+                m.unit.clone(),
+                m.pilots,
+                m.measured,
+                (m.targeted * 100.0).round() as i64,
+                (m.realised * 100.0).round() as i64,
+            )
+        };
+        let mut a: Vec<_> = actual.pnl.iter().map(key).collect();
+        let mut e: Vec<_> = expected.pnl.iter().map(key).collect();
+        a.sort();
+        e.sort();
+        assert_eq!(a, e, "{today}");
+        if today == "2027-02-01".parse().unwrap() {
+            // The sample has something in every list on this day.
+            assert!(expected.funnel.registered > 100 && expected.risks_total > 0 && expected.bets_total > 0);
+        }
+    }
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn the_database_portfolio_equals_the_domain_one_sqlite() {
+    the_database_portfolio_equals_the_domain_one(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn the_database_portfolio_equals_the_domain_one_postgres() {
+    let Some(db) = TestDb::postgres("the_database_portfolio_equals_the_domain_one_postgres").await else { return };
+    the_database_portfolio_equals_the_domain_one(&db.url).await;
+    db.cleanup().await;
+}

@@ -68,12 +68,16 @@ pub struct PnlMovement {
     pub measured: u32,
 }
 
+/// The portfolio's figures; the lists may hold only the first few items of their totals.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Portfolio {
     pub funnel: Funnel,
     pub overdue: Vec<Overdue>,
+    pub overdue_total: u64,
     pub risks: Vec<Risk>,
+    pub risks_total: u64,
     pub bets: Vec<Bet>,
+    pub bets_total: u64,
     pub healthy_kills: u64,
     pub absorption_failures: u64,
     pub pnl: Vec<PnlMovement>,
@@ -137,6 +141,9 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
         }
     }
     p.overdue.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
+    p.overdue_total = p.overdue.len() as u64;
+    p.risks_total = p.risks.len() as u64;
+    p.bets_total = p.bets.len() as u64;
     p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()));
     p
 }

@@ -5,7 +5,7 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::{Attachment, Engine, Reply, Request};
-use crate::domain::portfolio::{Portfolio, portfolio};
+use crate::domain::portfolio::Portfolio;
 use crate::domain::settings::{SETTING_NAMES, SettingError};
 use crate::domain::{ChannelId, UserId, WorkspaceId, pnl::format_quantity};
 use crate::prompts::Key;
@@ -88,13 +88,14 @@ impl Engine {
                 }
             })
             .collect();
-        let more = |n: usize| n.saturating_sub(limit);
+        let more = |total: u64, shown: usize| total.saturating_sub(shown as u64);
         prompts.render(
             Key::PortfolioSummary,
             context! {
-                funnel, overdue, overdue_more => more(p.overdue.len()), risks, risks_more => more(p.risks.len()),
-                bets, bets_more => more(p.bets.len()), healthy_kills => p.healthy_kills,
-                absorption_failures => p.absorption_failures, pnl, pnl_more => more(p.pnl.len()),
+                overdue_more => more(p.overdue_total, overdue.len()), risks_more => more(p.risks_total, risks.len()),
+                bets_more => more(p.bets_total, bets.len()), pnl_more => more(p.pnl.len() as u64, pnl.len()),
+                funnel, overdue, risks, bets, healthy_kills => p.healthy_kills,
+                absorption_failures => p.absorption_failures, pnl,
             },
         )
     }
@@ -106,8 +107,8 @@ impl Engine {
         channel: ChannelId,
         now: DateTime<Utc>,
     ) -> Result<Reply, StoreError> {
-        let pilots = self.store().all_pilots(Some(ws)).await?;
-        let p = portfolio(&pilots, now.date_naive());
+        // Aggregated by the database: a workspace of 100,000 pilots is not loaded row by row.
+        let p = self.store().portfolio(ws, now.date_naive(), 10).await?;
         // Lists shrink until the summary fits a chat message; the full lists are one `/pilot list` away.
         let mut text = String::new();
         for limit in [10, 5, 3, 1, 0] {

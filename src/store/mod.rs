@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::dialogue::Ask;
 use crate::dialogue::{Change, Conversation, Effect};
+use crate::domain::portfolio::{Bet, Funnel, Overdue, PnlMovement, Portfolio, Risk};
 use crate::domain::{
     DecisionKind, EvidenceKind, Pilot, PilotId, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
 };
@@ -111,6 +112,10 @@ impl BeginWrite for PgPool {
 /// Pilots whose next message is due at `$3` and not claimed by a live lease (`$5`: one workspace, or all).
 const CLAIM_DUE: &str =
     "next_action_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) AND ($5 IS NULL OR workspace = $5)";
+
+/// A measured P&L value moved its line from the baseline towards the target (as `lifecycle::pnl_moved`).
+const PNL_MOVED: &str = "pnl_realised IS NOT NULL AND ((pnl_target > pnl_baseline AND pnl_realised > pnl_baseline) \
+     OR (pnl_target < pnl_baseline AND pnl_realised < pnl_baseline))";
 
 /// A review cycle's date, as the deliveries table keys it.
 pub type NaiveDateKey = chrono::NaiveDate;
@@ -381,6 +386,115 @@ impl Store {
             sqlx::query(sql).bind(ws.as_str()).bind(owner.as_str()).bind(now).execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// The portfolio of a workspace on `today`, aggregated in the database; lists hold at most `limit` items.
+    pub async fn portfolio(
+        &self,
+        ws: &WorkspaceId,
+        today: chrono::NaiveDate,
+        limit: i64,
+    ) -> Result<Portfolio, StoreError> {
+        // One row per pilot with its evidence count and due date, then sums over them. The evidence count mirrors
+        // Pilot::evidence_count (a P&L figure counts when it moved from the baseline towards the target); the
+        // test `the_database_portfolio_equals_the_domain_one` holds the two together.
+        let per_pilot = format!(
+            "SELECT stage, owner_status, kill_category, extensions, COALESCE(next_review_date, review_date) AS due, \
+             (CASE WHEN evidence_workflow_live THEN 1 ELSE 0 END) + (CASE WHEN evidence_owner_running THEN 1 ELSE 0 END) + \
+             (CASE WHEN {PNL_MOVED} THEN 1 ELSE 0 END) AS ev FROM pilots WHERE workspace = $1"
+        );
+        let risky = "stage = 'scoped' AND due < $2 AND ev < 3";
+        let counts = format!(
+            "SELECT COUNT(*), \
+             COALESCE(SUM(CASE WHEN stage <> 'draft' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage <> 'draft' AND owner_status = 'accepted' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage <> 'draft' AND ev >= 1 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage <> 'draft' AND ev >= 2 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage <> 'draft' AND ev >= 3 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'in_production' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'killed' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'killed' AND COALESCE(kill_category, '') <> 'stalled_in_handoff' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'killed' AND kill_category = 'stalled_in_handoff' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'scoped' AND due < $2 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN {risky} THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN stage = 'scoped' AND extensions > 0 AND NOT ({risky}) THEN 1 ELSE 0 END), 0) \
+             FROM ({per_pilot}) p"
+        );
+        let pnl = "SELECT MIN(pnl_line), pnl_unit, COUNT(*), SUM(pnl_target - pnl_baseline), \
+                   SUM(CASE WHEN pnl_realised IS NOT NULL THEN pnl_realised - pnl_baseline ELSE 0.0 END), \
+                   SUM(CASE WHEN pnl_realised IS NOT NULL THEN 1 ELSE 0 END) \
+                   FROM pilots WHERE workspace = $1 AND stage IN ('scoped', 'in_production') AND pnl_line IS NOT NULL \
+                   GROUP BY LOWER(TRIM(pnl_line)), pnl_unit";
+        let list = |condition: &str| {
+            format!(
+                "SELECT {cols} FROM pilots WHERE workspace = $1 AND id IN (SELECT id FROM ({per_pilot_ids}) p WHERE {condition}) \
+                 ORDER BY COALESCE(next_review_date, review_date), name LIMIT $3",
+                cols = rows::PILOT_COLUMNS,
+                per_pilot_ids = per_pilot.replacen("SELECT stage,", "SELECT id, stage,", 1),
+            )
+        };
+        let overdue_sql = list("stage = 'scoped' AND due < $2");
+        let risks_sql = list(risky);
+        let bets_sql = list(&format!("stage = 'scoped' AND extensions > 0 AND NOT ({risky})"));
+        type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+        type PnlRow = (Option<String>, Option<String>, i64, Option<f64>, Option<f64>, i64);
+        let (c, pnl_rows, overdue, risks, bets): (Counts, Vec<PnlRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>) = with_pool!(self, pool => {
+            let c = sqlx::query_as(&counts).bind(ws.as_str()).bind(today).fetch_one(pool).await?;
+            let pnl_rows = sqlx::query_as(pnl).bind(ws.as_str()).fetch_all(pool).await?;
+            let overdue = sqlx::query_as(&overdue_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
+            let risks = sqlx::query_as(&risks_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
+            let bets = sqlx::query_as(&bets_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
+            (c, pnl_rows, overdue, risks, bets)
+        });
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let pilots =
+            |rows: Vec<PilotRow>| rows.into_iter().map(PilotRow::into_domain).collect::<Result<Vec<Pilot>, _>>();
+        let mut p = Portfolio {
+            funnel: Funnel {
+                registered: n(c.0),
+                scoped: n(c.1),
+                owner_accepted: n(c.2),
+                evidence_1: n(c.3),
+                evidence_2: n(c.4),
+                evidence_3: n(c.5),
+                in_production: n(c.6),
+                killed: n(c.7),
+            },
+            healthy_kills: n(c.8),
+            absorption_failures: n(c.9),
+            overdue_total: n(c.10),
+            risks_total: n(c.11),
+            bets_total: n(c.12),
+            ..Portfolio::default()
+        };
+        p.overdue = pilots(overdue)?
+            .into_iter()
+            .filter_map(|pl| {
+                let due = pl.due_date()?;
+                Some(Overdue { evidence: pl.evidence_count(), name: pl.name, owner: pl.owner, due })
+            })
+            .collect();
+        p.risks = pilots(risks)?
+            .into_iter()
+            .map(|pl| Risk { reasons: crate::domain::lifecycle::outcome(&pl, today).1, name: pl.name })
+            .collect();
+        p.bets = pilots(bets)?
+            .into_iter()
+            .map(|pl| Bet { extensions: pl.extensions, due: pl.due_date(), name: pl.name })
+            .collect();
+        p.pnl = pnl_rows
+            .into_iter()
+            .map(|(line, unit, pilots, targeted, realised, measured)| PnlMovement {
+                line: line.unwrap_or_default(),
+                unit: unit.unwrap_or_default(),
+                pilots: u32::try_from(pilots).unwrap_or(u32::MAX),
+                targeted: targeted.unwrap_or(0.0),
+                realised: realised.unwrap_or(0.0),
+                measured: u32::try_from(measured).unwrap_or(u32::MAX),
+            })
+            .collect();
+        p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()).then_with(|| a.line.cmp(&b.line)));
+        Ok(p)
     }
 
     /// The earliest time anything is due, in one workspace or all (for a simulated clock).
