@@ -399,7 +399,7 @@ impl Store {
         // Pilot::evidence_count (a P&L figure counts when it moved from the baseline towards the target); the
         // test `the_database_portfolio_equals_the_domain_one` holds the two together.
         let per_pilot = format!(
-            "SELECT stage, owner_status, kill_category, extensions, COALESCE(next_review_date, review_date) AS due, \
+            "SELECT stage, owner_status, kill_category, extensions, next_review_date AS due, \
              (CASE WHEN evidence_workflow_live THEN 1 ELSE 0 END) + (CASE WHEN evidence_owner_running THEN 1 ELSE 0 END) + \
              (CASE WHEN {PNL_MOVED} THEN 1 ELSE 0 END) AS ev FROM pilots WHERE workspace = $1"
         );
@@ -425,17 +425,22 @@ impl Store {
                    SUM(CASE WHEN pnl_realised IS NOT NULL THEN 1 ELSE 0 END) \
                    FROM pilots WHERE workspace = $1 AND stage IN ('scoped', 'in_production') AND pnl_line IS NOT NULL \
                    GROUP BY LOWER(TRIM(pnl_line)), pnl_unit";
+        // The lists read the review date in force directly, so the (workspace, stage, next_review_date) index
+        // yields them in order and LIMIT stops early.
+        let evidence = format!(
+            "(CASE WHEN evidence_workflow_live THEN 1 ELSE 0 END) + (CASE WHEN evidence_owner_running THEN 1 ELSE 0 END) \
+             + (CASE WHEN {PNL_MOVED} THEN 1 ELSE 0 END)"
+        );
         let list = |condition: &str| {
             format!(
-                "SELECT {cols} FROM pilots WHERE workspace = $1 AND id IN (SELECT id FROM ({per_pilot_ids}) p WHERE {condition}) \
-                 ORDER BY COALESCE(next_review_date, review_date), name LIMIT $3",
-                cols = rows::PILOT_COLUMNS,
-                per_pilot_ids = per_pilot.replacen("SELECT stage,", "SELECT id, stage,", 1),
+                "SELECT {} FROM pilots WHERE workspace = $1 AND stage = 'scoped' AND {condition} \
+                 ORDER BY next_review_date, name LIMIT $3",
+                rows::PILOT_COLUMNS
             )
         };
-        let overdue_sql = list("stage = 'scoped' AND due < $2");
-        let risks_sql = list(risky);
-        let bets_sql = list(&format!("stage = 'scoped' AND extensions > 0 AND NOT ({risky})"));
+        let overdue_sql = list("next_review_date < $2");
+        let risks_sql = list(&format!("next_review_date < $2 AND {evidence} < 3"));
+        let bets_sql = list(&format!("extensions > 0 AND NOT (next_review_date < $2 AND {evidence} < 3)"));
         type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
         type PnlRow = (Option<String>, Option<String>, i64, Option<f64>, Option<f64>, i64);
         let (c, pnl_rows, overdue, risks, bets): (Counts, Vec<PnlRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>) = with_pool!(self, pool => {
