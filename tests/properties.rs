@@ -135,3 +135,60 @@ proptest! {
         });
     }
 }
+
+/// The positions of the evidence and review conversations, and the owner's answer to a direct message.
+const LIFECYCLE_POSITIONS: &[&[&str]] = &[
+    &["/pilot evidence {p}"],
+    &["/pilot evidence {p}", "1"],
+    &["/pilot evidence {p}", "3"],
+    &["/pilot review {p} kill"],
+    &["/pilot review {p} kill", "2"],
+    &["/pilot review {p} extend"],
+    &["/pilot review {p} extend", "2027-03-31"],
+    &["/pilot review {p} scale"],
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_answer_in_the_lifecycle_is_handled_safely(
+        text in any_text(),
+        position in 0usize..=LIFECYCLE_POSITIONS.len(),
+    ) {
+        LazyLock::force(&ENGINE);
+        RT.block_on(async {
+            let n = USERS.fetch_add(1, Ordering::SeqCst);
+            let user = UserId::new(format!("u{n}"));
+            let name = format!("Lifecycle pilot {n}");
+            send(&user, Input::CommandLine(format!("/pilot register {name}"))).await;
+            for answer in SCRIPT.iter().take(SCRIPT.len() - 1) {
+                send(&user, Input::Text((*answer).into())).await;
+            }
+            send(&user, Input::Text("1".into())).await; // confirm: scoped; @alice is asked to accept
+            // The last position is @alice's answer to her direct message; the others are the registrant's.
+            let speaker = if position == LIFECYCLE_POSITIONS.len() { UserId::new("alice") } else { user.clone() };
+            if let Some(steps) = LIFECYCLE_POSITIONS.get(position) {
+                for step in *steps {
+                    let line = step.replace("{p}", &name);
+                    let input = if line.starts_with('/') { Input::CommandLine(line) } else { Input::Text(line) };
+                    send(&user, input).await;
+                }
+            }
+            let ws = WorkspaceId::new("prop");
+            let pilot_before = ENGINE.store().find_pilot(&ws, &name).await.unwrap().unwrap();
+            let conv_before = snapshot(&speaker).await.0;
+            let replies = send(&speaker, Input::Text(text.clone())).await;
+            let pilot_after = ENGINE.store().find_pilot(&ws, &name).await.unwrap().unwrap();
+            let conv_after = snapshot(&speaker).await.0;
+            assert!(!replies.is_empty(), "no reply to {text:?}");
+            for r in &replies {
+                assert!(!r.text.contains("something went wrong"), "internal error on {text:?} at {position}");
+                assert!(r.ping.iter().all(|p| ["alice", "carol", user.as_str()].contains(&p.as_str())), "{:?}", r.ping);
+            }
+            if conv_after == conv_before && conv_after.is_some() {
+                assert_eq!(pilot_after, pilot_before, "{text:?} at {position} changed the pilot without moving on");
+            }
+        });
+    }
+}
