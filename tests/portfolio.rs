@@ -10,7 +10,6 @@ use common::TestDb;
 use lastmile::domain::{ChannelId, UserId, WorkspaceId};
 use lastmile::engine::{Destination, Reply};
 use lastmile::schedule::runner::{DeliveryError, Outbox};
-use sqlx::Connection;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Reply>>);
@@ -41,13 +40,7 @@ async fn seed(url: &str, n: usize) {
          pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, updated_at) VALUES {}",
         rows.join(", ")
     );
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
-    }
+    common::execute(url, &sql).await;
 }
 
 #[tokio::test]
@@ -148,13 +141,7 @@ async fn seed_varied(url: &str) {
          evidence_workflow_live, evidence_owner_running, pnl_realised, extensions, updated_at) VALUES {}",
         rows.join(", ")
     );
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
-    }
+    common::execute(url, &sql).await;
 }
 
 async fn the_database_portfolio_equals_the_domain_one(url: &str) {

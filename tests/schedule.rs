@@ -67,17 +67,7 @@ async fn seed(url: &str, w: &str, n: usize) {
                 pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, next_action_at, updated_at) VALUES ";
     for chunk in rows.chunks(500) {
         let sql = format!("{head}{}", chunk.join(", "));
-        if url.starts_with("postgres") {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query(&sql).execute(&mut c).await.unwrap();
-            c.close().await.unwrap();
-        } else {
-            use sqlx::Connection;
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query(&sql).execute(&mut c).await.unwrap();
-            c.close().await.unwrap();
-        }
+        common::execute(&url, &sql).await;
     }
 }
 

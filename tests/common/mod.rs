@@ -99,3 +99,16 @@ pub async fn run_console(url: &str, user: &str, input: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// Runs one SQL statement on a test database (for seeding many rows at once).
+pub async fn execute(url: &str, sql: &str) {
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+        c.close().await.ok();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+        c.close().await.ok();
+    }
+}
