@@ -666,7 +666,7 @@ impl Engine {
                 }
                 let expect = match step {
                     Step::Owner | Step::Sponsor => Expect::Person { step, skippable: step == Step::Sponsor },
-                    _ => Expect::Text { step, current: pilot.and_then(|pl| self.raw_value(pl, step)) },
+                    _ => Expect::Text { step, current: pilot.and_then(|pl| self.value(pl, step)) },
                 };
                 Reply { expect: Some(expect), ..self.ephemeral(req, text) }
             }
@@ -714,11 +714,6 @@ impl Engine {
                 .map(|t| format!("{}: {} -> {}", t.line, t.format_value(t.baseline), t.format_value(t.target))),
             Step::ReviewDate => pilot.review_date.map(|d| d.to_string()),
         }
-    }
-
-    /// An answer on record as it could be typed again (to prefill a text field).
-    fn raw_value(&self, pilot: &Pilot, step: Step) -> Option<String> {
-        self.value(pilot, step)
     }
 
     pub(crate) fn person(&self, user: Option<&UserId>) -> String {
