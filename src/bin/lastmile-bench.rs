@@ -536,10 +536,14 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 fn render(rows: &[Row], plans: &[(String, String)], quick: bool, took: Duration) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "# Benchmarks\n\nMachine: {}. Date: {}. Command: `cargo build --release --bins && target/release/lastmile-bench{}`. Run time: {:.0} s.\n\n",
+        "# Benchmarks\n\nMachine: {}. Date: {}. Command: `{}`. Run time: {:.0} s.\n\n",
         machine(),
         Utc::now().format("%Y-%m-%d"),
-        if quick { " --quick" } else { " --out BENCHMARKS.md" },
+        if quick {
+            "cargo build --bins && target/debug/lastmile-bench --quick"
+        } else {
+            "cargo build --release --bins && target/release/lastmile-bench --out BENCHMARKS.md"
+        },
         took.as_secs_f64()
     ));
     s.push_str(

@@ -247,7 +247,16 @@ impl Engine {
     }
 
     async fn command(&self, req: &Request, cmd: Command) -> Result<Vec<Reply>, StoreError> {
-        let pending = self.store.conversation(&req.workspace, &req.user).await?;
+        // Only the commands that start or resume a conversation need to know the user's pending one.
+        let needs_pending = matches!(
+            cmd,
+            Command::Register { .. }
+                | Command::Resume
+                | Command::Edit { .. }
+                | Command::Evidence { .. }
+                | Command::Review { .. }
+        );
+        let pending = if needs_pending { self.store.conversation(&req.workspace, &req.user).await? } else { None };
         match cmd {
             Command::Register { name } => {
                 if let Some(conv) = pending {
