@@ -122,7 +122,7 @@ keys! {
     AnnounceScaled = "review.scaled" [pilot, decider, owner, override_reason],
     AnnounceExtended = "review.extended" [pilot, decider, date, reason, extensions],
     AnnounceKilled = "review.killed" [pilot, decider, category, reason],
-    DecideNotAllowed = "review.not_allowed" [pilot, registrant, sponsor],
+    DecideNotAllowed = "review.not_allowed" [pilot, registrant, sponsor, owner, deciders],
     AlreadyDecided = "review.already_decided" [pilot, stage],
     ExtensionAwaitsSponsor = "review.extension_awaits_sponsor" [pilot, sponsor, limit],
     NoSponsorForExtension = "review.no_sponsor_for_extension" [pilot, limit],

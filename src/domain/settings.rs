@@ -7,8 +7,10 @@ use super::UserId;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkspaceSettings {
-    /// Workspace admins: they may decide on any pilot and change these settings.
+    /// Workspace admins: they may change these settings (and decide, when `deciders` names them).
     pub admins: Vec<UserId>,
+    /// Who may decide at a review: any of `sponsor`, `registrant`, `owner`, `admins`.
+    pub deciders: Vec<String>,
     /// Extensions beyond this many need the sponsor's confirmation.
     pub extension_limit: u32,
     /// Where escalations and digests are posted (a channel id); none: the pilot's home channel.
@@ -40,6 +42,7 @@ impl Default for WorkspaceSettings {
     fn default() -> Self {
         Self {
             admins: Vec::new(),
+            deciders: ["sponsor", "registrant", "admins"].map(String::from).to_vec(),
             extension_limit: 2,
             review_channel: None,
             timezone: "UTC".into(),
@@ -62,6 +65,17 @@ impl WorkspaceSettings {
     pub fn is_admin(&self, user: &UserId) -> bool {
         self.admins.contains(user)
     }
+
+    /// Whether `user` may decide on `pilot` at a review, by the roles `deciders` names.
+    pub fn may_decide(&self, pilot: &super::Pilot, user: &UserId) -> bool {
+        self.deciders.iter().any(|role| match role.as_str() {
+            "sponsor" => pilot.sponsor.as_ref() == Some(user),
+            "registrant" => &pilot.registered_by == user,
+            "owner" => pilot.owner.as_ref() == Some(user),
+            "admins" => self.is_admin(user),
+            _ => false,
+        })
+    }
 }
 
 /// The settings `/lastmile config` can change, in the order it shows them.
@@ -80,7 +94,10 @@ pub const SETTING_NAMES: &[&str] = &[
     "extension_limit",
     "digest",
     "admins",
+    "deciders",
 ];
+
+const DECIDER_ROLES: [&str; 4] = ["sponsor", "registrant", "owner", "admins"];
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -162,6 +179,15 @@ impl WorkspaceSettings {
                 }
                 self.admins = users;
             }
+            "deciders" => {
+                let roles: Vec<String> =
+                    v.split([',', ' ']).map(|r| r.trim().to_lowercase()).filter(|r| !r.is_empty()).collect();
+                if roles.is_empty() || roles.iter().any(|r| !DECIDER_ROLES.contains(&r.as_str())) {
+                    return Err(SettingError::Invalid);
+                }
+                self.deciders =
+                    DECIDER_ROLES.iter().filter(|r| roles.iter().any(|x| x == *r)).map(|r| r.to_string()).collect();
+            }
             _ => return Err(SettingError::Unknown),
         }
         Ok(())
@@ -187,6 +213,7 @@ impl WorkspaceSettings {
                     "max_snoozes" => self.max_snoozes.to_string(),
                     "extension_limit" => self.extension_limit.to_string(),
                     "digest" => self.digest_cron.clone(),
+                    "deciders" => self.deciders.join(","),
                     _ if self.admins.is_empty() => "none".into(),
                     _ => self.admins.iter().map(UserId::mention).collect::<Vec<_>>().join(" "),
                 };
@@ -215,6 +242,8 @@ mod tests {
         s.set("digest", "0 9 * * MON").unwrap();
         s.set("admins", "<@alice> <@bob>").unwrap();
         assert_eq!(s.admins.len(), 2);
+        s.set("deciders", "admins, sponsor").unwrap();
+        assert_eq!(s.deciders, vec!["sponsor", "admins"]);
         let before = s.clone();
         for (name, value) in [
             ("timezone", "Mars/Olympus"),
@@ -224,6 +253,8 @@ mod tests {
             ("digest", "every monday"),
             ("admins", "the leads"),
             ("review_channel", ""),
+            ("deciders", "everyone"),
+            ("deciders", ""),
         ] {
             assert_eq!(s.set(name, value), Err(SettingError::Invalid), "{name} {value}");
         }

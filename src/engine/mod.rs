@@ -374,13 +374,13 @@ impl Engine {
                 if p.stage != Stage::Scoped {
                     return Ok(vec![self.not_open(req, &p)]);
                 }
-                let may_decide = p.sponsor.as_ref() == Some(&req.user)
-                    || p.registered_by == req.user
-                    || settings.is_admin(&req.user);
-                if !may_decide {
+                if !settings.may_decide(&p, &req.user) {
                     let text = self.prompts.render(
                         Key::DecideNotAllowed,
-                        context! { pilot => p.name, registrant => p.registered_by.mention(), sponsor => self.person(p.sponsor.as_ref()) },
+                        context! {
+                            pilot => p.name, registrant => p.registered_by.mention(), sponsor => self.person(p.sponsor.as_ref()),
+                            owner => self.person(p.owner.as_ref()), deciders => settings.deciders,
+                        },
                     );
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
