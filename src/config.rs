@@ -40,8 +40,14 @@ pub struct Config {
     /// How many pilots `/pilot list` shows before "and N more".
     pub list_limit: u32,
     pub console: ConsoleConfig,
-    /// The Discord bot token (used from the Discord issue on). Never logged.
+    /// The Discord bot token (`DISCORD_TOKEN`). Never logged.
     pub discord_token: Option<Secret>,
+    /// Register the slash commands in this server only (`DISCORD_GUILD_ID`); globally when unset.
+    pub discord_guild_id: Option<u64>,
+    /// Send Discord REST calls through this base URL (`LASTMILE_DISCORD_API_URL`): a shared rate-limiting proxy.
+    pub discord_api_url: Option<String>,
+    /// How often the bot looks for due nudges and digests, in seconds.
+    pub scheduler_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -75,6 +81,9 @@ impl Default for Config {
                 chart_dir: std::env::temp_dir().join("lastmile-charts"),
             },
             discord_token: None,
+            discord_guild_id: None,
+            discord_api_url: None,
+            scheduler_interval_secs: 60,
         }
     }
 }
@@ -93,13 +102,11 @@ impl Config {
                     .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
                     .split("__"),
             )
-            .merge(Env::raw().only(&["DATABASE_URL", "DISCORD_TOKEN"]).map(|k| {
-                if k.as_str().eq_ignore_ascii_case("DISCORD_TOKEN") {
-                    "discord_token".into()
-                } else {
-                    "database_url".into()
-                }
-            }))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL", "DISCORD_TOKEN", "DISCORD_GUILD_ID"])
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
+            )
     }
 
     pub fn engine_settings(&self) -> EngineSettings {
@@ -144,12 +151,16 @@ mod tests {
             jail.set_env("LASTMILE_REVIEW_HORIZON_DAYS", "100");
             jail.set_env("DATABASE_URL", "postgres://u:p@h/db");
             jail.set_env("DISCORD_TOKEN", "tok");
+            jail.set_env("DISCORD_GUILD_ID", "123");
+            jail.set_env("LASTMILE_DISCORD_API_URL", "http://127.0.0.1:9/");
             let c = Config::load(Path::new("lastmile.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.review_horizon_days, 100);
             assert_eq!(c.console.workspace, "acme");
             assert_eq!(c.console.user, "you");
             assert_eq!(c.database_url, "postgres://u:p@h/db");
             assert_eq!(c.discord_token.as_ref().map(Secret::expose), Some("tok"));
+            assert_eq!(c.discord_guild_id, Some(123));
+            assert_eq!(c.discord_api_url.as_deref(), Some("http://127.0.0.1:9/"));
             Ok(())
         });
     }

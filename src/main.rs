@@ -53,6 +53,8 @@ enum Cmd {
         #[arg(long)]
         now: Option<DateTime<Utc>>,
     },
+    /// Run the bot in Discord (needs DISCORD_TOKEN; see the README's Discord section).
+    Discord,
     /// Apply database migrations and exit.
     Migrate,
     /// Run a narrated scenario on a fresh temporary database: scoping, evidence, nudges, decisions, the portfolio.
@@ -86,11 +88,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let command = match cli.command {
         Some(c) => c,
-        None if config.discord_token.is_some() => {
-            anyhow::bail!(
-                "a Discord token is configured, but this build has no Discord adapter yet; run `lastmile console`"
-            )
-        }
+        None if config.discord_token.is_some() => Cmd::Discord,
         None => Cmd::Console { workspace: None, user: None, channel: None, now: None },
     };
     match command {
@@ -149,6 +147,22 @@ async fn run() -> anyhow::Result<()> {
             console::run(&engine, opts, script.as_bytes(), &mut stdout).await?;
             engine.store().close().await;
             eprintln!("(the demo database and chart are in {})", dir.display());
+        }
+        Cmd::Discord => {
+            let Some(token) = config.discord_token.clone() else {
+                anyhow::bail!(
+                    "DISCORD_TOKEN is not set: create a bot application first (README, section \"Running it in Discord\")"
+                );
+            };
+            let engine = lastmile::open(&config).await?;
+            let opts = lastmile::chat::discord::DiscordOptions {
+                token,
+                api_url: config.discord_api_url.clone(),
+                guild_id: config.discord_guild_id,
+                scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
+                clock: std::sync::Arc::new(Utc::now),
+            };
+            lastmile::chat::discord::run(engine, opts).await?;
         }
         Cmd::Migrate => {
             let store = lastmile::open_store(&config.database_url).await?;

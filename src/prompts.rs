@@ -52,6 +52,7 @@ keys! {
     StepPnl = "step.pnl" [],
     StepSponsor = "step.sponsor" [],
     StepReviewDate = "step.review_date" [],
+    FieldReason = "step.reason" [],
 
     // The registration and its end.
     Registered = "register.done" [pilot],
@@ -252,6 +253,17 @@ keys! {
     ConsoleBadSpan = "console.bad_span" [span],
     ConsoleDms = "console.dms" [user, closed],
     ConsoleChart = "console.chart" [path],
+
+    // The Discord adapter's own words.
+    DiscordAnswer = "discord.answer" [],
+    DiscordCurrent = "discord.current" [],
+    DiscordModalTitle = "discord.modal_title" [label],
+    DiscordPickPerson = "discord.pick_person" [label],
+    DiscordSkip = "discord.skip" [],
+    DiscordMore = "discord.more" [count],
+    DiscordGuildOnly = "discord.guild_only" [],
+    DiscordStale = "discord.stale" [],
+    DiscordDone = "discord.done" [],
 }
 
 impl Key {

@@ -15,7 +15,7 @@ use lastmile::schedule::runner::{DeliveryError, Outbox};
 struct Recorder(Mutex<Vec<Reply>>);
 
 impl Outbox for Recorder {
-    async fn deliver(&self, _at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+    async fn deliver(&self, _at: DateTime<Utc>, _workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
         self.0.lock().unwrap().push(reply.clone());
         Ok(())
     }

@@ -21,7 +21,7 @@ struct Recorder {
 }
 
 impl Outbox for Recorder {
-    async fn deliver(&self, _at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+    async fn deliver(&self, _at: DateTime<Utc>, _workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
         if self.fail {
             return Err(DeliveryError::Failed("process died".into()));
         }

@@ -92,7 +92,7 @@ struct ConsoleOutbox<'a> {
 }
 
 impl Outbox for ConsoleOutbox<'_> {
-    async fn deliver(&self, at: DateTime<Utc>, reply: &Reply) -> Result<(), DeliveryError> {
+    async fn deliver(&self, at: DateTime<Utc>, _workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
         if let Destination::Dm(u) = &reply.to
             && self.closed_dms.iter().any(|c| c == u.as_str())
         {

@@ -161,10 +161,13 @@ pub fn has_answer(p: &Pilot, step: Step) -> bool {
     }
 }
 
+/// The answer that leaves the sponsor unset.
+pub const SKIP: &str = "skip";
+
 /// Validates one answer into the change it makes, or says why not.
 pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say> {
     let text = answer.as_str();
-    if step == Step::Sponsor && answer.is_keyword("skip") {
+    if step == Step::Sponsor && answer.is_keyword(SKIP) {
         return Ok(Change::Sponsor(None));
     }
     if let Some(rule) = ctx.rules.check(step.as_str(), text) {

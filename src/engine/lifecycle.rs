@@ -6,6 +6,7 @@ use minijinja::context;
 
 use super::{Destination, Engine, Expect, Reply, Request};
 use crate::dialogue::{At, Say, Scratch, asks, evidence, review};
+use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
 use crate::domain::{DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId};
 use crate::prompts::Key;
@@ -82,6 +83,7 @@ impl Engine {
             expect: expect.clone(),
             fallback: None,
             attachment: None,
+            card: false,
         };
         Reply {
             to: Destination::Dm(user.clone()),
@@ -91,6 +93,7 @@ impl Engine {
             expect,
             fallback: Some(Box::new(fallback)),
             attachment: None,
+            card: false,
         }
     }
 
@@ -172,7 +175,10 @@ impl Engine {
             Some(t) => (t.line.clone(), t.format_value(t.baseline), t.format_value(t.target)),
             None => Default::default(),
         };
-        let text_for = |step| Some(Expect::Text { step, current: None });
+        let text_for = |label: Key, multiline| {
+            Some(Expect::Text { label: p.text(label), current: None, max_chars: MAX_ANSWER_CHARS, multiline })
+        };
+        let reason = || text_for(Key::FieldReason, true);
         let (text, choices, expect) = match at {
             At::PickEvidence => (
                 p.render(
@@ -185,17 +191,17 @@ impl Engine {
             At::Evidence(EvidenceKind::WorkflowLive) => (
                 p.render(Key::AskEvidenceWorkflowLive, context! { pilot => name, workflow => pl.workflow.clone() }),
                 vec![],
-                text_for(crate::domain::Step::Workflow),
+                text_for(evidence::label_key(EvidenceKind::WorkflowLive), true),
             ),
             At::Evidence(EvidenceKind::OwnerRunning) => (
                 p.render(Key::AskEvidenceOwnerRunning, context! { pilot => name }),
                 vec![],
-                text_for(crate::domain::Step::Owner),
+                text_for(evidence::label_key(EvidenceKind::OwnerRunning), true),
             ),
             At::Evidence(EvidenceKind::PnlMoved) => (
                 p.render(Key::AskEvidencePnlMoved, context! { pilot => name, pnl_line, baseline, target }),
                 vec![],
-                text_for(crate::domain::Step::Pnl),
+                text_for(evidence::label_key(EvidenceKind::PnlMoved), false),
             ),
             At::ScaleOverride => (
                 p.render(
@@ -203,7 +209,7 @@ impl Engine {
                     context! { pilot => name, count => pl.evidence_count(), missing => self.missing_evidence(pl) },
                 ),
                 vec![],
-                None,
+                reason(),
             ),
             At::ExtendDate => {
                 let window = ReviewWindow::new(req.now.date_naive(), self.settings.review_horizon_days);
@@ -215,13 +221,13 @@ impl Engine {
                         },
                     ),
                     vec![],
-                    text_for(crate::domain::Step::ReviewDate),
+                    text_for(Key::StepReviewDate, false),
                 )
             }
             At::ExtendReason => (
                 p.render(Key::AskExtendReason, context! { pilot => name, date => self.date(scratch.date) }),
                 vec![],
-                None,
+                reason(),
             ),
             At::KillCategory => (
                 p.render(Key::AskKillCategory, context! { pilot => name }),
@@ -234,7 +240,7 @@ impl Engine {
                     context! { pilot => name, category => scratch.category.map(|c| p.text(kill_key(c))) },
                 ),
                 vec![],
-                None,
+                reason(),
             ),
             At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot, scratch),
         };

@@ -11,6 +11,8 @@ use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
 use crate::dialogue::{
     At, Conversation, Ctx, Effect, Flow, Refusal, Say, Scratch, Turn, asks, evidence, review, scoping,
 };
+use crate::domain::answer::MAX_ANSWER_CHARS;
+use crate::domain::pilot::NAME_MAX_CHARS;
 use crate::domain::{
     AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
     UserId, WorkspaceId, WorkspaceSettings,
@@ -76,10 +78,11 @@ pub enum Destination {
 /// What kind of answer a reply asks for, so an adapter can offer the right control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// Free text for this step; `current` is the answer on record, to prefill.
-    Text { step: Step, current: Option<String> },
-    /// One person (a user picker where the platform has one).
-    Person { step: Step, skippable: bool },
+    /// Free text. `label` names the answer (a form field's label); `current` is the text to start from: the
+    /// answer on record, or the answer just refused, to correct rather than retype.
+    Text { label: String, current: Option<String>, max_chars: usize, multiline: bool },
+    /// One person (a user picker where the platform has one); `skip` is the answer that leaves it unset.
+    Person { label: String, skip: Option<String> },
     /// One of the reply's choices.
     Choice,
 }
@@ -98,6 +101,8 @@ pub struct Reply {
     pub fallback: Option<Box<Reply>>,
     /// A file sent with the message (the funnel chart).
     pub attachment: Option<Attachment>,
+    /// A pilot card or a summary: the first line is its title (an embed where the platform has them).
+    pub card: bool,
 }
 
 impl Reply {
@@ -111,6 +116,7 @@ impl Reply {
             expect: None,
             fallback: None,
             attachment: None,
+            card: false,
         }
     }
 }
@@ -177,6 +183,7 @@ impl Engine {
                         let snoozes =
                             pilot.as_ref().and_then(|p| p.due_date()).map_or(0, |d| snoozes.for_cycle(d).snoozes);
                         let turn = asks::answer(&ask, pilot.as_ref(), text, snoozes, &self.ctx(req, &settings));
+                        let still_open = !turn.effects.iter().any(|e| matches!(e, Effect::CloseAsk(_)));
                         let conv = Conversation {
                             flow: Flow::Review,
                             at: At::Confirm,
@@ -185,7 +192,15 @@ impl Engine {
                             return_to_confirm: false,
                             scratch: Default::default(),
                         };
-                        return self.run(req, &conv, Guard::Any, pilot, turn).await;
+                        let mut replies = self.run(req, &conv, Guard::Any, pilot, turn).await?;
+                        if still_open {
+                            // The question is still open: offer its choices again with the answer.
+                            let choices = asks::choices(&ask.kind).iter().map(|k| self.prompts.text(*k)).collect();
+                            let again =
+                                Reply { choices, expect: Some(Expect::Choice), ..self.ephemeral(req, String::new()) };
+                            ask_again(&mut replies, again, None);
+                        }
+                        return Ok(replies);
                     }
                     return Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingPending))]);
                 };
@@ -294,7 +309,7 @@ impl Engine {
                 }
             },
             Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await? {
-                Ok(p) => Ok(vec![self.ephemeral(req, self.card(&p, req.now.date_naive()))]),
+                Ok(p) => Ok(vec![Reply { card: true, ..self.ephemeral(req, self.card(&p, req.now.date_naive())) }]),
                 Err(suggestion) => Ok(vec![self.not_found(req, &pilot, suggestion)]),
             },
             Command::List { scope } => self.list(req, scope).await,
@@ -439,6 +454,16 @@ impl Engine {
         turn: Turn,
     ) -> Result<Vec<Reply>, StoreError> {
         let Turn { effects, says } = turn;
+        // Where the conversation waits after this turn, if it still waits.
+        let waits_at = effects
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::SaveConversation(c) => Some(Some(c.at)),
+                Effect::EndConversation => Some(None),
+                _ => None,
+            })
+            .unwrap_or_else(|| matches!(guard, Guard::At(_)).then_some(conv.at));
         // A registration is only confirmed when every required answer is on record.
         if effects.contains(&Effect::SetStage(Stage::Scoped))
             && let Some(missing) = before.as_ref().and_then(first_missing)
@@ -514,6 +539,16 @@ impl Engine {
         let mut replies = Vec::new();
         for say in says {
             self.say(req, say, before.as_ref(), after.as_ref(), &scratch, &mut replies);
+        }
+        if let Some(at) = waits_at {
+            // A refused or vague answer leaves the question open: say how to answer it again, starting from the
+            // text just given when it was refused as typed.
+            let again = self.ask(req, at, after.as_ref().or(before.as_ref()), &scratch);
+            let refused = match &req.input {
+                Input::Text(text) if at == conv.at => Some(text.clone()),
+                _ => None,
+            };
+            ask_again(&mut replies, again, refused);
         }
         Ok(replies)
     }
@@ -673,9 +708,16 @@ impl Engine {
                     text.push('\n');
                     text.push_str(&p.render(Key::CurrentAnswer, context! { answer }));
                 }
+                let label = p.text(Key::for_step(step));
                 let expect = match step {
-                    Step::Owner | Step::Sponsor => Expect::Person { step, skippable: step == Step::Sponsor },
-                    _ => Expect::Text { step, current: pilot.and_then(|pl| self.value(pl, step)) },
+                    Step::Owner => Expect::Person { label, skip: None },
+                    Step::Sponsor => Expect::Person { label, skip: Some(scoping::SKIP.to_owned()) },
+                    _ => Expect::Text {
+                        label,
+                        current: pilot.and_then(|pl| self.value(pl, step)),
+                        max_chars: if step == Step::Name { NAME_MAX_CHARS } else { MAX_ANSWER_CHARS },
+                        multiline: matches!(step, Step::Workflow | Step::Pnl),
+                    },
                 };
                 Reply { expect: Some(expect), ..self.ephemeral(req, text) }
             }
@@ -685,6 +727,7 @@ impl Engine {
                 Reply {
                     choices,
                     expect: Some(Expect::Choice),
+                    card: true,
                     ..self.ephemeral(req, p.render(Key::AskConfirm, context! { card }))
                 }
             }
@@ -792,8 +835,24 @@ impl Engine {
             expect: None,
             fallback: None,
             attachment: None,
+            card: false,
         }
     }
+}
+
+/// When no reply asks anything, the last reply to the user carries the controls of `again` (the open question),
+/// with `refused` as the text to start from.
+fn ask_again(replies: &mut [Reply], again: Reply, refused: Option<String>) {
+    if replies.iter().any(|r| r.expect.is_some()) {
+        return;
+    }
+    let Some(last) = replies.iter_mut().rev().find(|r| matches!(r.to, Destination::Ephemeral(_))) else { return };
+    let mut expect = again.expect;
+    if let (Some(Expect::Text { current, .. }), Some(text)) = (&mut expect, refused) {
+        *current = Some(text);
+    }
+    last.expect = expect;
+    last.choices = again.choices;
 }
 
 /// The first required answer a draft is missing (the sponsor is optional).

@@ -134,7 +134,7 @@ impl Engine {
         let mut ping: Vec<UserId> = p.overdue.iter().filter_map(|o| o.owner.clone()).collect();
         ping.sort();
         ping.dedup();
-        Ok(Reply { attachment, ..Reply::post(channel, text, ping) })
+        Ok(Reply { attachment, card: true, ..Reply::post(channel, text, ping) })
     }
 
     pub(super) async fn portfolio_command(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {

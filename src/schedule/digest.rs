@@ -78,7 +78,7 @@ impl Engine {
             }
             let channel = ChannelId::new(settings.review_channel.clone().unwrap_or(home));
             let post = self.portfolio_post(&ws, channel, now).await?;
-            if let Err(e) = outbox.deliver(now, &post).await {
+            if let Err(e) = outbox.deliver(now, &ws, &post).await {
                 tracing::warn!(workspace = ws.as_str(), error = ?e, "digest could not be posted");
                 continue;
             }

@@ -30,7 +30,13 @@ pub enum DeliveryError {
 
 /// Where the runner hands messages over: a chat platform, the console, a test.
 pub trait Outbox: Sync {
-    fn deliver(&self, at: DateTime<Utc>, reply: &Reply) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+    /// Hands over `reply`, sent on behalf of `workspace` (a platform may need it to route the answers).
+    fn deliver(
+        &self,
+        at: DateTime<Utc>,
+        workspace: &WorkspaceId,
+        reply: &Reply,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 }
 
 /// What one run did.
@@ -103,11 +109,11 @@ impl Engine {
     ) -> Result<bool, StoreError> {
         let esc = escalation(state, due, settings);
         for reply in self.due_messages(pilot, state, due, esc, settings, now) {
-            match outbox.deliver(now, &reply).await {
+            match outbox.deliver(now, &pilot.workspace, &reply).await {
                 Ok(()) => {}
                 Err(DeliveryError::DmClosed) => {
                     if let Some(fallback) = &reply.fallback
-                        && let Err(e) = outbox.deliver(now, fallback).await
+                        && let Err(e) = outbox.deliver(now, &pilot.workspace, fallback).await
                     {
                         tracing::warn!(pilot = pilot.id.0, error = ?e, "fallback delivery failed; retried after the lease");
                         return Ok(false);

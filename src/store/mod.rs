@@ -262,6 +262,25 @@ impl Store {
         Ok((rows.into_iter().map(PilotRow::into_domain).collect::<Result<_, _>>()?, total))
     }
 
+    /// Names of a workspace's pilots (drafts excepted) that contain `query`, ignoring case: those that start with
+    /// it first, then in name order (for autocompletion).
+    pub async fn suggest_pilots(&self, ws: &WorkspaceId, query: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        let key = name_key(query);
+        let escaped = key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let sql = "SELECT name FROM pilots WHERE workspace = $1 AND stage <> 'draft' AND name_key LIKE $2 ESCAPE '\\' \
+                   ORDER BY CASE WHEN name_key LIKE $3 ESCAPE '\\' THEN 0 ELSE 1 END, name_key LIMIT $4";
+        let names = with_pool!(self, pool => {
+            sqlx::query_scalar(sql)
+                .bind(ws.as_str())
+                .bind(format!("%{escaped}%"))
+                .bind(format!("{escaped}%"))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(names)
+    }
+
     /// Every pilot, optionally of one workspace, in id order (for export).
     pub async fn all_pilots(&self, ws: Option<&WorkspaceId>) -> Result<Vec<Pilot>, StoreError> {
         let sql =

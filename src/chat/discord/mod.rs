@@ -1,0 +1,635 @@
+//! The Discord adapter: slash commands, buttons, user menus and forms in, engine replies out, through serenity.
+//!
+//! It decides nothing: every interaction becomes one engine [`Request`] and its replies become Discord calls
+//! ([`render`] says how a reply looks). Text answers are given in forms (modals) opened by an "Answer" button;
+//! people are picked in a user menu; choices are buttons. Direct messages that Discord refuses (error 50007) go
+//! to the reply's fallback, a mention in the pilot's channel. The scheduler runs in the same process and sends
+//! nudges and digests through the same REST client.
+
+pub mod ids;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serenity::all::{
+    ActionRowComponent, AutocompleteChoice, ButtonKind, ChannelId as DiscordChannel, Client, ClientBuilder,
+    Command as DiscordCommand, CommandDataOption, CommandDataOptionValue, CommandInteraction, ComponentInteraction,
+    ComponentInteractionDataKind, Context, CreateAutocompleteResponse, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse,
+    EventHandler, GatewayIntents, GuildId, Http, HttpBuilder, HttpError, Interaction, InteractionId, Member,
+    ModalInteraction, Ready, ShardManager, UserId as DiscordUser,
+};
+use serenity::builder::Builder;
+use tokio::sync::{Notify, watch};
+
+use self::ids::Action;
+use self::render::Message;
+use crate::commands::{self, Command};
+use crate::config::Secret;
+use crate::domain::{ChannelId, UserId, WorkspaceId};
+use crate::engine::{Destination, Engine, Input, Reply, Request};
+use crate::prompts::Key;
+use crate::schedule::runner::{DeliveryError, Outbox};
+
+/// The clock the adapter reads for every request and scheduler run.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How to reach Discord.
+#[derive(Clone)]
+pub struct DiscordOptions {
+    pub token: Secret,
+    /// Send REST calls to this base instead of discord.com (a shared rate-limiting proxy, or a test double).
+    /// Discord's own rate limiter is then left to the proxy.
+    pub api_url: Option<String>,
+    /// Register the commands in this server only (instant updates while testing); globally otherwise.
+    pub guild_id: Option<u64>,
+    /// How often the scheduler looks for due nudges and digests.
+    pub scheduler_interval: std::time::Duration,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for DiscordOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordOptions")
+            .field("token", &self.token)
+            .field("api_url", &self.api_url)
+            .field("guild_id", &self.guild_id)
+            .field("scheduler_interval", &self.scheduler_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests being handled, so that shutting down can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    closed: AtomicBool,
+    idle: Notify,
+}
+
+struct Ticket<'a>(&'a InFlight);
+
+impl InFlight {
+    /// None once shutting down: new work is refused, work in progress finishes.
+    fn enter(&self) -> Option<Ticket<'_>> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.leave();
+            return None;
+        }
+        Some(Ticket(self))
+    }
+
+    fn leave(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn close_and_wait(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// A running bot: the gateway connection, the interaction handler and the scheduler.
+pub struct Running {
+    shards: Arc<ShardManager>,
+    client: tokio::task::JoinHandle<Result<(), serenity::Error>>,
+    scheduler: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    inflight: Arc<InFlight>,
+    ready: watch::Receiver<Option<String>>,
+    engine: Engine,
+}
+
+impl Running {
+    /// Waits until the gateway said READY and the commands were registered; returns the bot's user name.
+    pub async fn ready(&mut self) -> anyhow::Result<String> {
+        let name =
+            self.ready.wait_for(Option::is_some).await.context("the Discord client stopped before it was ready")?;
+        Ok(name.clone().unwrap_or_default())
+    }
+
+    /// Whether the client stopped on its own (an invalid token, for example).
+    pub fn is_finished(&self) -> bool {
+        self.client.is_finished()
+    }
+
+    /// Stops taking new work, finishes what is in flight, disconnects and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.inflight.close_and_wait().await;
+        let _ = self.scheduler.await;
+        self.shards.shutdown_all().await;
+        let result = self.client.await;
+        self.engine.store().close().await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the Discord client failed")),
+            Err(e) => Err(anyhow::anyhow!(e).context("the Discord client panicked")),
+        }
+    }
+}
+
+/// Builds the REST client: through the proxy when one is set (its rate limiter then does the limiting).
+pub fn http(opts: &DiscordOptions) -> Http {
+    let mut builder = HttpBuilder::new(opts.token.expose());
+    if let Some(url) = &opts.api_url {
+        builder = builder.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
+    }
+    builder.build()
+}
+
+/// Connects to Discord and starts handling interactions and running the scheduler.
+pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Running> {
+    let http = http(&opts);
+    let (ready_tx, ready) = watch::channel(None);
+    let inflight = Arc::new(InFlight::default());
+    let handler = Handler {
+        engine: engine.clone(),
+        clock: opts.clock.clone(),
+        guild: opts.guild_id.map(GuildId::new),
+        registered: AtomicBool::new(false),
+        inflight: inflight.clone(),
+        ready: ready_tx,
+    };
+    let mut client: Client = ClientBuilder::new_with_http(http, GatewayIntents::empty())
+        .event_handler(handler)
+        .await
+        .context("cannot build the Discord client")?;
+    let shards = client.shard_manager.clone();
+    let rest = client.http.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(scheduler(engine.clone(), rest, opts.clock.clone(), opts.scheduler_interval, stop_rx));
+    let client = tokio::spawn(async move { client.start().await });
+    Ok(Running { shards, client, scheduler, stop, inflight, ready, engine })
+}
+
+/// Runs the bot until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn run(engine: Engine, opts: DiscordOptions) -> anyhow::Result<()> {
+    let mut bot = start(engine, opts).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        name = bot.ready() => {
+            let name = name?;
+            tracing::info!(bot = %name, "ready");
+            eprintln!("lastmile is connected to Discord as {name}; stop with Ctrl-C");
+        }
+        _ = tokio::signal::ctrl_c() => return bot.shutdown().await,
+        _ = terminate.recv() => return bot.shutdown().await,
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = wait_finished(&bot) => {}
+    }
+    eprintln!("lastmile is shutting down");
+    bot.shutdown().await
+}
+
+async fn wait_finished(bot: &Running) {
+    while !bot.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn scheduler(
+    engine: Engine,
+    http: Arc<Http>,
+    clock: Clock,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let worker = format!("discord-{}", std::process::id());
+    let outbox = DiscordOutbox { http, engine: engine.clone() };
+    loop {
+        let now = clock();
+        if let Err(e) = engine.run_due(now, &worker, &outbox, None).await {
+            tracing::error!(error = %e, "scheduler run failed");
+        }
+        if let Err(e) = engine.run_digests(now, &outbox, None).await {
+            tracing::error!(error = %e, "digest run failed");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Scheduled messages, sent over REST.
+struct DiscordOutbox {
+    http: Arc<Http>,
+    engine: Engine,
+}
+
+impl Outbox for DiscordOutbox {
+    async fn deliver(&self, _at: DateTime<Utc>, workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
+        let message = render::message(reply, workspace.as_str(), self.engine.prompts());
+        let sent = match &reply.to {
+            Destination::Dm(user) => send_dm(&self.http, user, message).await,
+            Destination::Channel(channel) => post(&self.http, channel, message).await,
+            Destination::Ephemeral(_) => {
+                return Err(DeliveryError::Failed("an ephemeral reply has no interaction".into()));
+            }
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) if dm_closed(&e) => Err(DeliveryError::DmClosed),
+            Err(e) => Err(DeliveryError::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Discord's "Cannot send messages to this user".
+fn dm_closed(e: &serenity::Error) -> bool {
+    matches!(e, serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.error.code == 50007)
+}
+
+fn snowflake(id: &str) -> Option<u64> {
+    id.parse::<u64>().ok().filter(|n| *n != 0)
+}
+
+fn create_message(m: Message) -> CreateMessage {
+    let mut b = CreateMessage::new().embeds(m.embeds).components(m.components).allowed_mentions(m.mentions);
+    if !m.content.is_empty() {
+        b = b.content(m.content);
+    }
+    if let Some(f) = m.file {
+        b = b.add_file(f);
+    }
+    b
+}
+
+async fn post(http: &Http, channel: &ChannelId, m: Message) -> Result<(), serenity::Error> {
+    let Some(id) = snowflake(channel.as_str()) else {
+        return Err(serenity::Error::Other("not a Discord channel"));
+    };
+    DiscordChannel::new(id).send_message(http, create_message(m)).await.map(|_| ())
+}
+
+async fn send_dm(http: &Http, user: &UserId, m: Message) -> Result<(), serenity::Error> {
+    let Some(id) = snowflake(user.as_str()) else {
+        return Err(serenity::Error::Other("not a Discord user"));
+    };
+    let channel = DiscordUser::new(id).create_dm_channel(http).await?;
+    channel.id.send_message(http, create_message(m)).await.map(|_| ())
+}
+
+struct Handler {
+    engine: Engine,
+    clock: Clock,
+    guild: Option<GuildId>,
+    registered: AtomicBool,
+    inflight: Arc<InFlight>,
+    ready: watch::Sender<Option<String>>,
+}
+
+/// The interaction being answered: its first reply is the interaction's response, the rest follow up.
+struct Origin<'a> {
+    id: InteractionId,
+    token: &'a str,
+    channel: DiscordChannel,
+    /// The response was deferred: the first reply edits it.
+    deferred: bool,
+    responded: bool,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, ctx: Context, ready: Ready) {
+        if !self.registered.load(Ordering::SeqCst) {
+            let commands = render::commands(self.engine.prompts());
+            let result = match self.guild {
+                Some(guild) => guild.set_commands(&ctx.http, commands).await.map(|_| ()),
+                None => DiscordCommand::set_global_commands(&ctx.http, commands).await.map(|_| ()),
+            };
+            match result {
+                Ok(()) => self.registered.store(true, Ordering::SeqCst),
+                Err(e) => tracing::error!(error = %e, "cannot register the slash commands"),
+            }
+        }
+        tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "gateway ready");
+        let _ = self.ready.send(Some(ready.user.name.clone()));
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        let Some(_ticket) = self.inflight.enter() else { return };
+        let result = match interaction {
+            Interaction::Command(c) => self.on_command(&ctx, &c).await,
+            Interaction::Autocomplete(c) => self.on_autocomplete(&ctx, &c).await,
+            Interaction::Component(c) => self.on_component(&ctx, &c).await,
+            Interaction::Modal(m) => self.on_modal(&ctx, &m).await,
+            other => {
+                tracing::debug!(kind = ?other.kind(), "interaction ignored");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "interaction failed");
+        }
+    }
+}
+
+/// Whether Discord counts the member as a server administrator (Manage Server).
+fn manages_server(member: Option<&Member>) -> bool {
+    member.and_then(|m| m.permissions).is_some_and(|p| p.manage_guild())
+}
+
+/// A command's subcommand and its options as text.
+fn options(data: &[CommandDataOption]) -> (String, BTreeMap<String, String>) {
+    let mut sub = String::new();
+    let mut values = BTreeMap::new();
+    let collect = |opts: &[CommandDataOption], values: &mut BTreeMap<String, String>| {
+        for o in opts {
+            let v = match &o.value {
+                CommandDataOptionValue::String(s) => s.clone(),
+                CommandDataOptionValue::Integer(n) => n.to_string(),
+                CommandDataOptionValue::Number(n) => n.to_string(),
+                CommandDataOptionValue::Boolean(b) => b.to_string(),
+                CommandDataOptionValue::Autocomplete { value, .. } => value.clone(),
+                _ => continue,
+            };
+            values.insert(o.name.clone(), v);
+        }
+    };
+    for o in data {
+        match &o.value {
+            CommandDataOptionValue::SubCommand(inner) => {
+                sub = o.name.clone();
+                collect(inner, &mut values);
+            }
+            CommandDataOptionValue::SubCommandGroup(_) => {}
+            _ => collect(std::slice::from_ref(o), &mut values),
+        }
+    }
+    (sub, values)
+}
+
+impl Handler {
+    fn request(
+        &self,
+        workspace: String,
+        user: DiscordUser,
+        channel: DiscordChannel,
+        input: Input,
+        admin: bool,
+    ) -> Request {
+        Request {
+            workspace: WorkspaceId::new(workspace),
+            user: UserId::new(user.to_string()),
+            channel: ChannelId::new(channel.to_string()),
+            now: (self.clock)(),
+            input,
+            bots: vec![],
+            admin,
+        }
+    }
+
+    async fn respond(
+        &self,
+        ctx: &Context,
+        id: InteractionId,
+        token: &str,
+        r: CreateInteractionResponse,
+    ) -> anyhow::Result<()> {
+        r.execute(&ctx.http, (id, token)).await.context("interaction response")
+    }
+
+    async fn say_ephemeral(&self, ctx: &Context, id: InteractionId, token: &str, key: Key) -> anyhow::Result<()> {
+        let msg = CreateInteractionResponseMessage::new()
+            .content(self.engine.prompts().text(key))
+            .ephemeral(true)
+            .allowed_mentions(render::mentions(&[]));
+        self.respond(ctx, id, token, CreateInteractionResponse::Message(msg)).await
+    }
+
+    async fn on_command(&self, ctx: &Context, c: &CommandInteraction) -> anyhow::Result<()> {
+        let Some(guild) = c.guild_id else {
+            return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordGuildOnly).await;
+        };
+        let (sub, values) = options(&c.data.options);
+        let parsed = commands::from_options(&c.data.name, &sub, &values);
+        let admin = manages_server(c.member.as_deref());
+        let input = match &parsed {
+            Ok(cmd) => Input::Command(cmd.clone()),
+            Err(_) => Input::CommandLine(String::new()),
+        };
+        let req = self.request(guild.to_string(), c.user.id, c.channel_id, input, admin);
+        // Summaries render a chart: answer within Discord's 3 seconds by deferring, then follow up.
+        let deferred = matches!(parsed, Ok(Command::Portfolio));
+        if deferred {
+            let defer = CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new());
+            self.respond(ctx, c.id, &c.token, defer).await?;
+        }
+        let replies = match parsed {
+            Ok(_) => self.engine.handle(req.clone()).await,
+            Err(e) => vec![self.engine.parse_error(&req, e)],
+        };
+        let mut origin = Origin { id: c.id, token: &c.token, channel: c.channel_id, deferred, responded: false };
+        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+    }
+
+    async fn on_autocomplete(&self, ctx: &Context, c: &CommandInteraction) -> anyhow::Result<()> {
+        let mut choices = Vec::new();
+        if let (Some(guild), Some(focused)) = (c.guild_id, c.data.autocomplete())
+            && focused.name == "pilot"
+        {
+            let ws = WorkspaceId::new(guild.to_string());
+            let names = self.engine.store().suggest_pilots(&ws, focused.value, render::MAX_AUTOCOMPLETE as i64).await?;
+            choices = names
+                .into_iter()
+                .map(|n| AutocompleteChoice::new(render::cut(&n, 100), render::cut(&n, 100)))
+                .collect();
+        }
+        let response = CreateInteractionResponse::Autocomplete(CreateAutocompleteResponse::new().set_choices(choices));
+        self.respond(ctx, c.id, &c.token, response).await
+    }
+
+    async fn on_component(&self, ctx: &Context, c: &ComponentInteraction) -> anyhow::Result<()> {
+        let Some(action) = Action::decode(&c.data.custom_id) else {
+            return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await;
+        };
+        // In a server the server is the workspace; in a direct message the button says which.
+        let workspace = c.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace().to_owned());
+        let mut bots = Vec::new();
+        let text = match &action {
+            Action::Answer { multiline, max_chars, label, .. } => {
+                // The form starts from the answer shown with the question: the one on record or the one refused.
+                let current = self.engine.prompts().text(Key::DiscordCurrent);
+                let prefill = c
+                    .message
+                    .embeds
+                    .iter()
+                    .find(|e| e.title.as_deref() == Some(render::cut(&current, render::MAX_EMBED_TITLE).as_str()))
+                    .and_then(|e| e.description.clone());
+                let modal =
+                    render::modal(&workspace, label, *multiline, *max_chars, prefill.as_deref(), self.engine.prompts());
+                return self.respond(ctx, c.id, &c.token, CreateInteractionResponse::Modal(modal)).await;
+            }
+            Action::Choice { index, .. } => {
+                // The label as shown on the button, so a stale button answers with what it said.
+                let label = c.message.components.iter().flat_map(|row| &row.components).find_map(|comp| match comp {
+                    ActionRowComponent::Button(b)
+                        if matches!(&b.data, ButtonKind::NonLink { custom_id, .. } if custom_id == &c.data.custom_id) =>
+                    {
+                        b.label.clone()
+                    }
+                    _ => None,
+                });
+                label.unwrap_or_else(|| (index + 1).to_string())
+            }
+            Action::Person { .. } => match &c.data.kind {
+                ComponentInteractionDataKind::UserSelect { values } if !values.is_empty() => {
+                    let user = values[0];
+                    if c.data.resolved.users.get(&user).is_some_and(|u| u.bot) {
+                        bots.push(UserId::new(user.to_string()));
+                    }
+                    format!("<@{user}>")
+                }
+                _ => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
+            },
+            Action::Skip { word, .. } => word.clone(),
+            Action::Submit { .. } => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
+        };
+        let mut req =
+            self.request(workspace, c.user.id, c.channel_id, Input::Text(text), manages_server(c.member.as_ref()));
+        req.bots = bots;
+        let replies = self.engine.handle(req.clone()).await;
+        let mut origin = Origin { id: c.id, token: &c.token, channel: c.channel_id, deferred: false, responded: false };
+        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+    }
+
+    async fn on_modal(&self, ctx: &Context, m: &ModalInteraction) -> anyhow::Result<()> {
+        let Some(Action::Submit { workspace }) = Action::decode(&m.data.custom_id) else {
+            return self.say_ephemeral(ctx, m.id, &m.token, Key::DiscordStale).await;
+        };
+        let workspace = m.guild_id.map(|g| g.to_string()).unwrap_or(workspace);
+        let text = m
+            .data
+            .components
+            .iter()
+            .flat_map(|row| &row.components)
+            .find_map(|comp| match comp {
+                ActionRowComponent::InputText(t) if t.custom_id == render::INPUT_ID => t.value.clone(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let req =
+            self.request(workspace, m.user.id, m.channel_id, Input::Text(text), manages_server(m.member.as_ref()));
+        let replies = self.engine.handle(req.clone()).await;
+        let mut origin = Origin { id: m.id, token: &m.token, channel: m.channel_id, deferred: false, responded: false };
+        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+    }
+
+    /// Sends an interaction's replies: the first one for the user (or for the channel it came from) answers the
+    /// interaction, the others follow up; posts elsewhere and direct messages go over REST.
+    async fn deliver(
+        &self,
+        ctx: &Context,
+        origin: &mut Origin<'_>,
+        workspace: &str,
+        replies: Vec<Reply>,
+    ) -> anyhow::Result<()> {
+        let prompts = self.engine.prompts();
+        for reply in replies {
+            let message = render::message(&reply, workspace, prompts);
+            let result = match &reply.to {
+                Destination::Ephemeral(_) => self.answer(ctx, origin, message, true).await,
+                Destination::Channel(c) if snowflake(c.as_str()) == Some(origin.channel.get()) => {
+                    self.answer(ctx, origin, message, false).await
+                }
+                Destination::Channel(c) => post(&ctx.http, c, message).await.context("channel post"),
+                Destination::Dm(user) => match send_dm(&ctx.http, user, message).await {
+                    Err(e) if dm_closed(&e) => match &reply.fallback {
+                        Some(fallback) => {
+                            let message = render::message(fallback, workspace, prompts);
+                            match &fallback.to {
+                                Destination::Channel(c) => post(&ctx.http, c, message).await.context("fallback post"),
+                                _ => Ok(()),
+                            }
+                        }
+                        None => Ok(()),
+                    },
+                    other => other.context("direct message"),
+                },
+            };
+            // One failed message must not keep the others from being sent.
+            if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "a reply could not be sent");
+            }
+        }
+        if !origin.responded {
+            let message = Message {
+                content: prompts.text(Key::DiscordDone),
+                embeds: vec![],
+                components: vec![],
+                mentions: render::mentions(&[]),
+                file: None,
+            };
+            self.answer(ctx, origin, message, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers the interaction itself: the response first, follow-ups after.
+    async fn answer(&self, ctx: &Context, origin: &mut Origin<'_>, m: Message, ephemeral: bool) -> anyhow::Result<()> {
+        let http = &ctx.http;
+        if !origin.responded && origin.deferred {
+            origin.responded = true;
+            let mut b =
+                EditInteractionResponse::new().embeds(m.embeds).components(m.components).allowed_mentions(m.mentions);
+            if !m.content.is_empty() {
+                b = b.content(m.content);
+            }
+            if let Some(f) = m.file {
+                b = b.new_attachment(f);
+            }
+            return b.execute(http, origin.token).await.map(|_| ()).context("deferred response");
+        }
+        if !origin.responded {
+            origin.responded = true;
+            let mut b = CreateInteractionResponseMessage::new()
+                .embeds(m.embeds)
+                .components(m.components)
+                .allowed_mentions(m.mentions)
+                .ephemeral(ephemeral);
+            if !m.content.is_empty() {
+                b = b.content(m.content);
+            }
+            if let Some(f) = m.file {
+                b = b.add_file(f);
+            }
+            return self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await;
+        }
+        let mut b = CreateInteractionResponseFollowup::new()
+            .embeds(m.embeds)
+            .components(m.components)
+            .allowed_mentions(m.mentions)
+            .ephemeral(ephemeral);
+        if !m.content.is_empty() {
+            b = b.content(m.content);
+        }
+        if let Some(f) = m.file {
+            b = b.add_file(f);
+        }
+        b.execute(http, (None, origin.token)).await.map(|_| ()).context("follow-up")
+    }
+}
