@@ -40,6 +40,12 @@ fn read(text: &str, labels: &[String]) -> Option<(usize, Option<String>)> {
     None
 }
 
+/// Whether `text` answers an ask of this kind (one of its choices, by label or number).
+pub fn is_answer_to(kind: &AskKind, text: &str, labels: &dyn super::Labels) -> bool {
+    let labels: Vec<String> = choices(kind).iter().map(|k| labels.label(*k)).collect();
+    read(text, &labels).is_some()
+}
+
 /// `snoozes`: how often the pilot's current review cycle was snoozed already.
 pub fn answer(ask: &Ask, pilot: Option<&Pilot>, text: &str, snoozes: u32, ctx: &Ctx) -> Turn {
     // Closing the ask comes first: it settles a race between two answers to the same ask.

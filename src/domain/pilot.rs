@@ -123,7 +123,7 @@ impl PilotName {
 
 /// Normalises a name or a typed reference to a name for case-insensitive comparison.
 pub fn name_key(s: &str) -> String {
-    s.trim().split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// A pilot as stored: the draft's answers are filled in one step at a time.

@@ -177,7 +177,15 @@ impl Engine {
                 let settings = self.store.settings(&req.workspace).await?;
                 let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
                     // No conversation: the answer may be for a question sent by direct message.
-                    if let Some(ask) = self.store.open_ask(&req.workspace, &req.user).await? {
+                    // Several questions may be open (an ownership request and a nudge): the answer goes to the
+                    // newest one it is a choice of, else to the newest.
+                    let open = self.store.open_asks(&req.workspace, &req.user).await?;
+                    let ask = open
+                        .iter()
+                        .find(|a| asks::is_answer_to(&a.kind, text, self.prompts.as_ref()))
+                        .or(open.first())
+                        .cloned();
+                    if let Some(ask) = ask {
                         let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
                         let snoozes = self.store.schedule_state(&req.workspace, ask.pilot).await?;
                         let snoozes =

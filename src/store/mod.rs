@@ -662,14 +662,14 @@ impl Store {
         }))
     }
 
-    /// The user's most recent question by direct message that still waits for an answer.
-    pub async fn open_ask(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<Ask>, StoreError> {
+    /// The user's questions by direct message that still wait for an answer, newest first.
+    pub async fn open_asks(&self, ws: &WorkspaceId, user: &UserId) -> Result<Vec<Ask>, StoreError> {
         let sql = "SELECT id, user_id, pilot_id, payload FROM asks WHERE workspace = $1 AND user_id = $2 \
-                   AND answered_at IS NULL ORDER BY id DESC LIMIT 1";
-        let row: Option<AskRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
+                   AND answered_at IS NULL ORDER BY id DESC LIMIT 20";
+        let rows: Vec<AskRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_all(pool).await?
         });
-        row.map(AskRow::into_domain).transpose()
+        rows.into_iter().map(AskRow::into_domain).collect()
     }
 
     /// The workspace's settings (the defaults until an admin changes one).

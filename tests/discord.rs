@@ -1,0 +1,433 @@
+//! lastmile in Discord: the real serenity client against the fake Discord in `fake_discord/`, which checks every
+//! request body against Discord's OpenAPI description. Each test reads as a conversation: interactions in,
+//! the bot's REST calls out.
+
+mod common;
+mod fake_discord;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::TestDb;
+use fake_discord::*;
+use lastmile::chat::console::{self, ConsoleOptions};
+use lastmile::chat::discord::{self, DiscordOptions, Running};
+use lastmile::config::Secret;
+use lastmile::engine::Engine;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "fake.discord.token";
+
+struct TestBot {
+    fake: Fake,
+    bot: Option<Running>,
+    engine: Engine,
+    clock: Arc<Mutex<DateTime<Utc>>>,
+    _db: TestDb,
+}
+
+impl TestBot {
+    /// A fresh database, the fake Discord, and the bot connected to it and ready.
+    async fn start() -> TestBot {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like `start`, with the database prepared by `seed` (on the engine, as console users) first.
+    async fn start_with(seed: impl FnOnce(&mut Vec<String>)) -> TestBot {
+        let db = TestDb::sqlite();
+        let engine = common::engine(&db.url).await;
+        let mut script = Vec::new();
+        seed(&mut script);
+        if !script.is_empty() {
+            run_script(&engine, BOB, &script.join("\n")).await;
+        }
+        let fake = Fake::start().await;
+        let clock = Arc::new(Mutex::new(common::now()));
+        let read = clock.clone();
+        let opts = DiscordOptions {
+            token: serde_json::from_value::<Secret>(json!(TOKEN)).unwrap(),
+            api_url: Some(fake.base.clone()),
+            guild_id: Some(GUILD),
+            scheduler_interval: Duration::from_millis(50),
+            clock: Arc::new(move || *read.lock().unwrap()),
+        };
+        let mut bot = discord::start(engine.clone(), opts).await.expect("the bot starts");
+        let name = tokio::time::timeout(WAIT, bot.ready()).await.expect("ready in time").expect("ready");
+        assert_eq!(name, "lastmile");
+        fake.connected().await;
+        TestBot { fake, bot: Some(bot), engine, clock, _db: db }
+    }
+
+    fn set_clock(&self, now: &str) {
+        *self.clock.lock().unwrap() = now.parse().unwrap();
+    }
+
+    /// Shuts the bot down and checks that nothing it sent broke Discord's rules.
+    async fn stop(mut self) {
+        if let Some(bot) = self.bot.take() {
+            tokio::time::timeout(WAIT, bot.shutdown()).await.expect("shut down in time").expect("clean shutdown");
+        }
+        self.fake.assert_valid();
+    }
+}
+
+/// Runs console lines as `who` in the test server's workspace and channel (people are mentioned by id).
+async fn run_script(engine: &Engine, who: Who, script: &str) -> String {
+    let opts = ConsoleOptions {
+        workspace: GUILD.to_string(),
+        user: who.id.to_string(),
+        channel: CHANNEL.to_string(),
+        now: Some(common::now()),
+        bots: vec![HELPER_BOT.id.to_string()],
+        interactive: false,
+        closed_dms: vec![],
+        admins: vec![],
+        chart_dir: std::env::temp_dir().join("lastmile-test-charts"),
+    };
+    let mut out = Vec::new();
+    console::run(engine, opts, script.as_bytes(), &mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// A scoped pilot registered by Bob, owned by Dave, sponsored by Erin, reviewed on 2027-01-06.
+fn scoped(name: &str) -> impl FnOnce(&mut Vec<String>) {
+    let name = name.to_owned();
+    move |s: &mut Vec<String>| {
+        s.extend([
+            format!("/pilot register {name}"),
+            "Claims intake team (12, Leeds) triages motor claims by hand; the assistant pre-sorts them.".into(),
+            format!("@{}", DAVE.id),
+            "Claims handling cost: £4.2m -> £3.6m".into(),
+            format!("@{}", ERIN.id),
+            "default".into(),
+            "1".into(),
+        ]);
+    }
+}
+
+fn text_of(call: &Call) -> String {
+    call.content()
+}
+
+#[tokio::test]
+async fn commands_are_registered_from_the_one_description() {
+    let t = TestBot::start().await;
+    let put = t
+        .fake
+        .wait_for("the commands", |calls| {
+            calls.iter().find(|c| c.method == "PUT" && c.path.ends_with(&format!("/guilds/{GUILD}/commands"))).cloned()
+        })
+        .await;
+    let names: Vec<&str> = put.body.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pilot", "portfolio", "lastmile"]);
+    let subs: Vec<&str> =
+        put.body[0]["options"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(subs, ["register", "status", "list", "edit", "evidence", "review", "resume", "help"]);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_registration_through_forms_buttons_and_the_user_menu() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    // The name comes with the command; the first question offers a form.
+    let (_, r) = f.interact(f.slash(BOB, "pilot", "register", &[("name", "Claims triage")])).await;
+    assert_eq!(r.body["type"], 4);
+    assert!(r.ephemeral());
+    assert!(text_of(&r).contains("which end-to-end workflow"), "{}", text_of(&r));
+    // "Answer" opens the form: a modal with one paragraph input.
+    let (_, modal) = f.interact(f.click(BOB, &r, &r.button("Answer"), false)).await;
+    assert_eq!(modal.body["type"], 9);
+    let input = &modal.body["data"]["components"][0]["components"][0];
+    assert_eq!(input["style"], 2);
+    assert_eq!(input["label"], "Workflow");
+    // A vague answer comes back with a pointed follow-up and a button that reopens the form, filled in.
+    let (_, vague) = f.interact(f.submit(BOB, &modal, "improve efficiency", false)).await;
+    assert!(vague.ephemeral());
+    assert!(text_of(&vague).contains("is an aim, not a workflow"), "{}", text_of(&vague));
+    let (_, again) = f.interact(f.click(BOB, &vague, &vague.button("Answer"), false)).await;
+    assert_eq!(again.body["data"]["components"][0]["components"][0]["value"], "improve efficiency");
+    let workflow = "Claims intake team (12, Leeds) triages motor claims by hand; the assistant pre-sorts them.";
+    let (_, owner_q) = f.interact(f.submit(BOB, &again, workflow, false)).await;
+    assert!(text_of(&owner_q).contains("who owns the last mile"), "{}", text_of(&owner_q));
+    // The owner is picked in a user menu; a bot is refused.
+    let menu = owner_q.component(5);
+    let (_, refused) = f.interact(f.pick_user(BOB, &owner_q, &menu, HELPER_BOT)).await;
+    assert!(text_of(&refused).contains("is a bot"), "{}", text_of(&refused));
+    let (_, pnl_q) = f.interact(f.pick_user(BOB, &refused, &refused.component(5), DAVE)).await;
+    assert!(text_of(&pnl_q).contains("which P&L line"), "{}", text_of(&pnl_q));
+    let (_, modal) = f.interact(f.click(BOB, &pnl_q, &pnl_q.button("Answer"), false)).await;
+    let (_, sponsor_q) = f.interact(f.submit(BOB, &modal, "Claims handling cost: £4.2m -> £3.6m", false)).await;
+    assert!(text_of(&sponsor_q).contains("executive sponsor"), "{}", text_of(&sponsor_q));
+    // The sponsor may be skipped with a button.
+    let (_, date_q) = f.interact(f.click(BOB, &sponsor_q, &sponsor_q.button("Skip"), false)).await;
+    assert!(text_of(&date_q).contains("first be reviewed"), "{}", text_of(&date_q));
+    let (_, modal) = f.interact(f.click(BOB, &date_q, &date_q.button("Answer"), false)).await;
+    assert_eq!(modal.body["data"]["components"][0]["components"][0]["style"], 1);
+    let (_, confirm) = f.interact(f.submit(BOB, &modal, "default", false)).await;
+    // The card to check is an embed, with the choices as buttons.
+    let card = &confirm.message()["embeds"][0];
+    assert!(card["description"].as_str().unwrap().contains("Claims triage"), "{card}");
+    let (token, done) = f.interact(f.click(BOB, &confirm, &confirm.button("Confirm"), false)).await;
+    assert!(done.ephemeral());
+    assert!(text_of(&done).contains("is scoped"), "{}", text_of(&done));
+    // The announcement is public in the channel and pings only the owner.
+    let replies = f.replies(&token, 2).await;
+    let announcement = &replies[1];
+    assert!(!announcement.ephemeral());
+    assert!(text_of(announcement).contains("New pilot scoped"), "{}", text_of(announcement));
+    assert_eq!(announcement.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
+    // The owner is asked by direct message, with buttons.
+    let dm = f
+        .wait_for("the owner's DM", |calls| {
+            calls
+                .iter()
+                .find(|c| c.method == "POST" && c.path == format!("/channels/{}/messages", DAVE.id + 1))
+                .cloned()
+        })
+        .await;
+    assert!(text_of(&dm).contains("Claims triage"), "{}", text_of(&dm));
+    let (_, accepted) = f.interact(f.click(DAVE, &dm, &dm.button("Accept"), true)).await;
+    assert!(text_of(&accepted).contains("you own the last mile"), "{}", text_of(&accepted));
+    let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
+    assert_eq!(pilot.owner.as_ref().map(|u| u.as_str().to_owned()), Some(DAVE.id.to_string()));
+    assert_eq!(pilot.sponsor, None);
+    assert_eq!(pilot.workflow.as_deref(), Some(workflow));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn autocomplete_offers_only_this_servers_pilots() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    // The same name in another workspace must not show.
+    run_script(&t.engine, BOB, "/pilot register Claims elsewhere").await;
+    let other = ConsoleOptions {
+        workspace: "another".into(),
+        user: BOB.id.to_string(),
+        channel: CHANNEL.to_string(),
+        now: Some(common::now()),
+        bots: vec![],
+        interactive: false,
+        closed_dms: vec![],
+        admins: vec![],
+        chart_dir: std::env::temp_dir(),
+    };
+    let mut out = Vec::new();
+    console::run(&t.engine, other, scoped_script("Claims abroad").as_bytes(), &mut out).await.unwrap();
+    let f = &t.fake;
+    let (_, r) = f.interact(f.autocomplete(BOB, "pilot", "status", "pilot", "CLA")).await;
+    assert_eq!(r.body["type"], 8);
+    let names: Vec<&str> =
+        r.body["data"]["choices"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    // Drafts (the unfinished "Claims elsewhere") and other workspaces are left out.
+    assert_eq!(names, ["Claims triage"]);
+    // Picking it runs the command.
+    let (_, status) = f.interact(f.slash(BOB, "pilot", "status", &[("pilot", "Claims triage")])).await;
+    assert!(status.message()["embeds"][0]["title"].as_str().unwrap().contains("Claims triage"));
+    t.stop().await;
+}
+
+/// The scheduler records a nudge (and opens its question) just after handing it over: wait for that.
+async fn nudge_recorded(t: &TestBot) {
+    let ws = lastmile::domain::WorkspaceId::new(GUILD.to_string());
+    let dave = lastmile::domain::UserId::new(DAVE.id.to_string());
+    for _ in 0..500 {
+        let open = t.engine.store().open_asks(&ws, &dave).await.unwrap();
+        if open.iter().any(|a| matches!(a.kind, lastmile::dialogue::AskKind::Nudge { .. })) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the nudge was never recorded");
+}
+
+fn scoped_script(name: &str) -> String {
+    let mut s = Vec::new();
+    scoped(name)(&mut s);
+    s.join("\n")
+}
+
+#[tokio::test]
+async fn a_nudge_from_the_scheduler_arrives_as_a_dm_with_buttons() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    // The day after the review date, without evidence.
+    t.set_clock("2027-01-07T10:00:00Z");
+    let dm_path = format!("/channels/{}/messages", DAVE.id + 1);
+    let nudge = f
+        .wait_for("the nudge", |calls| {
+            calls.iter().find(|c| c.path == dm_path && text_of(c).contains("passed its review date")).cloned()
+        })
+        .await;
+    assert_eq!(nudge.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
+    nudge_recorded(&t).await;
+    // Snoozing from the DM works without a server.
+    let (_, snoozed) = f.interact(f.click(DAVE, &nudge, &nudge.button("Snooze"), true)).await;
+    assert!(text_of(&snoozed).contains("snoozed until"), "{}", text_of(&snoozed));
+    // Exactly one nudge for this cycle, however often the scheduler ran.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let nudges =
+        f.calls().iter().filter(|c| c.path == dm_path && text_of(c).contains("passed its review date")).count();
+    assert_eq!(nudges, 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_dm_falls_back_to_a_mention_in_the_channel() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    f.close_dms(DAVE);
+    t.set_clock("2027-01-07T10:00:00Z");
+    let refused = f
+        .wait_for("the refused DM", |calls| {
+            calls.iter().find(|c| c.path == format!("/channels/{}/messages", DAVE.id + 1) && c.status == 403).cloned()
+        })
+        .await;
+    assert!(text_of(&refused).contains("passed its review date"));
+    let post = f
+        .wait_for("the fallback", |calls| {
+            calls
+                .iter()
+                .find(|c| {
+                    c.path == format!("/channels/{CHANNEL}/messages") && text_of(c).contains("could not send you")
+                })
+                .cloned()
+        })
+        .await;
+    assert!(text_of(&post).contains(&DAVE.mention()), "{}", text_of(&post));
+    assert_eq!(post.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
+    nudge_recorded(&t).await;
+    // Its buttons work for the owner in the channel.
+    let (_, snoozed) = f.interact(f.click(DAVE, &post, &post.button("Snooze"), false)).await;
+    assert!(text_of(&snoozed).contains("snoozed until"), "{}", text_of(&snoozed));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn portfolio_defers_then_posts_the_summary_with_its_chart() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    let (token, deferred) = f.interact(f.slash(ALICE, "portfolio", "", &[])).await;
+    assert_eq!(deferred.body["type"], 5);
+    let replies = f.replies(&token, 2).await;
+    let edit = &replies[1];
+    assert_eq!(edit.method, "PATCH");
+    assert!(edit.path.ends_with("/messages/@original"));
+    assert_eq!(edit.files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["funnel.png"]);
+    assert!(edit.files[0].1 > 1000, "a real PNG");
+    let embed = &edit.body["embeds"][0];
+    assert_eq!(embed["image"]["url"], "attachment://funnel.png");
+    assert!(embed["title"].as_str().unwrap().contains("Portfolio"), "{embed}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn config_needs_manage_server() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    let (_, refused) = f.interact(f.slash(BOB, "lastmile", "config", &[("setting", "digest"), ("value", "off")])).await;
+    assert!(refused.ephemeral());
+    assert!(
+        text_of(&refused).contains("Manage Server") || text_of(&refused).contains("admin"),
+        "{}",
+        text_of(&refused)
+    );
+    let ws = lastmile::domain::WorkspaceId::new(GUILD.to_string());
+    let before = t.engine.store().settings(&ws).await.unwrap().digest_cron;
+    assert_ne!(before, "off");
+    let (_, saved) = f.interact(f.slash(ALICE, "lastmile", "config", &[("setting", "digest"), ("value", "off")])).await;
+    assert!(text_of(&saved).contains("Saved"), "{}", text_of(&saved));
+    assert_eq!(t.engine.store().settings(&ws).await.unwrap().digest_cron, "off");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn everyone_in_a_pilot_name_pings_nobody() {
+    let t = TestBot::start_with(scoped("@everyone @here launch party")).await;
+    let f = &t.fake;
+    let (_, status) = f.interact(f.slash(BOB, "pilot", "status", &[("pilot", "@everyone @here launch party")])).await;
+    assert!(text_of(&status).contains("@everyone @here launch party"), "{}", text_of(&status));
+    assert_eq!(status.message()["allowed_mentions"]["parse"], json!([]));
+    assert_eq!(status.message()["allowed_mentions"]["users"], json!([]));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_interactions_do_not_crash_the_bot() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    // Missing fields Discord always sends: serenity drops it.
+    f.dispatch("INTERACTION_CREATE", json!({"id": "1", "type": 2, "data": {"name": "pilot"}}));
+    f.dispatch("INTERACTION_CREATE", json!(["not", "an", "object"]));
+    // A command this bot does not have.
+    let (_, unknown) = f.interact(f.slash(BOB, "deploy", "now", &[])).await;
+    assert!(text_of(&unknown).contains("I don't know the command"), "{}", text_of(&unknown));
+    // A button and a form that lastmile did not make.
+    let fake_message = Call {
+        method: "POST".into(),
+        path: "/x".into(),
+        body: json!({"content": "hi", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x", "custom_id": "evil:1"}]}]}),
+        files: vec![],
+        status: 200,
+    };
+    let (_, stale) = f.interact(f.click(BOB, &fake_message, "evil:1", false)).await;
+    assert!(text_of(&stale).contains("no longer in use"), "{}", text_of(&stale));
+    let (_, stale) = f
+        .interact(f.raw(5, json!({"custom_id": "lm:m", "components": [{"type": 1, "components": [{"type": 4, "custom_id": "answer", "value": "x"}]}]}), BOB))
+        .await;
+    assert!(text_of(&stale).contains("no longer in use"), "{}", text_of(&stale));
+    // An answer with nothing pending.
+    let (_, nothing) = f
+        .interact(f.raw(5, json!({"custom_id": format!("lm:m:{GUILD}"), "components": [{"type": 1, "components": [{"type": 4, "custom_id": "answer", "value": "hello"}]}]}), BOB))
+        .await;
+    assert!(text_of(&nothing).contains("Nothing is waiting for an answer"), "{}", text_of(&nothing));
+    // Still answering.
+    let (_, help) = f.interact(f.slash(BOB, "pilot", "help", &[])).await;
+    assert!(text_of(&help).contains("/pilot register"), "{}", text_of(&help));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_bot_still_answers_after_the_gateway_drops() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    let before = f.state.identifies.load(std::sync::atomic::Ordering::SeqCst)
+        + f.state.resumes.load(std::sync::atomic::Ordering::SeqCst);
+    f.drop_gateway();
+    f.wait_for("the reconnection", |_| {
+        let now = f.state.identifies.load(std::sync::atomic::Ordering::SeqCst)
+            + f.state.resumes.load(std::sync::atomic::Ordering::SeqCst);
+        (now > before).then_some(())
+    })
+    .await;
+    f.connected().await;
+    let (_, help) = f.interact(f.slash(BOB, "pilot", "help", &[])).await;
+    assert!(text_of(&help).contains("/pilot register"), "{}", text_of(&help));
+    t.stop().await;
+}
+
+#[allow(dead_code)]
+fn unused(_: Value) {}
+
+#[test]
+fn the_fake_refuses_what_discord_would_refuse() {
+    let callback = "/interactions/1/tok/callback";
+    let ok = json!({"type": 4, "data": {"content": "hi", "flags": 64, "allowed_mentions": {"parse": []}}});
+    assert_eq!(check("POST", callback, &ok), Vec::<String>::new());
+    let too_long = json!({"type": 4, "data": {"content": "x".repeat(2001), "allowed_mentions": {"parse": []}}});
+    assert!(!check("POST", callback, &too_long).is_empty());
+    let pings_everyone = json!({"type": 4, "data": {"content": "hi", "allowed_mentions": {"parse": ["everyone"]}}});
+    assert!(!check("POST", callback, &pings_everyone).is_empty());
+    let no_mentions = json!({"type": 4, "data": {"content": "@everyone"}});
+    assert!(!check("POST", callback, &no_mentions).is_empty());
+    let long_title = json!({"type": 9, "data": {"custom_id": "m", "title": "t".repeat(46), "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "a", "style": 1, "label": "l"}]}]}});
+    assert!(!check("POST", callback, &long_title).is_empty());
+    let empty_modal = json!({"type": 9, "data": {"custom_id": "m", "title": "t", "components": []}});
+    assert!(!check("POST", callback, &empty_modal).is_empty());
+    let bad_button = json!({"content": "x", "allowed_mentions": {"parse": []}, "components": [
+        {"type": 1, "components": [{"type": 2, "style": 1, "label": "x".repeat(81), "custom_id": "c"}]}]});
+    assert!(!check("POST", "/channels/1/messages", &bad_button).is_empty());
+    assert!(!check("POST", "/no/such/endpoint", &ok).is_empty());
+}
