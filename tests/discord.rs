@@ -431,3 +431,72 @@ fn the_fake_refuses_what_discord_would_refuse() {
     assert!(!check("POST", "/channels/1/messages", &bad_button).is_empty());
     assert!(!check("POST", "/no/such/endpoint", &ok).is_empty());
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_lastmile");
+
+#[tokio::test]
+async fn the_binary_runs_in_discord_when_a_token_is_set_and_stops_cleanly_on_sigterm() {
+    let fake = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    // Plain `lastmile` with a token runs the Discord bot; debug logging must still never show the token.
+    let mut child = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("DISCORD_TOKEN", TOKEN)
+        .env("DISCORD_GUILD_ID", GUILD.to_string())
+        .env("LASTMILE_DISCORD_API_URL", &fake.base)
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let put = fake.wait_for("the commands", |calls| calls.iter().find(|c| c.method == "PUT").cloned()).await;
+    assert!(put.path.ends_with(&format!("/guilds/{GUILD}/commands")), "{}", put.path);
+    fake.connected().await;
+    let (_, help) = fake.interact(fake.slash(BOB, "pilot", "help", &[])).await;
+    assert!(help.content().contains("/pilot register"));
+    let (token, _) = fake.interact(fake.slash(BOB, "pilot", "register", &[("name", "Claims triage")])).await;
+    assert!(fake.replies(&token, 1).await[0].content().contains("which end-to-end workflow"));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..(WAIT.as_millis() / 50) {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().ok();
+        None
+    })
+    .await
+    .unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    assert!(stderr.contains("connected to Discord as lastmile"), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "the token was logged");
+    // The answer given in Discord is on disk, in the embedded database.
+    let store = lastmile::open_store(&format!("sqlite://{}", dir.path().join("lastmile.db").display())).await.unwrap();
+    let ws = lastmile::domain::WorkspaceId::new(GUILD.to_string());
+    assert_eq!(store.pilot_names(&ws).await.unwrap(), ["Claims triage"]);
+    store.close().await;
+    fake.assert_valid();
+}
+
+#[test]
+fn without_a_token_the_discord_command_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("DISCORD_TOKEN")
+        .env_remove("DATABASE_URL")
+        .arg("discord")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DISCORD_TOKEN is not set"), "{err}");
+}
