@@ -61,6 +61,8 @@ keys! {
     AlreadyInProgress = "register.in_progress" [pilot, step],
     BackAtFirstStep = "register.back_at_first" [],
     NothingPending = "dialogue.nothing_pending" [],
+    QuestionClosed = "dialogue.question_closed" [],
+    QuestionMoved = "dialogue.question_moved" [step],
     NothingToResume = "dialogue.nothing_to_resume" [],
     Resuming = "dialogue.resuming" [pilot, step],
 

@@ -151,6 +151,10 @@ async fn a_registration_through_forms_buttons_and_the_user_menu() {
     let workflow = "Claims intake team (12, Leeds) triages motor claims by hand; the assistant pre-sorts them.";
     let (_, owner_q) = f.interact(f.submit(BOB, &again, workflow, false)).await;
     assert!(text_of(&owner_q).contains("who owns the last mile"), "{}", text_of(&owner_q));
+    // The workflow's form sent again (from a window left open) answers nothing else.
+    let (token, moved) = f.interact(f.submit(BOB, &again, "Something else entirely", false)).await;
+    assert!(text_of(&moved).contains("already answered"), "{}", text_of(&moved));
+    assert!(text_of(&f.replies(&token, 2).await[1]).contains("who owns the last mile"));
     // The owner is picked in a user menu; a bot is refused.
     let menu = owner_q.component(5);
     let (_, refused) = f.interact(f.pick_user(BOB, &owner_q, &menu, HELPER_BOT)).await;
@@ -379,7 +383,7 @@ async fn malformed_and_unknown_interactions_do_not_crash_the_bot() {
     assert!(text_of(&stale).contains("no longer in use"), "{}", text_of(&stale));
     // An answer with nothing pending.
     let (_, nothing) = f
-        .interact(f.raw(5, json!({"custom_id": format!("lm:m:{GUILD}"), "components": [{"type": 1, "components": [{"type": 4, "custom_id": "answer", "value": "hello"}]}]}), BOB))
+        .interact(f.raw(5, json!({"custom_id": format!("lm:m:{GUILD}:"), "components": [{"type": 1, "components": [{"type": 4, "custom_id": "answer", "value": "hello"}]}]}), BOB))
         .await;
     assert!(text_of(&nothing).contains("Nothing is waiting for an answer"), "{}", text_of(&nothing));
     // Still answering.

@@ -85,6 +85,7 @@ async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
             input,
             bots: vec![UserId::new("x")],
             admin: false,
+            answers: None,
         })
         .await
 }

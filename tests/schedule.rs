@@ -82,6 +82,7 @@ async fn say(engine: &Engine, user: &str, line: &str, now: DateTime<Utc>) -> Vec
             input,
             bots: vec![],
             admin: false,
+            answers: None,
         })
         .await
 }

@@ -16,6 +16,7 @@ fn req(ws: &str, user: &str, input: Input) -> Request {
         input,
         bots: vec![],
         admin: false,
+        answers: None,
     }
 }
 

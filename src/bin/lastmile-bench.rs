@@ -94,6 +94,7 @@ fn request(ws: &str, user: &str, input: Input) -> Request {
         input,
         bots: vec![],
         admin: false,
+        answers: None,
     }
 }
 

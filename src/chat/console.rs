@@ -282,6 +282,7 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
             input,
             bots,
             admin: opts.admins.iter().any(|a| a == &opts.user),
+            answers: None,
         };
         for reply in engine.handle(req).await {
             // A direct message to someone who closed theirs goes where the engine says instead.

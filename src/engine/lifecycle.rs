@@ -84,6 +84,7 @@ impl Engine {
             fallback: None,
             attachment: None,
             card: false,
+            question: None,
         };
         Reply {
             to: Destination::Dm(user.clone()),
@@ -94,6 +95,7 @@ impl Engine {
             fallback: Some(Box::new(fallback)),
             attachment: None,
             card: false,
+            question: None,
         }
     }
 
@@ -242,7 +244,7 @@ impl Engine {
                 vec![],
                 reason(),
             ),
-            At::Ask(_) | At::Confirm | At::PickEdit => return self.ask(req, at, pilot, scratch),
+            At::Ask(_) | At::Confirm | At::PickEdit => return self.question(req, at, pilot, scratch),
         };
         Reply { choices, expect, ..self.ephemeral(req, text) }
     }

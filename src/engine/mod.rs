@@ -62,6 +62,9 @@ pub struct Request {
     pub bots: Vec<UserId>,
     /// Whether the platform counts this user as a workspace administrator (Discord: Manage Server).
     pub admin: bool,
+    /// The question a text answer was given to, when the platform knows it (a button or form made for that
+    /// question: [`Reply::question`]). An answer to a question no longer open changes nothing.
+    pub answers: Option<String>,
 }
 
 /// Where a reply goes.
@@ -103,6 +106,8 @@ pub struct Reply {
     pub attachment: Option<Attachment>,
     /// A pilot card or a summary: the first line is its title (an embed where the platform has them).
     pub card: bool,
+    /// The conversation question this reply's controls answer, to give back in [`Request::answers`].
+    pub question: Option<String>,
 }
 
 impl Reply {
@@ -117,6 +122,7 @@ impl Reply {
             fallback: None,
             attachment: None,
             card: false,
+            question: None,
         }
     }
 }
@@ -177,6 +183,9 @@ impl Engine {
                 let settings = self.store.settings(&req.workspace).await?;
                 let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
                     // No conversation: the answer may be for a question sent by direct message.
+                    if req.answers.is_some() {
+                        return Ok(vec![self.ephemeral(req, self.prompts.text(Key::QuestionClosed))]);
+                    }
                     // Several questions may be open (an ownership request and a nudge): the answer goes to the
                     // newest one it is a choice of, else to the newest.
                     let open = self.store.open_asks(&req.workspace, &req.user).await?;
@@ -210,8 +219,18 @@ impl Engine {
                         }
                         return Ok(replies);
                     }
-                    return Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingPending))]);
+                    let key = if req.answers.is_some() { Key::QuestionClosed } else { Key::NothingPending };
+                    return Ok(vec![self.ephemeral(req, self.prompts.text(key))]);
                 };
+                if let Some(question) = &req.answers
+                    && question != conv.at.as_str()
+                {
+                    // A button or form of an earlier question: say where the conversation is instead.
+                    let pilot = self.conversation_pilot(req, &conv).await?;
+                    let step = self.position_label(conv.at);
+                    let text = self.prompts.render(Key::QuestionMoved, context! { step });
+                    return Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)]);
+                }
                 let pilot = self.conversation_pilot(req, &conv).await?;
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
@@ -687,6 +706,10 @@ impl Engine {
 
     /// The question at a position, with what the user can answer.
     fn ask(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
+        Reply { question: Some(at.as_str().to_owned()), ..self.question(req, at, pilot, scratch) }
+    }
+
+    fn question(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
         let p = &self.prompts;
         let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
         match at {
@@ -844,6 +867,7 @@ impl Engine {
             fallback: None,
             attachment: None,
             card: false,
+            question: None,
         }
     }
 }
@@ -861,6 +885,7 @@ fn ask_again(replies: &mut [Reply], again: Reply, refused: Option<String>) {
     }
     last.expect = expect;
     last.choices = again.choices;
+    last.question = again.question;
 }
 
 /// The first required answer a draft is missing (the sponsor is optional).

@@ -2,8 +2,8 @@
 //! Discord's opcodes) that the real serenity client connects to. Tests dispatch INTERACTION_CREATE events as
 //! Discord would and read the REST calls the bot made.
 //!
-//! Every request body is validated against Discord's official OpenAPI description
-//! (`../shared/reference/discord-openapi.json`, JSON Schema 2020-12) and against the limits the description does
+//! Every request body is validated against Discord's official OpenAPI description (`discord-openapi.json`
+//! beside this file, MIT licensed by Discord: see `discord-openapi.LICENSE`; JSON Schema 2020-12) and against the limits the description does
 //! not state (2000 characters of content for bots, 1-5 components in a modal, 6000 characters across embeds).
 //! A body that fails is answered 400 and recorded: [`Fake::violations`] must stay empty.
 
@@ -170,7 +170,7 @@ impl Drop for Fake {
 }
 
 static SPEC: LazyLock<Value> = LazyLock::new(|| {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/discord-openapi.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_discord/discord-openapi.json");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).expect("the OpenAPI description parses")
 });

@@ -26,7 +26,7 @@ use serenity::all::{
 use serenity::builder::Builder;
 use tokio::sync::{Notify, watch};
 
-use self::ids::Action;
+use self::ids::{Action, Kind};
 use self::render::Message;
 use crate::commands::{self, Command};
 use crate::config::Secret;
@@ -400,6 +400,7 @@ impl Handler {
             input,
             bots: vec![],
             admin,
+            answers: None,
         }
     }
 
@@ -468,10 +469,10 @@ impl Handler {
             return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await;
         };
         // In a server the server is the workspace; in a direct message the button says which.
-        let workspace = c.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace().to_owned());
+        let workspace = c.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace.clone());
         let mut bots = Vec::new();
-        let text = match &action {
-            Action::Answer { multiline, max_chars, label, .. } => {
+        let text = match &action.kind {
+            Kind::Answer { multiline, max_chars, label } => {
                 // The form starts from the answer shown with the question: the one on record or the one refused.
                 let current = self.engine.prompts().text(Key::DiscordCurrent);
                 let prefill = c
@@ -480,11 +481,18 @@ impl Handler {
                     .iter()
                     .find(|e| e.title.as_deref() == Some(render::cut(&current, render::MAX_EMBED_TITLE).as_str()))
                     .and_then(|e| e.description.clone());
-                let modal =
-                    render::modal(&workspace, label, *multiline, *max_chars, prefill.as_deref(), self.engine.prompts());
+                let modal = render::modal(
+                    &workspace,
+                    action.answers().as_deref(),
+                    label,
+                    *multiline,
+                    *max_chars,
+                    prefill.as_deref(),
+                    self.engine.prompts(),
+                );
                 return self.respond(ctx, c.id, &c.token, CreateInteractionResponse::Modal(modal)).await;
             }
-            Action::Choice { index, .. } => {
+            Kind::Choice { index } => {
                 // The label as shown on the button, so a stale button answers with what it said.
                 let label = c.message.components.iter().flat_map(|row| &row.components).find_map(|comp| match comp {
                     ActionRowComponent::Button(b)
@@ -496,7 +504,7 @@ impl Handler {
                 });
                 label.unwrap_or_else(|| (index + 1).to_string())
             }
-            Action::Person { .. } => match &c.data.kind {
+            Kind::Person => match &c.data.kind {
                 ComponentInteractionDataKind::UserSelect { values } if !values.is_empty() => {
                     let user = values[0];
                     if c.data.resolved.users.get(&user).is_some_and(|u| u.bot) {
@@ -506,22 +514,23 @@ impl Handler {
                 }
                 _ => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
             },
-            Action::Skip { word, .. } => word.clone(),
-            Action::Submit { .. } => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
+            Kind::Skip { word } => word.clone(),
+            Kind::Submit => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
         };
         let mut req =
             self.request(workspace, c.user.id, c.channel_id, Input::Text(text), manages_server(c.member.as_ref()));
         req.bots = bots;
+        req.answers = action.answers();
         let replies = self.engine.handle(req.clone()).await;
         let mut origin = Origin { id: c.id, token: &c.token, channel: c.channel_id, deferred: false, responded: false };
         self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
     }
 
     async fn on_modal(&self, ctx: &Context, m: &ModalInteraction) -> anyhow::Result<()> {
-        let Some(Action::Submit { workspace }) = Action::decode(&m.data.custom_id) else {
+        let Some(action) = Action::decode(&m.data.custom_id).filter(|a| a.kind == Kind::Submit) else {
             return self.say_ephemeral(ctx, m.id, &m.token, Key::DiscordStale).await;
         };
-        let workspace = m.guild_id.map(|g| g.to_string()).unwrap_or(workspace);
+        let workspace = m.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace.clone());
         let text = m
             .data
             .components
@@ -532,8 +541,9 @@ impl Handler {
                 _ => None,
             })
             .unwrap_or_default();
-        let req =
+        let mut req =
             self.request(workspace, m.user.id, m.channel_id, Input::Text(text), manages_server(m.member.as_ref()));
+        req.answers = action.answers();
         let replies = self.engine.handle(req.clone()).await;
         let mut origin = Origin { id: m.id, token: &m.token, channel: m.channel_id, deferred: false, responded: false };
         self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await

@@ -11,7 +11,7 @@ use serenity::all::{
     CreateSelectMenuKind, InputTextStyle, UserId as DiscordUser,
 };
 
-use super::ids::Action;
+use super::ids::{Action, Kind};
 use crate::commands::{COMMANDS, OptionKind};
 use crate::domain::Step;
 use crate::engine::{Expect, Reply};
@@ -122,7 +122,8 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
         CreateAttachment::bytes(a.bytes.clone(), a.filename.clone())
     });
     let mut components = Vec::new();
-    let ws = workspace.to_owned();
+    let question = reply.question.as_deref();
+    let action = |kind| Action::new(workspace, question, kind).encode();
     match &reply.expect {
         Some(Expect::Text { label, current, max_chars, multiline }) => {
             if let Some(current) = current.as_ref().filter(|c| !c.trim().is_empty()) {
@@ -132,29 +133,25 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
                         .description(cut(current, MAX_EMBED_DESCRIPTION)),
                 );
             }
-            let action = Action::Answer {
-                workspace: ws,
+            let id = action(Kind::Answer {
                 multiline: *multiline,
                 max_chars: (*max_chars).clamp(1, MAX_INPUT_LENGTH),
                 label: cut(label, MAX_INPUT_LABEL),
-            };
-            let button = CreateButton::new(action.encode())
+            });
+            let button = CreateButton::new(id)
                 .label(cut(&prompts.text(Key::DiscordAnswer), MAX_BUTTON_LABEL))
                 .style(ButtonStyle::Primary);
             components.push(CreateActionRow::Buttons(vec![button]));
         }
         Some(Expect::Person { label, skip }) => {
             let placeholder = prompts.render(Key::DiscordPickPerson, context! { label => label.to_lowercase() });
-            let menu = CreateSelectMenu::new(
-                Action::Person { workspace: ws.clone() }.encode(),
-                CreateSelectMenuKind::User { default_users: None },
-            )
-            .placeholder(cut(&placeholder, MAX_PLACEHOLDER))
-            .min_values(1)
-            .max_values(1);
+            let menu = CreateSelectMenu::new(action(Kind::Person), CreateSelectMenuKind::User { default_users: None })
+                .placeholder(cut(&placeholder, MAX_PLACEHOLDER))
+                .min_values(1)
+                .max_values(1);
             components.push(CreateActionRow::SelectMenu(menu));
             if let Some(word) = skip {
-                let button = CreateButton::new(Action::Skip { workspace: ws, word: word.clone() }.encode())
+                let button = CreateButton::new(action(Kind::Skip { word: word.clone() }))
                     .label(cut(&prompts.text(Key::DiscordSkip), MAX_BUTTON_LABEL))
                     .style(ButtonStyle::Secondary);
                 components.push(CreateActionRow::Buttons(vec![button]));
@@ -167,7 +164,7 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
                 .take(MAX_BUTTONS_PER_ROW * MAX_ROWS)
                 .enumerate()
                 .map(|(index, label)| {
-                    CreateButton::new(Action::Choice { workspace: ws.clone(), index }.encode())
+                    CreateButton::new(action(Kind::Choice { index }))
                         .label(cut(label, MAX_BUTTON_LABEL))
                         .style(if index == 0 { ButtonStyle::Primary } else { ButtonStyle::Secondary })
                 })
@@ -180,9 +177,10 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
     Message { content, embeds, components, mentions: mentions(&reply.ping), file }
 }
 
-/// The form for a text answer, starting from `prefill`.
+/// The form for a text answer to `question`, starting from `prefill`.
 pub fn modal(
     workspace: &str,
+    question: Option<&str>,
     label: &str,
     multiline: bool,
     max_chars: usize,
@@ -198,7 +196,7 @@ pub fn modal(
         input = input.value(cut(text, max_chars));
     }
     let title = prompts.render(Key::DiscordModalTitle, context! { label });
-    CreateModal::new(Action::Submit { workspace: workspace.to_owned() }.encode(), cut(&title, MAX_MODAL_TITLE))
+    CreateModal::new(Action::new(workspace, question, Kind::Submit).encode(), cut(&title, MAX_MODAL_TITLE))
         .components(vec![CreateActionRow::InputText(input)])
 }
 
@@ -302,7 +300,7 @@ mod tests {
             for b in row["components"].as_array().unwrap() {
                 assert!(b["label"].as_str().unwrap().chars().count() <= MAX_BUTTON_LABEL);
                 let id = b["custom_id"].as_str().unwrap();
-                assert!(matches!(Action::decode(id), Some(Action::Choice { .. })));
+                assert!(matches!(Action::decode(id), Some(Action { kind: Kind::Choice { .. }, .. })));
             }
         }
     }
@@ -320,11 +318,9 @@ mod tests {
         assert_eq!(embeds[0]["description"], "TBD");
         let button = &json(&m.components)[0]["components"][0];
         let action = Action::decode(button["custom_id"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            action,
-            Action::Answer { workspace: "7".into(), multiline: true, max_chars: 1000, label: "Workflow".into() }
-        );
-        let modal = json(&modal("7", "Workflow", true, 1000, Some("TBD"), &p));
+        assert_eq!(action.kind, Kind::Answer { multiline: true, max_chars: 1000, label: "Workflow".into() });
+        assert_eq!(action.workspace, "7");
+        let modal = json(&modal("7", Some("workflow"), "Workflow", true, 1000, Some("TBD"), &p));
         let input = &modal["components"][0]["components"][0];
         assert_eq!(input["value"], "TBD");
         assert_eq!(input["style"], 2);
