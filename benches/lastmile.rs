@@ -1,8 +1,12 @@
-//! `lastmile-bench`: throughput, latency, scale and memory, each beside a baseline measured in the same run on
-//! the same database, printed as a table and written to BENCHMARKS.md. `--quick` uses tiny sizes (CI smoke test).
+//! The benchmarks: throughput, latency, scale, memory and the Discord path, each beside a baseline measured in
+//! the same run on the same database, printed as a table and written to BENCHMARKS.md (the notes after the table
+//! are kept). `--quick` uses tiny sizes (CI smoke test).
 //!
-//! cargo build --release --bins && target/release/lastmile-bench --out BENCHMARKS.md   # the full table
-//! cargo build --bins && target/debug/lastmile-bench --quick                          # a smoke test
+//! cargo bench --bench lastmile -- --out BENCHMARKS.md   # the full table (release build)
+//! cargo test --bench lastmile -- --quick                # a smoke test (debug build)
+
+#[path = "../tests/fake_discord/mod.rs"]
+mod fake_discord;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +31,7 @@ struct Sizes {
     memory_dialogues: usize,
     startup: usize,
     raw_inserts: usize,
+    interactions: usize,
 }
 
 impl Sizes {
@@ -40,6 +45,7 @@ impl Sizes {
             memory_dialogues: 10_000,
             startup: 1_000_000,
             raw_inserts: 2_000,
+            interactions: 1_000,
         }
     }
     fn quick() -> Self {
@@ -52,6 +58,7 @@ impl Sizes {
             memory_dialogues: 200,
             startup: 5_000,
             raw_inserts: 200,
+            interactions: 50,
         }
     }
 }
@@ -294,8 +301,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn lastmile_bin() -> PathBuf {
-    let me = std::env::current_exe().unwrap_or_default();
-    me.with_file_name("lastmile")
+    PathBuf::from(env!("CARGO_BIN_EXE_lastmile"))
 }
 
 /// Figure 5: peak RSS of the console bot: idle, and after `dialogues` users each opened a registration.
@@ -481,15 +487,22 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => println!("5. memory: not measured: {e:#}"),
     }
 
-    // 6. The Discord path needs the Discord adapter (issue 4).
-    rows.push(Row {
-        figure: "6. interactions/s through serenity and the fake Discord".into(),
-        value: "not measured".into(),
-        baseline: "-".into(),
-        ratio: "-".into(),
-        target: ">= 0.7 x pong".into(),
-        met: None,
-    });
+    // 6. The Discord path: dialogue steps through serenity and the fake Discord, beside a bare "pong".
+    eprintln!("[{:>4.0}s] Discord path", started.elapsed().as_secs_f64());
+    match discord_path(&dir, sizes.interactions).await {
+        Ok((steps, pong)) => rows.push(Row {
+            figure: format!(
+                "6. interactions/s through serenity and the fake Discord, {} at once (a dialogue step, sqlite)",
+                sizes.interactions
+            ),
+            value: format!("{steps:.0} steps/s"),
+            baseline: format!("{pong:.0} pongs/s"),
+            ratio: format!("{:.2}", steps / pong),
+            target: ">= 0.7".into(),
+            met: Some(steps / pong >= 0.7),
+        }),
+        Err(e) => println!("6. Discord path: not measured: {e:#}"),
+    }
 
     // 7. Start-up on an existing large database, beside an empty one.
     let big = dir.join("startup.db");
@@ -512,11 +525,107 @@ async fn main() -> anyhow::Result<()> {
     let table = render(&rows, &plans, quick, started.elapsed());
     println!("{table}");
     if let Some(path) = out_file {
-        std::fs::write(&path, &table).with_context(|| format!("write {path}"))?;
+        // The notes written under the table (what was changed, what is left) stay.
+        let notes = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find("\n## ").map(|i| old[i..].to_owned()))
+            .unwrap_or_default();
+        std::fs::write(&path, format!("{table}{notes}")).with_context(|| format!("write {path}"))?;
         println!("(written to {path})");
     }
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
+}
+
+const WARM_UP: usize = 20;
+
+/// Answers every interaction with "pong": the cost of serenity and the fake alone.
+struct Pong;
+
+#[serenity::async_trait]
+impl serenity::all::EventHandler for Pong {
+    async fn interaction_create(&self, ctx: serenity::all::Context, interaction: serenity::all::Interaction) {
+        use serenity::all::{CreateAllowedMentions, CreateInteractionResponse, CreateInteractionResponseMessage};
+        if let serenity::all::Interaction::Modal(m) = interaction {
+            let msg = CreateInteractionResponseMessage::new()
+                .content("pong")
+                .ephemeral(true)
+                .allowed_mentions(CreateAllowedMentions::new());
+            if let Err(e) = m.create_response(&ctx.http, CreateInteractionResponse::Message(msg)).await {
+                eprintln!("pong failed: {e}");
+            }
+        }
+    }
+}
+
+fn discord_options(fake: &fake_discord::Fake) -> lastmile::chat::discord::DiscordOptions {
+    lastmile::chat::discord::DiscordOptions {
+        token: serde_json::from_value(serde_json::json!("bench.token")).expect("a token"),
+        api_url: Some(fake.base.clone()),
+        guild_id: Some(fake_discord::GUILD),
+        scheduler_interval: Duration::from_secs(3600),
+        clock: Arc::new(now),
+    }
+}
+
+/// Users `from..from + n` each submit the form of their open registration's first question, all at once;
+/// returns answers/s.
+async fn submit_all(fake: &fake_discord::Fake, from: usize, n: usize) -> anyhow::Result<f64> {
+    let callbacks = |calls: &[fake_discord::Call]| calls.iter().filter(|c| c.is_callback()).count();
+    let before = callbacks(&fake.calls());
+    let t = Instant::now();
+    for i in from..from + n {
+        let who = fake_discord::Who { id: 900_000_000_000_100_000 + i as u64, name: "user", admin: false, bot: false };
+        let data = serde_json::json!({
+            "custom_id": format!("lm:m:{}:workflow", fake_discord::GUILD),
+            "components": [{"type": 1, "components": [{"type": 4, "custom_id": "answer", "value": ANSWERS[0]}]}],
+        });
+        fake.dispatch("INTERACTION_CREATE", fake.raw(5, data, who));
+    }
+    fake.wait_for(&format!("{n} responses"), |calls| (callbacks(calls) >= before + n).then_some(())).await;
+    let took = t.elapsed();
+    anyhow::ensure!(fake.violations().is_empty(), "invalid bodies: {:?}", fake.violations());
+    Ok(n as f64 / took.as_secs_f64())
+}
+
+/// Figure 6: dialogue steps answered through the real serenity client and the fake Discord, beside a client
+/// whose handler only says "pong", on the same fake, in the same run.
+async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64)> {
+    // The pong client.
+    let fake = fake_discord::Fake::start().await;
+    let http = lastmile::chat::discord::http(&discord_options(&fake));
+    let mut client = serenity::all::ClientBuilder::new_with_http(http, serenity::all::GatewayIntents::empty())
+        .event_handler(Pong)
+        .await?;
+    let shards = client.shard_manager.clone();
+    let task = tokio::spawn(async move { client.start().await });
+    fake.connected().await;
+    // A first round warms up both sides (connections, the fake's compiled schemas) and is not counted.
+    submit_all(&fake, 0, WARM_UP).await?;
+    let pong = submit_all(&fake, WARM_UP, n).await?;
+    shards.shutdown_all().await;
+    task.await??;
+    drop(fake);
+
+    // lastmile, with `n` registrations waiting for their workflow.
+    let url = format!("sqlite://{}", dir.join("discord.db").display());
+    let e = engine(&url).await?;
+    for i in 0..WARM_UP + n {
+        let user = (900_000_000_000_100_000 + i as u64).to_string();
+        let cmd = format!("/pilot register Discord pilot {i}");
+        e.handle(request(&fake_discord::GUILD.to_string(), &user, Input::CommandLine(cmd))).await;
+    }
+    let fake = fake_discord::Fake::start().await;
+    let mut bot = lastmile::chat::discord::start(e, discord_options(&fake)).await?;
+    bot.ready().await?;
+    fake.connected().await;
+    submit_all(&fake, 0, WARM_UP).await?;
+    let steps = submit_all(&fake, WARM_UP, n).await?;
+    let answered =
+        fake.calls().iter().filter(|c| c.is_callback() && c.content().contains("who owns the last mile")).count();
+    anyhow::ensure!(answered == WARM_UP + n, "only {answered} of {} steps moved on", WARM_UP + n);
+    bot.shutdown().await?;
+    Ok((steps, pong))
 }
 
 /// An existing, migrated database with `n` pilots.
@@ -541,9 +650,9 @@ fn render(rows: &[Row], plans: &[(String, String)], quick: bool, took: Duration)
         machine(),
         Utc::now().format("%Y-%m-%d"),
         if quick {
-            "cargo build --bins && target/debug/lastmile-bench --quick"
+            "cargo test --bench lastmile -- --quick"
         } else {
-            "cargo build --release --bins && target/release/lastmile-bench --out BENCHMARKS.md"
+            "cargo bench --bench lastmile -- --out BENCHMARKS.md"
         },
         took.as_secs_f64()
     ));
