@@ -15,7 +15,7 @@ use lastmile::chat::console::{self, ConsoleOptions};
 use lastmile::chat::discord::{self, DiscordOptions, Running};
 use lastmile::config::Secret;
 use lastmile::engine::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TOKEN: &str = "fake.discord.token";
 
@@ -69,6 +69,9 @@ impl TestBot {
             tokio::time::timeout(WAIT, bot.shutdown()).await.expect("shut down in time").expect("clean shutdown");
         }
         self.fake.assert_valid();
+        let unknown: Vec<String> =
+            self.fake.calls().iter().filter(|c| c.status == 404).map(|c| format!("{} {}", c.method, c.path)).collect();
+        assert!(unknown.is_empty(), "calls the fake does not know: {unknown:?}");
     }
 }
 
@@ -411,8 +414,40 @@ async fn the_bot_still_answers_after_the_gateway_drops() {
     t.stop().await;
 }
 
-#[allow(dead_code)]
-fn unused(_: Value) {}
+#[tokio::test]
+async fn evidence_and_a_decision_through_buttons_and_forms() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    // The owner records that the workflow is live: a button picks the item, a form takes the answer.
+    let (_, pick) = f.interact(f.slash(DAVE, "pilot", "evidence", &[("pilot", "Claims triage")])).await;
+    let (_, ask) = f.interact(f.click(DAVE, &pick, &pick.button("Workflow live"), false)).await;
+    let (_, modal) = f.interact(f.click(DAVE, &ask, &ask.button("Answer"), false)).await;
+    assert_eq!(modal.body["type"], 9);
+    let (_, recorded) = f
+        .interact(f.submit(
+            DAVE,
+            &modal,
+            "Since 2 Dec the Leeds team (12) works from the pre-sorted queue; see the ops wiki.",
+            false,
+        ))
+        .await;
+    assert!(text_of(&recorded).contains("Evidence 1/3"), "{}", text_of(&recorded));
+    // The registrant kills it: the category is a button, the reason a form; the decision is public.
+    let (_, category) =
+        f.interact(f.slash(BOB, "pilot", "review", &[("pilot", "Claims triage"), ("decision", "kill")])).await;
+    let (_, reason_q) =
+        f.interact(f.click(BOB, &category, &category.button("Stalled in hand-off (absorption failure)"), false)).await;
+    let (_, modal) = f.interact(f.click(BOB, &reason_q, &reason_q.button("Answer"), false)).await;
+    assert_eq!(modal.body["data"]["components"][0]["components"][0]["label"], "Reason");
+    // The decision answers the form in the channel, for everyone.
+    let (_, decision) = f.interact(f.submit(BOB, &modal, "Operations never took it over.", false)).await;
+    assert!(!decision.ephemeral());
+    assert!(text_of(&decision).contains("is stopped"), "{}", text_of(&decision));
+    assert!(text_of(&decision).contains("absorption"), "{}", text_of(&decision));
+    let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
+    assert_eq!(pilot.stage, lastmile::domain::Stage::Killed);
+    t.stop().await;
+}
 
 #[test]
 fn the_fake_refuses_what_discord_would_refuse() {
