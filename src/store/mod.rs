@@ -61,6 +61,21 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The conversation a turn saves, when saving it can be the guard's write: the turn saves it once, does not end
+/// it, and neither creates nor deletes the pilot it points to. Returns it with its pilot id.
+fn merged_save(effects: &[Effect], pilot: Option<PilotId>) -> Option<(&Conversation, Option<i64>)> {
+    let mut saves = effects.iter().filter_map(|e| match e {
+        Effect::SaveConversation(c) => Some(c),
+        _ => None,
+    });
+    let save = saves.next()?;
+    let single = saves.next().is_none();
+    let simple = !effects
+        .iter()
+        .any(|e| matches!(e, Effect::EndConversation | Effect::CreateDraft(_) | Effect::DeleteDraft));
+    (single && simple).then(|| (save, save.pilot.or(pilot).map(|p| p.0)))
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -462,13 +477,15 @@ impl Store {
         let bets_sql = list(&format!("extensions > 0 AND NOT (next_review_date < $2 AND {evidence} < 3)"));
         type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
         type PnlRow = (Option<String>, Option<String>, i64, Option<f64>, Option<f64>, i64);
+        // The two scans and the lists are independent reads: run them at once, each on its own connection.
         let (c, pnl_rows, overdue, risks, bets): (Counts, Vec<PnlRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>) = with_pool!(self, pool => {
-            let c = sqlx::query_as(&counts).bind(ws.as_str()).bind(today).fetch_one(pool).await?;
-            let pnl_rows = sqlx::query_as(pnl).bind(ws.as_str()).fetch_all(pool).await?;
-            let overdue = sqlx::query_as(&overdue_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
-            let risks = sqlx::query_as(&risks_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
-            let bets = sqlx::query_as(&bets_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool).await?;
-            (c, pnl_rows, overdue, risks, bets)
+            tokio::try_join!(
+                sqlx::query_as(&counts).bind(ws.as_str()).bind(today).fetch_one(pool),
+                sqlx::query_as(pnl).bind(ws.as_str()).fetch_all(pool),
+                sqlx::query_as(&overdue_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                sqlx::query_as(&risks_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                sqlx::query_as(&bets_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+            )?
         });
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
         let pilots =
@@ -728,6 +745,8 @@ impl Store {
         let a = actor.as_str();
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            // A turn that moves an existing conversation on saves it with the guard's own write: one statement.
+            let mut merged = None;
             match guard {
                 Guard::Any => {}
                 Guard::NoConversation => {
@@ -736,6 +755,23 @@ impl Store {
                     if exists.is_some() {
                         return Err(StoreError::Conflict);
                     }
+                }
+                Guard::At(c) if merged_save(effects, pilot).is_some() => {
+                    let (new, pilot_id) = merged_save(effects, pilot).ok_or(StoreError::Conflict)?;
+                    let moved = sqlx::query(
+                        "UPDATE conversations SET flow = $8, at = $9, pilot_id = $10, channel = $11, return_to_confirm = $12, \
+                         updated_at = $3, scratch = $13 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
+                         AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
+                    )
+                    .bind(w).bind(a).bind(now).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(c.return_to_confirm)
+                    .bind(c.pilot.map(|p| p.0))
+                    .bind(rows::flow_str(new.flow)).bind(new.at.as_str()).bind(pilot_id).bind(new.channel.as_str())
+                    .bind(new.return_to_confirm).bind(scratch_json(new))
+                    .execute(&mut *tx).await?;
+                    if moved.rows_affected() != 1 {
+                        return Err(StoreError::Conflict);
+                    }
+                    merged = Some(new);
                 }
                 Guard::At(c) => {
                     // Writing first takes the row's lock, so a concurrent turn of the same user waits, then finds it moved.
@@ -838,6 +874,7 @@ impl Store {
                         .execute(&mut *tx).await
                         .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
                     }
+                    Effect::SaveConversation(c) if merged.is_some_and(|m| std::ptr::eq(m, c)) => {}
                     Effect::SaveConversation(c) => {
                         let pilot_id = c.pilot.or(pilot).map(|p| p.0);
                         sqlx::query(
