@@ -70,9 +70,8 @@ fn merged_save(effects: &[Effect], pilot: Option<PilotId>) -> Option<(&Conversat
     });
     let save = saves.next()?;
     let single = saves.next().is_none();
-    let simple = !effects
-        .iter()
-        .any(|e| matches!(e, Effect::EndConversation | Effect::CreateDraft(_) | Effect::DeleteDraft));
+    let simple =
+        !effects.iter().any(|e| matches!(e, Effect::EndConversation | Effect::CreateDraft(_) | Effect::DeleteDraft));
     (single && simple).then(|| (save, save.pilot.or(pilot).map(|p| p.0)))
 }
 

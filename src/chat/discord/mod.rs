@@ -258,6 +258,22 @@ impl Outbox for DiscordOutbox {
     }
 }
 
+/// Puts a message on one of serenity's message builders (they share method names, not a trait); `$attach` is
+/// the builder's method for a new file.
+macro_rules! with_message {
+    ($builder:expr, $m:expr, $attach:ident) => {{
+        let m: Message = $m;
+        let mut b = $builder.embeds(m.embeds).components(m.components).allowed_mentions(m.mentions);
+        if !m.content.is_empty() {
+            b = b.content(m.content);
+        }
+        if let Some(f) = m.file {
+            b = b.$attach(f);
+        }
+        b
+    }};
+}
+
 /// Discord's "Cannot send messages to this user".
 fn dm_closed(e: &serenity::Error) -> bool {
     matches!(e, serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.error.code == 50007)
@@ -268,14 +284,7 @@ fn snowflake(id: &str) -> Option<u64> {
 }
 
 fn create_message(m: Message) -> CreateMessage {
-    let mut b = CreateMessage::new().embeds(m.embeds).components(m.components).allowed_mentions(m.mentions);
-    if !m.content.is_empty() {
-        b = b.content(m.content);
-    }
-    if let Some(f) = m.file {
-        b = b.add_file(f);
-    }
-    b
+    with_message!(CreateMessage::new(), m, add_file)
 }
 
 async fn post(http: &Http, channel: &ChannelId, m: Message) -> Result<(), serenity::Error> {
@@ -601,45 +610,17 @@ impl Handler {
 
     /// Answers the interaction itself: the response first, follow-ups after.
     async fn answer(&self, ctx: &Context, origin: &mut Origin<'_>, m: Message, ephemeral: bool) -> anyhow::Result<()> {
-        let http = &ctx.http;
-        if !origin.responded && origin.deferred {
-            origin.responded = true;
-            let mut b =
-                EditInteractionResponse::new().embeds(m.embeds).components(m.components).allowed_mentions(m.mentions);
-            if !m.content.is_empty() {
-                b = b.content(m.content);
-            }
-            if let Some(f) = m.file {
-                b = b.new_attachment(f);
-            }
-            return b.execute(http, origin.token).await.map(|_| ()).context("deferred response");
+        let first = !origin.responded;
+        origin.responded = true;
+        if first && origin.deferred {
+            let b = with_message!(EditInteractionResponse::new(), m, new_attachment);
+            return b.execute(&ctx.http, origin.token).await.map(|_| ()).context("deferred response");
         }
-        if !origin.responded {
-            origin.responded = true;
-            let mut b = CreateInteractionResponseMessage::new()
-                .embeds(m.embeds)
-                .components(m.components)
-                .allowed_mentions(m.mentions)
-                .ephemeral(ephemeral);
-            if !m.content.is_empty() {
-                b = b.content(m.content);
-            }
-            if let Some(f) = m.file {
-                b = b.add_file(f);
-            }
+        if first {
+            let b = with_message!(CreateInteractionResponseMessage::new(), m, add_file).ephemeral(ephemeral);
             return self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await;
         }
-        let mut b = CreateInteractionResponseFollowup::new()
-            .embeds(m.embeds)
-            .components(m.components)
-            .allowed_mentions(m.mentions)
-            .ephemeral(ephemeral);
-        if !m.content.is_empty() {
-            b = b.content(m.content);
-        }
-        if let Some(f) = m.file {
-            b = b.add_file(f);
-        }
-        b.execute(http, (None, origin.token)).await.map(|_| ()).context("follow-up")
+        let b = with_message!(CreateInteractionResponseFollowup::new(), m, add_file).ephemeral(ephemeral);
+        b.execute(&ctx.http, (None, origin.token)).await.map(|_| ()).context("follow-up")
     }
 }
