@@ -62,6 +62,7 @@ keys! {
     BackAtFirstStep = "register.back_at_first" [],
     NothingPending = "dialogue.nothing_pending" [],
     QuestionClosed = "dialogue.question_closed" [],
+    QuestionNotYours = "dialogue.question_not_yours" [user],
     QuestionMoved = "dialogue.question_moved" [step],
     NothingToResume = "dialogue.nothing_to_resume" [],
     Resuming = "dialogue.resuming" [pilot, step],
@@ -266,6 +267,7 @@ keys! {
     DiscordGuildOnly = "discord.guild_only" [],
     DiscordStale = "discord.stale" [],
     DiscordDone = "discord.done" [],
+    DiscordRestarting = "discord.restarting" [],
 }
 
 impl Key {

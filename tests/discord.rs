@@ -272,8 +272,11 @@ async fn a_nudge_from_the_scheduler_arrives_as_a_dm_with_buttons() {
     // Snoozing from the DM works without a server.
     let (_, snoozed) = f.interact(f.click(DAVE, &nudge, &nudge.button("Snooze"), true)).await;
     assert!(text_of(&snoozed).contains("snoozed until"), "{}", text_of(&snoozed));
-    // Exactly one nudge for this cycle, however often the scheduler ran.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Exactly one nudge for this cycle, however often the scheduler runs.
+    let runs = t.bot.as_ref().unwrap().scheduler_runs();
+    while t.bot.as_ref().unwrap().scheduler_runs() < runs + 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let nudges =
         f.calls().iter().filter(|c| c.path == dm_path && text_of(c).contains("passed its review date")).count();
     assert_eq!(nudges, 1);
@@ -312,20 +315,56 @@ async fn a_closed_dm_falls_back_to_a_mention_in_the_channel() {
 }
 
 #[tokio::test]
+async fn a_button_in_a_dm_answers_its_own_question_only() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    t.set_clock("2027-01-07T10:00:00Z");
+    let dm_path = format!("/channels/{}/messages", DAVE.id + 1);
+    let nudge = f
+        .wait_for("the nudge", |calls| {
+            calls.iter().find(|c| c.path == dm_path && text_of(c).contains("passed its review date")).cloned()
+        })
+        .await;
+    nudge_recorded(&t).await;
+    // Dave is in the middle of registering another pilot when he clicks "Snooze" in the DM.
+    let (_, q) = f.interact(f.slash(DAVE, "pilot", "register", &[("name", "Invoice matching")])).await;
+    assert!(text_of(&q).contains("which end-to-end workflow"));
+    let (_, snoozed) = f.interact(f.click(DAVE, &nudge, &nudge.button("Snooze"), true)).await;
+    assert!(text_of(&snoozed).contains("snoozed until"), "{}", text_of(&snoozed));
+    // The registration still waits for its workflow, untouched.
+    let draft = t.engine.store().all_pilots(None).await.unwrap().into_iter().find(|p| p.name == "Invoice matching");
+    assert_eq!(draft.and_then(|p| p.workflow), None);
+    let (_, resumed) = f.interact(f.slash(DAVE, "pilot", "resume", &[])).await;
+    let replies = f.replies(resumed.token().unwrap(), 2).await;
+    assert!(replies.iter().any(|c| text_of(c).contains("which end-to-end workflow")), "{replies:?}");
+    // Someone else clicking the owner's button changes nothing.
+    let (_, refused) = f.interact(f.click(ERIN, &nudge, &nudge.button("Add evidence"), false)).await;
+    assert!(text_of(&refused).contains(&format!("is for {}", DAVE.mention())), "{}", text_of(&refused));
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn portfolio_defers_then_posts_the_summary_with_its_chart() {
     let t = TestBot::start_with(scoped("Claims triage")).await;
     let f = &t.fake;
+    // Past the review date: the pilot is overdue, so its owner is named in the summary and notified.
+    t.set_clock("2027-01-07T10:00:00Z");
     let (token, deferred) = f.interact(f.slash(ALICE, "portfolio", "", &[])).await;
     assert_eq!(deferred.body["type"], 5);
-    let replies = f.replies(&token, 2).await;
-    let edit = &replies[1];
-    assert_eq!(edit.method, "PATCH");
-    assert!(edit.path.ends_with("/messages/@original"));
-    assert_eq!(edit.files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["funnel.png"]);
-    assert!(edit.files[0].1 > 1000, "a real PNG");
-    let embed = &edit.body["embeds"][0];
+    assert!(deferred.ephemeral(), "only the one who asked sees the bot thinking");
+    let replies = f.replies(&token, 3).await;
+    let summary = replies.iter().find(|c| c.method == "POST" && !c.ephemeral()).expect("a public summary");
+    assert_eq!(summary.files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["funnel.png"]);
+    assert!(summary.files[0].1 > 1000, "a real PNG");
+    let embed = &summary.body["embeds"][0];
     assert_eq!(embed["image"]["url"], "attachment://funnel.png");
     assert!(embed["title"].as_str().unwrap().contains("Portfolio"), "{embed}");
+    assert!(embed["description"].as_str().unwrap().contains("Claims triage"), "{embed}");
+    // Mentions inside an embed notify nobody: the overdue owner is named in the content too.
+    assert_eq!(summary.body["content"], json!(DAVE.mention()));
+    assert_eq!(summary.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
+    let edit = replies.iter().find(|c| c.method == "PATCH").expect("the deferred message replaced");
+    assert!(edit.path.ends_with("/messages/@original"));
     t.stop().await;
 }
 
@@ -353,10 +392,23 @@ async fn config_needs_manage_server() {
 async fn everyone_in_a_pilot_name_pings_nobody() {
     let t = TestBot::start_with(scoped("@everyone @here launch party")).await;
     let f = &t.fake;
-    let (_, status) = f.interact(f.slash(BOB, "pilot", "status", &[("pilot", "@everyone @here launch party")])).await;
-    assert!(text_of(&status).contains("@everyone @here launch party"), "{}", text_of(&status));
-    assert_eq!(status.message()["allowed_mentions"]["parse"], json!([]));
-    assert_eq!(status.message()["allowed_mentions"]["users"], json!([]));
+    // A public post that quotes the name: the fallback of a nudge to an owner who closed their DMs.
+    f.close_dms(DAVE);
+    t.set_clock("2027-01-07T10:00:00Z");
+    let post = f
+        .wait_for("the fallback", |calls| {
+            calls
+                .iter()
+                .find(|c| {
+                    c.path == format!("/channels/{CHANNEL}/messages") && text_of(c).contains("could not send you")
+                })
+                .cloned()
+        })
+        .await;
+    assert!(post.body["content"].as_str().unwrap().contains("@everyone @here launch party"), "{}", post.body);
+    assert_eq!(post.body["allowed_mentions"]["parse"], json!([]));
+    assert_eq!(post.body["allowed_mentions"]["roles"], json!([]));
+    assert_eq!(post.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
     t.stop().await;
 }
 
@@ -538,4 +590,28 @@ fn without_a_token_the_discord_command_says_what_to_do() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DISCORD_TOKEN is not set"), "{err}");
+}
+
+#[tokio::test]
+async fn a_slow_answer_is_deferred_within_three_seconds() {
+    use sqlx::Connection;
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    // Another process holds the database's write lock for 2.5 seconds.
+    let mut other = sqlx::SqliteConnection::connect(&t._db.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        other.close().await.ok();
+    });
+    let (token, first) = f.interact(f.slash(BOB, "pilot", "register", &[("name", "Claims triage")])).await;
+    // Acknowledged in time (the fake would record a violation past 3 s), then answered in place.
+    assert_eq!(first.body["type"], 5);
+    assert!(first.ephemeral());
+    let replies = f.replies(&token, 2).await;
+    assert_eq!(replies[1].method, "PATCH");
+    assert!(text_of(&replies[1]).contains("which end-to-end workflow"), "{}", text_of(&replies[1]));
+    release.await.unwrap();
+    t.stop().await;
 }

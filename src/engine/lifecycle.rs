@@ -4,8 +4,8 @@
 use chrono::NaiveDate;
 use minijinja::context;
 
-use super::{Destination, Engine, Expect, Reply, Request};
-use crate::dialogue::{At, Say, Scratch, asks, evidence, review};
+use super::{AskRef, Destination, Engine, Expect, Reply, Request};
+use crate::dialogue::{AskKind, At, Say, Scratch, asks, evidence, review};
 use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
 use crate::domain::{DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId};
@@ -97,6 +97,18 @@ impl Engine {
             card: false,
             question: None,
         }
+    }
+
+    /// A question by direct message (an ask): its choices, and the reference that routes a click to it alone.
+    pub(crate) fn ask_dm(&self, pilot: &Pilot, user: &UserId, kind: &AskKind, text: String) -> Reply {
+        let choices = asks::choices(kind).iter().map(|k| self.prompts.text(*k)).collect();
+        let question = Some(AskRef { kind: kind.name().to_owned(), pilot: pilot.id, user: user.clone() }.to_string());
+        let mut reply = self.dm(pilot, user, text, choices);
+        reply.question = question.clone();
+        if let Some(fallback) = reply.fallback.as_mut() {
+            fallback.question = question;
+        }
+        reply
     }
 
     fn decision_text(&self, p: &Pilot) -> Option<String> {
@@ -280,9 +292,7 @@ impl Engine {
                         pnl_line, baseline, target, review_date => self.date(pilot.due_date()),
                     },
                 );
-                let choices =
-                    asks::choices(&crate::dialogue::AskKind::AcceptOwnership).iter().map(|k| p.text(*k)).collect();
-                out.push(Reply { expect: Some(Expect::Choice), ..dm(owner, text, choices) });
+                out.push(self.ask_dm(pilot, owner, &crate::dialogue::AskKind::AcceptOwnership, text));
             }
             Say::Stopped => out.push(self.ephemeral(req, p.render(Key::Stopped, context! { pilot => name }))),
             Say::EvidenceRecorded(EvidenceKind::PnlMoved) if !pilot.has_evidence(EvidenceKind::PnlMoved) => {
@@ -358,8 +368,7 @@ impl Engine {
                     reason: String::new(),
                     requested_by: req.user.clone(),
                 };
-                let choices = asks::choices(&kind).iter().map(|k| p.text(*k)).collect();
-                out.push(dm(&approver, text, choices));
+                out.push(self.ask_dm(pilot, &approver, &kind, text));
             }
             Say::OwnerAccepted => {
                 out.push(self.ephemeral(req, p.render(Key::OwnerAcceptedReply, context! { pilot => name })));

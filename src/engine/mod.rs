@@ -133,6 +133,34 @@ pub struct Attachment {
     pub bytes: Vec<u8>,
 }
 
+/// The reference a question by direct message gives its buttons (`Reply::question`): which kind of ask, about
+/// which pilot, to whom. An answer carrying it goes to that ask only, never to a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskRef {
+    pub kind: String,
+    pub pilot: crate::domain::PilotId,
+    pub user: UserId,
+}
+
+impl std::fmt::Display for AskRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ask-{}-{}-{}", self.kind, self.pilot.0, self.user.as_str())
+    }
+}
+
+impl AskRef {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.splitn(4, '-');
+        if parts.next()? != "ask" {
+            return None;
+        }
+        let kind = parts.next()?.to_owned();
+        let pilot = crate::domain::PilotId(parts.next()?.parse().ok()?);
+        let user = UserId::new(parts.next().filter(|u| !u.is_empty())?);
+        Some(AskRef { kind, pilot, user })
+    }
+}
+
 #[derive(Clone)]
 pub struct Engine {
     store: Store,
@@ -181,46 +209,35 @@ impl Engine {
             Input::Command(cmd) => self.command(req, cmd.clone()).await,
             Input::Text(text) => {
                 let settings = self.store.settings(&req.workspace).await?;
+                // A button of a question sent by direct message answers that question only.
+                if let Some(target) = req.answers.as_deref().and_then(AskRef::parse) {
+                    if target.user != req.user {
+                        let text =
+                            self.prompts.render(Key::QuestionNotYours, context! { user => target.user.mention() });
+                        return Ok(vec![self.ephemeral(req, text)]);
+                    }
+                    let open = self.store.open_asks(&req.workspace, &req.user).await?;
+                    return match open.into_iter().find(|a| a.pilot == target.pilot && a.kind.name() == target.kind) {
+                        Some(ask) => self.answer_ask(req, &settings, ask, text).await,
+                        None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::QuestionClosed))]),
+                    };
+                }
                 let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
-                    // No conversation: the answer may be for a question sent by direct message.
                     if req.answers.is_some() {
                         return Ok(vec![self.ephemeral(req, self.prompts.text(Key::QuestionClosed))]);
                     }
-                    // Several questions may be open (an ownership request and a nudge): the answer goes to the
-                    // newest one it is a choice of, else to the newest.
+                    // A typed answer may be for a question sent by direct message. Several may be open (an
+                    // ownership request and a nudge): it goes to the newest one it is a choice of, else the newest.
                     let open = self.store.open_asks(&req.workspace, &req.user).await?;
                     let ask = open
                         .iter()
                         .find(|a| asks::is_answer_to(&a.kind, text, self.prompts.as_ref()))
                         .or(open.first())
                         .cloned();
-                    if let Some(ask) = ask {
-                        let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
-                        let snoozes = self.store.schedule_state(&req.workspace, ask.pilot).await?;
-                        let snoozes =
-                            pilot.as_ref().and_then(|p| p.due_date()).map_or(0, |d| snoozes.for_cycle(d).snoozes);
-                        let turn = asks::answer(&ask, pilot.as_ref(), text, snoozes, &self.ctx(req, &settings));
-                        let still_open = !turn.effects.iter().any(|e| matches!(e, Effect::CloseAsk(_)));
-                        let conv = Conversation {
-                            flow: Flow::Review,
-                            at: At::Confirm,
-                            pilot: Some(ask.pilot),
-                            channel: req.channel.clone(),
-                            return_to_confirm: false,
-                            scratch: Default::default(),
-                        };
-                        let mut replies = self.run(req, &conv, Guard::Any, pilot, turn).await?;
-                        if still_open {
-                            // The question is still open: offer its choices again with the answer.
-                            let choices = asks::choices(&ask.kind).iter().map(|k| self.prompts.text(*k)).collect();
-                            let again =
-                                Reply { choices, expect: Some(Expect::Choice), ..self.ephemeral(req, String::new()) };
-                            ask_again(&mut replies, again, None);
-                        }
-                        return Ok(replies);
-                    }
-                    let key = if req.answers.is_some() { Key::QuestionClosed } else { Key::NothingPending };
-                    return Ok(vec![self.ephemeral(req, self.prompts.text(key))]);
+                    return match ask {
+                        Some(ask) => self.answer_ask(req, &settings, ask, text).await,
+                        None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingPending))]),
+                    };
                 };
                 if let Some(question) = &req.answers
                     && question != conv.at.as_str()
@@ -239,6 +256,45 @@ impl Engine {
                 self.run(req, &conv, Guard::At(&conv), pilot, turn).await
             }
         }
+    }
+
+    /// Answers a question sent by direct message.
+    async fn answer_ask(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        ask: crate::dialogue::Ask,
+        text: &str,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
+        let snoozes = self.store.schedule_state(&req.workspace, ask.pilot).await?;
+        let snoozes = pilot.as_ref().and_then(|p| p.due_date()).map_or(0, |d| snoozes.for_cycle(d).snoozes);
+        let turn = asks::answer(&ask, pilot.as_ref(), text, snoozes, &self.ctx(req, settings));
+        let still_open = !turn.effects.iter().any(|e| matches!(e, Effect::CloseAsk(_)));
+        let conv = Conversation {
+            flow: Flow::Review,
+            at: At::Confirm,
+            pilot: Some(ask.pilot),
+            channel: req.channel.clone(),
+            return_to_confirm: false,
+            scratch: Default::default(),
+        };
+        let reference = pilot
+            .as_ref()
+            .map(|p| AskRef { kind: ask.kind.name().to_owned(), pilot: p.id, user: req.user.clone() }.to_string());
+        let mut replies = self.run(req, &conv, Guard::Any, pilot, turn).await?;
+        if still_open {
+            // The question is still open: offer its choices again with the answer.
+            let choices = asks::choices(&ask.kind).iter().map(|k| self.prompts.text(*k)).collect();
+            let again = Reply {
+                choices,
+                expect: Some(Expect::Choice),
+                question: reference,
+                ..self.ephemeral(req, String::new())
+            };
+            ask_again(&mut replies, again, None);
+        }
+        Ok(replies)
     }
 
     pub fn parse_error(&self, req: &Request, e: ParseError) -> Reply {

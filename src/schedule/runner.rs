@@ -9,7 +9,7 @@ use minijinja::context;
 
 use super::Due;
 use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, zone};
-use crate::dialogue::{AskKind, asks};
+use crate::dialogue::AskKind;
 use crate::domain::lifecycle::outcome;
 use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
 use crate::engine::{Engine, Reply};
@@ -186,8 +186,7 @@ impl Engine {
                         snooze_days => settings.snooze_days,
                     },
                 );
-                let choices = asks::choices(&AskKind::Nudge { cycle: due.cycle }).iter().map(|k| p.text(*k)).collect();
-                out.push(dm(&owner, text, choices));
+                out.push(self.ask_dm(pilot, &owner, &AskKind::Nudge { cycle: due.cycle }, text));
                 let unanswered = st.unanswered + 1;
                 if esc.escalate {
                     let to = pilot.sponsor.clone().unwrap_or_else(|| pilot.registered_by.clone());

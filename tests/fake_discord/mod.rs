@@ -155,6 +155,8 @@ pub struct State {
     closed_dms: Mutex<HashSet<String>>,
     dm_channels: Mutex<HashMap<String, String>>,
     violations: Mutex<Vec<String>>,
+    /// Interactions dispatched: when, and whether they were answered, by token.
+    interactions: Mutex<HashMap<String, (std::time::Instant, bool)>>,
 }
 
 pub struct Fake {
@@ -414,6 +416,9 @@ impl Fake {
 
     /// Sends a gateway dispatch to the connected bot.
     pub fn dispatch(&self, event: &str, data: Value) {
+        if let Some(token) = data["token"].as_str() {
+            self.state.interactions.lock().unwrap().insert(token.to_owned(), (std::time::Instant::now(), false));
+        }
         let s = self.state.seq.fetch_add(1, Ordering::SeqCst) + 2;
         let frame = json!({"op": 0, "t": event, "s": s, "d": data}).to_string();
         let socket = self.state.socket.lock().unwrap();
@@ -585,6 +590,31 @@ fn message_json(id: u64, channel: &str, body: &Value) -> Value {
     })
 }
 
+/// Discord's rules for answering an interaction: one response, within 3 seconds, before any follow-up.
+fn interaction_rules(state: &State, method: &str, segments: &[&str]) -> Vec<String> {
+    let mut interactions = state.interactions.lock().unwrap();
+    match (method, segments) {
+        ("POST", ["", "interactions", _, token, "callback"]) => match interactions.get_mut(*token) {
+            None => vec![format!("a response to an interaction never dispatched ({token})")],
+            Some((_, true)) => vec![format!("a second response to {token} (Discord: 40060 already acknowledged)")],
+            Some((at, answered)) => {
+                *answered = true;
+                let took = at.elapsed();
+                if took > Duration::from_secs(3) {
+                    vec![format!("{token} answered after {took:?}: Discord invalidates it after 3 s")]
+                } else {
+                    vec![]
+                }
+            }
+        },
+        (_, ["", "webhooks", _, token, ..]) => match interactions.get(*token) {
+            Some((_, true)) => vec![],
+            _ => vec![format!("{method} on the webhook of {token} before the interaction was answered (10015)")],
+        },
+        _ => vec![],
+    }
+}
+
 fn reply(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -617,6 +647,7 @@ async fn rest(
     }
     let port = state.port.load(Ordering::SeqCst);
     let segments: Vec<&str> = path.split('/').collect();
+    errors.extend(interaction_rules(&state, &m, &segments));
     let (status, response) = if !errors.is_empty() {
         state.violations.lock().unwrap().extend(errors.iter().cloned());
         (StatusCode::BAD_REQUEST, json!({"message": "Invalid Form Body", "code": 50035, "errors": errors}))

@@ -76,7 +76,7 @@ impl Action {
                 Kind::Answer { multiline, max_chars, label: label.to_owned() }
             }
             ("m", None) => Kind::Submit,
-            ("c", Some(n)) => Kind::Choice { index: n.parse().ok()? },
+            ("c", Some(n)) => Kind::Choice { index: n.parse().ok().filter(|i| *i < 25)? },
             ("p", None) => Kind::Person,
             ("s", Some(word)) if !word.is_empty() => Kind::Skip { word: word.to_owned() },
             _ => return None,
@@ -126,6 +126,8 @@ mod tests {
             "lm:c",
             "lm:c::q:1",
             "lm:c:1:q:x",
+            "lm:c:1:q:25",
+            "lm:c:1:q:18446744073709551615",
             "lm:a:1:q:q5:x",
             "lm:a:1:q:m0:x",
             "other:c:1:q:0",

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serenity::all::{
-    ActionRowComponent, AutocompleteChoice, ButtonKind, ChannelId as DiscordChannel, Client, ClientBuilder,
+    ActionRowComponent, AutocompleteChoice, ChannelId as DiscordChannel, Client, ClientBuilder,
     Command as DiscordCommand, CommandDataOption, CommandDataOptionValue, CommandInteraction, ComponentInteraction,
     ComponentInteractionDataKind, Context, CreateAutocompleteResponse, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse,
@@ -117,6 +117,7 @@ pub struct Running {
     inflight: Arc<InFlight>,
     ready: watch::Receiver<Option<String>>,
     engine: Engine,
+    runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Running {
@@ -127,6 +128,11 @@ impl Running {
         Ok(name.clone().unwrap_or_default())
     }
 
+    /// How many times the scheduler has looked for due messages so far.
+    pub fn scheduler_runs(&self) -> u64 {
+        self.runs.load(Ordering::SeqCst)
+    }
+
     /// Whether the client stopped on its own (an invalid token, for example).
     pub fn is_finished(&self) -> bool {
         self.client.is_finished()
@@ -135,7 +141,10 @@ impl Running {
     /// Stops taking new work, finishes what is in flight, disconnects and closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.inflight.close_and_wait().await;
+        if tokio::time::timeout(DRAIN, self.inflight.close_and_wait()).await.is_err() {
+            let left = self.inflight.count.load(Ordering::SeqCst);
+            tracing::warn!(left, "interactions still in progress after the drain time; shutting down anyway");
+        }
         let _ = self.scheduler.await;
         self.shards.shutdown_all().await;
         let result = self.client.await;
@@ -177,9 +186,17 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
     let shards = client.shard_manager.clone();
     let rest = client.http.clone();
     let (stop, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(scheduler(engine.clone(), rest, opts.clock.clone(), opts.scheduler_interval, stop_rx));
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scheduler = tokio::spawn(scheduler(
+        engine.clone(),
+        rest,
+        opts.clock.clone(),
+        opts.scheduler_interval,
+        stop_rx,
+        runs.clone(),
+    ));
     let client = tokio::spawn(async move { client.start().await });
-    Ok(Running { shards, client, scheduler, stop, inflight, ready, engine })
+    Ok(Running { shards, client, scheduler, stop, inflight, ready, engine, runs })
 }
 
 /// Runs the bot until SIGINT or SIGTERM, then shuts down cleanly.
@@ -216,6 +233,7 @@ async fn scheduler(
     clock: Clock,
     interval: std::time::Duration,
     mut stop: watch::Receiver<bool>,
+    runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = format!("discord-{}", std::process::id());
     let outbox = DiscordOutbox { http, engine: engine.clone() };
@@ -227,6 +245,7 @@ async fn scheduler(
         if let Err(e) = engine.run_digests(now, &outbox, None).await {
             tracing::error!(error = %e, "digest run failed");
         }
+        runs.fetch_add(1, Ordering::SeqCst);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(interval) => {}
@@ -274,6 +293,11 @@ macro_rules! with_message {
     }};
 }
 
+/// A message of plain text that pings nobody.
+fn plain(text: String) -> Message {
+    Message { content: text, embeds: vec![], components: vec![], mentions: render::mentions(&[]), file: None }
+}
+
 /// Discord's "Cannot send messages to this user".
 fn dm_closed(e: &serenity::Error) -> bool {
     matches!(e, serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.error.code == 50007)
@@ -311,20 +335,38 @@ struct Handler {
     ready: watch::Sender<Option<String>>,
 }
 
+/// Discord invalidates an interaction not answered within 3 seconds: past this, the bot defers and follows up.
+const DEFER_AFTER: std::time::Duration = std::time::Duration::from_millis(2000);
+/// How long shutting down waits for interactions in progress.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The interaction being answered: its first reply is the interaction's response, the rest follow up.
 struct Origin<'a> {
     id: InteractionId,
     token: &'a str,
     channel: DiscordChannel,
-    /// The response was deferred: the first reply edits it.
-    deferred: bool,
+    /// The interaction was acknowledged (answered or deferred).
     responded: bool,
+    /// It was deferred (ephemerally): the first reply for the user replaces the "thinking…" message.
+    deferred: bool,
+    /// The deferred message was replaced.
+    edited: bool,
+}
+
+impl<'a> Origin<'a> {
+    fn new(id: InteractionId, token: &'a str, channel: DiscordChannel) -> Self {
+        Origin { id, token, channel, responded: false, deferred: false, edited: false }
+    }
 }
 
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
-        if !self.registered.load(Ordering::SeqCst) {
+        // Without its commands the bot is unusable: try a few times before saying so loudly.
+        for attempt in 1..=3 {
+            if self.registered.load(Ordering::SeqCst) {
+                break;
+            }
             let commands = render::commands(self.engine.prompts());
             let result = match self.guild {
                 Some(guild) => guild.set_commands(&ctx.http, commands).await.map(|_| ()),
@@ -332,7 +374,11 @@ impl EventHandler for Handler {
             };
             match result {
                 Ok(()) => self.registered.store(true, Ordering::SeqCst),
-                Err(e) => tracing::error!(error = %e, "cannot register the slash commands"),
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(error = %e, attempt, "cannot register the slash commands yet");
+                    tokio::time::sleep(std::time::Duration::from_secs(2 * attempt)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot register the slash commands: they will not appear"),
             }
         }
         tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "gateway ready");
@@ -340,7 +386,24 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        let Some(_ticket) = self.inflight.enter() else { return };
+        let Some(_ticket) = self.inflight.enter() else {
+            // Shutting down: say so rather than let the interaction fail.
+            let (id, token) = (interaction.id(), interaction.token().to_owned());
+            let result = match interaction {
+                Interaction::Autocomplete(_) => {
+                    let empty = CreateInteractionResponse::Autocomplete(CreateAutocompleteResponse::new());
+                    self.respond(&ctx, id, &token, empty).await
+                }
+                Interaction::Command(_) | Interaction::Component(_) | Interaction::Modal(_) => {
+                    self.say_ephemeral(&ctx, id, &token, Key::DiscordRestarting).await
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "could not refuse an interaction while shutting down");
+            }
+            return;
+        };
         let result = match interaction {
             Interaction::Command(c) => self.on_command(&ctx, &c).await,
             Interaction::Autocomplete(c) => self.on_autocomplete(&ctx, &c).await,
@@ -443,17 +506,17 @@ impl Handler {
             Err(_) => Input::CommandLine(String::new()),
         };
         let req = self.request(guild.to_string(), c.user.id, c.channel_id, input, admin);
-        // Summaries render a chart: answer within Discord's 3 seconds by deferring, then follow up.
-        let deferred = matches!(parsed, Ok(Command::Portfolio));
-        if deferred {
-            let defer = CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new());
-            self.respond(ctx, c.id, &c.token, defer).await?;
-        }
+        let mut origin = Origin::new(c.id, &c.token, c.channel_id);
         let replies = match parsed {
-            Ok(_) => self.engine.handle(req.clone()).await,
+            Ok(cmd) => {
+                // Summaries render a chart: defer at once rather than risk Discord's 3 seconds.
+                if matches!(cmd, Command::Portfolio) {
+                    self.defer(ctx, &mut origin).await;
+                }
+                self.handle(ctx, &mut origin, req.clone()).await
+            }
             Err(e) => vec![self.engine.parse_error(&req, e)],
         };
-        let mut origin = Origin { id: c.id, token: &c.token, channel: c.channel_id, deferred, responded: false };
         self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
     }
 
@@ -463,7 +526,15 @@ impl Handler {
             && focused.name == "pilot"
         {
             let ws = WorkspaceId::new(guild.to_string());
-            let names = self.engine.store().suggest_pilots(&ws, focused.value, render::MAX_AUTOCOMPLETE as i64).await?;
+            // A failing store offers no names, but still answers.
+            let names =
+                match self.engine.store().suggest_pilots(&ws, focused.value, render::MAX_AUTOCOMPLETE as i64).await {
+                    Ok(names) => names,
+                    Err(e) => {
+                        tracing::error!(error = %e, "autocomplete failed");
+                        vec![]
+                    }
+                };
             choices = names
                 .into_iter()
                 .map(|n| AutocompleteChoice::new(render::cut(&n, 100), render::cut(&n, 100)))
@@ -501,18 +572,9 @@ impl Handler {
                 );
                 return self.respond(ctx, c.id, &c.token, CreateInteractionResponse::Modal(modal)).await;
             }
-            Kind::Choice { index } => {
-                // The label as shown on the button, so a stale button answers with what it said.
-                let label = c.message.components.iter().flat_map(|row| &row.components).find_map(|comp| match comp {
-                    ActionRowComponent::Button(b)
-                        if matches!(&b.data, ButtonKind::NonLink { custom_id, .. } if custom_id == &c.data.custom_id) =>
-                    {
-                        b.label.clone()
-                    }
-                    _ => None,
-                });
-                label.unwrap_or_else(|| (index + 1).to_string())
-            }
+            // Choices are answered by their number: the button names its question, so the number cannot land on
+            // another one, and a label cut to fit a button still picks its choice.
+            Kind::Choice { index } => (index + 1).to_string(),
             Kind::Person => match &c.data.kind {
                 ComponentInteractionDataKind::UserSelect { values } if !values.is_empty() => {
                     let user = values[0];
@@ -530,8 +592,8 @@ impl Handler {
             self.request(workspace, c.user.id, c.channel_id, Input::Text(text), manages_server(c.member.as_ref()));
         req.bots = bots;
         req.answers = action.answers();
-        let replies = self.engine.handle(req.clone()).await;
-        let mut origin = Origin { id: c.id, token: &c.token, channel: c.channel_id, deferred: false, responded: false };
+        let mut origin = Origin::new(c.id, &c.token, c.channel_id);
+        let replies = self.handle(ctx, &mut origin, req.clone()).await;
         self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
     }
 
@@ -553,13 +615,39 @@ impl Handler {
         let mut req =
             self.request(workspace, m.user.id, m.channel_id, Input::Text(text), manages_server(m.member.as_ref()));
         req.answers = action.answers();
-        let replies = self.engine.handle(req.clone()).await;
-        let mut origin = Origin { id: m.id, token: &m.token, channel: m.channel_id, deferred: false, responded: false };
+        let mut origin = Origin::new(m.id, &m.token, m.channel_id);
+        let replies = self.handle(ctx, &mut origin, req.clone()).await;
         self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
     }
 
-    /// Sends an interaction's replies: the first one for the user (or for the channel it came from) answers the
-    /// interaction, the others follow up; posts elsewhere and direct messages go over REST.
+    /// Runs the engine; when it takes longer than Discord allows for a first answer, defers meanwhile.
+    async fn handle(&self, ctx: &Context, origin: &mut Origin<'_>, req: Request) -> Vec<Reply> {
+        let work = self.engine.handle(req);
+        tokio::pin!(work);
+        tokio::select! {
+            replies = &mut work => replies,
+            _ = tokio::time::sleep(DEFER_AFTER), if !origin.responded => {
+                self.defer(ctx, origin).await;
+                work.await
+            }
+        }
+    }
+
+    /// Acknowledges the interaction with an ephemeral "thinking…", to be replaced by the first reply.
+    async fn defer(&self, ctx: &Context, origin: &mut Origin<'_>) {
+        let defer = CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new().ephemeral(true));
+        match self.respond(ctx, origin.id, origin.token, defer).await {
+            Ok(()) => {
+                origin.responded = true;
+                origin.deferred = true;
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not defer an interaction"),
+        }
+    }
+
+    /// Sends an interaction's replies: those for the user and for the channel it came from answer the interaction
+    /// (the first one is its response, the others follow up), then posts elsewhere and direct messages go over
+    /// REST, so that the response never waits for them.
     async fn deliver(
         &self,
         ctx: &Context,
@@ -568,57 +656,65 @@ impl Handler {
         replies: Vec<Reply>,
     ) -> anyhow::Result<()> {
         let prompts = self.engine.prompts();
-        for reply in replies {
+        let here = |r: &Reply| match &r.to {
+            Destination::Ephemeral(_) => Some(true),
+            Destination::Channel(c) if snowflake(c.as_str()) == Some(origin.channel.get()) => Some(false),
+            _ => None,
+        };
+        let (mine, elsewhere): (Vec<Reply>, Vec<Reply>) = replies.into_iter().partition(|r| here(r).is_some());
+        for reply in mine {
+            let ephemeral = matches!(reply.to, Destination::Ephemeral(_));
+            let message = render::message(&reply, workspace, prompts);
+            if let Err(e) = self.answer(ctx, origin, message, ephemeral).await {
+                tracing::warn!(error = %format!("{e:#}"), "a reply could not be sent");
+            }
+        }
+        // Whatever happened, the interaction gets an answer.
+        if !origin.responded || (origin.deferred && !origin.edited) {
+            self.answer(ctx, origin, plain(prompts.text(Key::DiscordDone)), true).await?;
+        }
+        for reply in elsewhere {
             let message = render::message(&reply, workspace, prompts);
             let result = match &reply.to {
-                Destination::Ephemeral(_) => self.answer(ctx, origin, message, true).await,
-                Destination::Channel(c) if snowflake(c.as_str()) == Some(origin.channel.get()) => {
-                    self.answer(ctx, origin, message, false).await
-                }
                 Destination::Channel(c) => post(&ctx.http, c, message).await.context("channel post"),
                 Destination::Dm(user) => match send_dm(&ctx.http, user, message).await {
-                    Err(e) if dm_closed(&e) => match &reply.fallback {
-                        Some(fallback) => {
-                            let message = render::message(fallback, workspace, prompts);
-                            match &fallback.to {
-                                Destination::Channel(c) => post(&ctx.http, c, message).await.context("fallback post"),
-                                _ => Ok(()),
-                            }
+                    Err(e) if dm_closed(&e) => match reply.fallback.as_deref() {
+                        Some(fallback @ Reply { to: Destination::Channel(c), .. }) => {
+                            post(&ctx.http, c, render::message(fallback, workspace, prompts)).await.context("fallback")
                         }
-                        None => Ok(()),
+                        _ => Ok(()),
                     },
                     other => other.context("direct message"),
                 },
+                Destination::Ephemeral(_) => Ok(()),
             };
             // One failed message must not keep the others from being sent.
             if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "a reply could not be sent");
             }
         }
-        if !origin.responded {
-            let message = Message {
-                content: prompts.text(Key::DiscordDone),
-                embeds: vec![],
-                components: vec![],
-                mentions: render::mentions(&[]),
-                file: None,
-            };
-            self.answer(ctx, origin, message, true).await?;
-        }
         Ok(())
     }
 
-    /// Answers the interaction itself: the response first, follow-ups after.
+    /// Answers the interaction itself: the response first (or the deferred message), follow-ups after. A first
+    /// response Discord refuses is replaced by the plain apology, so the user is never left with a failure.
     async fn answer(&self, ctx: &Context, origin: &mut Origin<'_>, m: Message, ephemeral: bool) -> anyhow::Result<()> {
-        let first = !origin.responded;
-        origin.responded = true;
-        if first && origin.deferred {
+        if !origin.responded {
+            let b = with_message!(CreateInteractionResponseMessage::new(), m, add_file).ephemeral(ephemeral);
+            let first = self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await;
+            if let Err(e) = first {
+                tracing::warn!(error = %format!("{e:#}"), "response refused; answering with the apology");
+                let apology = plain(self.engine.prompts().text(Key::InternalError));
+                let b = with_message!(CreateInteractionResponseMessage::new(), apology, add_file).ephemeral(true);
+                self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await?;
+            }
+            origin.responded = true;
+            return Ok(());
+        }
+        if origin.deferred && !origin.edited && ephemeral {
+            origin.edited = true;
             let b = with_message!(EditInteractionResponse::new(), m, new_attachment);
             return b.execute(&ctx.http, origin.token).await.map(|_| ()).context("deferred response");
-        }
-        if first {
-            let b = with_message!(CreateInteractionResponseMessage::new(), m, add_file).ephemeral(ephemeral);
-            return self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await;
         }
         let b = with_message!(CreateInteractionResponseFollowup::new(), m, add_file).ephemeral(ephemeral);
         b.execute(&ctx.http, (None, origin.token)).await.map(|_| ()).context("follow-up")

@@ -111,7 +111,8 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
     let mut embeds = Vec::new();
     let content = if reply.card {
         embeds.push(card_embed(&reply.text, prompts));
-        String::new()
+        // Mentions in an embed notify nobody: the people to notify are named in the content.
+        reply.ping.iter().map(|u| u.mention()).collect::<Vec<_>>().join(" ")
     } else {
         fit(&reply.text, MAX_CONTENT, prompts)
     };
