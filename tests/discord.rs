@@ -249,6 +249,28 @@ async fn nudge_recorded(t: &TestBot) {
     panic!("the nudge was never recorded");
 }
 
+fn dave_dm_path() -> String {
+    format!("/channels/{}/messages", DAVE.id + 1)
+}
+
+/// The nudge the scheduler sends Dave by direct message.
+async fn nudge_dm(f: &Fake) -> Call {
+    let path = dave_dm_path();
+    f.wait_for("the nudge", |calls| {
+        calls.iter().find(|c| c.path == path && text_of(c).contains("passed its review date")).cloned()
+    })
+    .await
+}
+
+/// The post in the pilot's channel that stands in for a direct message Dave does not accept.
+async fn fallback_post(f: &Fake) -> Call {
+    let path = format!("/channels/{CHANNEL}/messages");
+    f.wait_for("the fallback", |calls| {
+        calls.iter().find(|c| c.path == path && text_of(c).contains("could not send you")).cloned()
+    })
+    .await
+}
+
 fn scoped_script(name: &str) -> String {
     let mut s = Vec::new();
     scoped(name)(&mut s);
@@ -261,12 +283,8 @@ async fn a_nudge_from_the_scheduler_arrives_as_a_dm_with_buttons() {
     let f = &t.fake;
     // The day after the review date, without evidence.
     t.set_clock("2027-01-07T10:00:00Z");
-    let dm_path = format!("/channels/{}/messages", DAVE.id + 1);
-    let nudge = f
-        .wait_for("the nudge", |calls| {
-            calls.iter().find(|c| c.path == dm_path && text_of(c).contains("passed its review date")).cloned()
-        })
-        .await;
+    let dm_path = dave_dm_path();
+    let nudge = nudge_dm(f).await;
     assert_eq!(nudge.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
     nudge_recorded(&t).await;
     // Snoozing from the DM works without a server.
@@ -295,16 +313,7 @@ async fn a_closed_dm_falls_back_to_a_mention_in_the_channel() {
         })
         .await;
     assert!(text_of(&refused).contains("passed its review date"));
-    let post = f
-        .wait_for("the fallback", |calls| {
-            calls
-                .iter()
-                .find(|c| {
-                    c.path == format!("/channels/{CHANNEL}/messages") && text_of(c).contains("could not send you")
-                })
-                .cloned()
-        })
-        .await;
+    let post = fallback_post(f).await;
     assert!(text_of(&post).contains(&DAVE.mention()), "{}", text_of(&post));
     assert_eq!(post.body["allowed_mentions"]["users"], json!([DAVE.id.to_string()]));
     nudge_recorded(&t).await;
@@ -319,12 +328,7 @@ async fn a_button_in_a_dm_answers_its_own_question_only() {
     let t = TestBot::start_with(scoped("Claims triage")).await;
     let f = &t.fake;
     t.set_clock("2027-01-07T10:00:00Z");
-    let dm_path = format!("/channels/{}/messages", DAVE.id + 1);
-    let nudge = f
-        .wait_for("the nudge", |calls| {
-            calls.iter().find(|c| c.path == dm_path && text_of(c).contains("passed its review date")).cloned()
-        })
-        .await;
+    let nudge = nudge_dm(f).await;
     nudge_recorded(&t).await;
     // Dave is in the middle of registering another pilot when he clicks "Snooze" in the DM.
     let (_, q) = f.interact(f.slash(DAVE, "pilot", "register", &[("name", "Invoice matching")])).await;
@@ -395,16 +399,7 @@ async fn everyone_in_a_pilot_name_pings_nobody() {
     // A public post that quotes the name: the fallback of a nudge to an owner who closed their DMs.
     f.close_dms(DAVE);
     t.set_clock("2027-01-07T10:00:00Z");
-    let post = f
-        .wait_for("the fallback", |calls| {
-            calls
-                .iter()
-                .find(|c| {
-                    c.path == format!("/channels/{CHANNEL}/messages") && text_of(c).contains("could not send you")
-                })
-                .cloned()
-        })
-        .await;
+    let post = fallback_post(f).await;
     assert!(post.body["content"].as_str().unwrap().contains("@everyone @here launch party"), "{}", post.body);
     assert_eq!(post.body["allowed_mentions"]["parse"], json!([]));
     assert_eq!(post.body["allowed_mentions"]["roles"], json!([]));
