@@ -258,6 +258,11 @@ keys! {
     ConsoleChart = "console.chart" [path],
 
     // The Discord adapter's own words.
+    ShortcutScale = "shortcut.scale" [],
+    ShortcutExtend = "shortcut.extend" [],
+    ShortcutKill = "shortcut.kill" [],
+    ShortcutEvidence = "shortcut.evidence" [],
+
     DiscordAnswer = "discord.answer" [],
     DiscordCurrent = "discord.current" [],
     DiscordModalTitle = "discord.modal_title" [label],

@@ -610,3 +610,43 @@ async fn a_slow_answer_is_deferred_within_three_seconds() {
     release.await.unwrap();
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_sponsor_decides_from_the_escalation_with_a_button() {
+    let t = TestBot::start_with(scoped("Claims triage")).await;
+    let f = &t.fake;
+    t.set_clock("2027-01-07T10:00:00Z");
+    nudge_dm(f).await;
+    nudge_recorded(&t).await;
+    // Three weeks of unanswered reminders later, the sponsor is asked to decide.
+    t.set_clock("2027-01-28T10:00:00Z");
+    let erin_dm = format!("/channels/{}/messages", ERIN.id + 1);
+    let escalation = f
+        .wait_for("the escalation", |calls| {
+            calls.iter().find(|c| c.path == erin_dm && text_of(c).contains("please decide")).cloned()
+        })
+        .await;
+    // Someone who may not decide is told so by the same checks as the typed command.
+    let (_, refused) = f.interact(f.click(DAVE, &escalation, &escalation.button("Kill"), true)).await;
+    assert!(text_of(&refused).contains("may decide"), "{}", text_of(&refused));
+    let (_, category) = f.interact(f.click(ERIN, &escalation, &escalation.button("Kill"), true)).await;
+    assert!(text_of(&category).contains("Which kind of kill"), "{}", text_of(&category));
+    let (_, reason) =
+        f.interact(f.click(ERIN, &category, &category.button("Not worth scaling (healthy kill)"), true)).await;
+    let (_, modal) = f.interact(f.click(ERIN, &reason, &reason.button("Answer"), true)).await;
+    let (token, _) = f.interact(f.submit(ERIN, &modal, "The savings never justified the running cost.", true)).await;
+    // Decided in a DM, announced in the pilot's channel.
+    let announcement = f
+        .wait_for("the decision", |calls| {
+            calls
+                .iter()
+                .find(|c| c.path == format!("/channels/{CHANNEL}/messages") && text_of(c).contains("is stopped by"))
+                .cloned()
+        })
+        .await;
+    assert!(text_of(&announcement).contains(&ERIN.mention()), "{}", text_of(&announcement));
+    f.replies(&token, 1).await;
+    let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
+    assert_eq!(pilot.stage, lastmile::domain::Stage::Killed);
+    t.stop().await;
+}

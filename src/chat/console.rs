@@ -81,6 +81,10 @@ pub fn format_reply(reply: &Reply) -> String {
         let choices: Vec<String> = reply.choices.iter().enumerate().map(|(i, c)| format!("[{}] {c}", i + 1)).collect();
         out.push_str(&format!("\n  {}", choices.join("  ")));
     }
+    if !reply.shortcuts.is_empty() {
+        let shortcuts: Vec<String> = reply.shortcuts.iter().map(|s| format!("{}: `{}`", s.label, s.command)).collect();
+        out.push_str(&format!("\n  ▸ {}", shortcuts.join("  ")));
+    }
     out
 }
 

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use minijinja::context;
 
-use super::{AskRef, Destination, Engine, Expect, Reply, Request};
+use super::{AskRef, Destination, Engine, Expect, Reply, Request, Shortcut};
 use crate::dialogue::{AskKind, At, Say, Scratch, asks, evidence, review};
 use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
@@ -85,6 +85,7 @@ impl Engine {
             attachment: None,
             card: false,
             question: None,
+            shortcuts: vec![],
         };
         Reply {
             to: Destination::Dm(user.clone()),
@@ -96,6 +97,7 @@ impl Engine {
             attachment: None,
             card: false,
             question: None,
+            shortcuts: vec![],
         }
     }
 
@@ -108,6 +110,26 @@ impl Engine {
         if let Some(fallback) = reply.fallback.as_mut() {
             fallback.question = question;
         }
+        reply
+    }
+
+    /// The decisions at a review, as shortcuts to `/pilot review` (whoever clicks must be allowed to decide).
+    pub(crate) fn decide_shortcuts(&self, pilot: &Pilot) -> Vec<Shortcut> {
+        [(Key::ShortcutScale, "scale"), (Key::ShortcutExtend, "extend"), (Key::ShortcutKill, "kill")]
+            .into_iter()
+            .map(|(key, decision)| Shortcut {
+                label: self.prompts.text(key),
+                command: format!("/pilot review #{} {decision}", pilot.id.0),
+            })
+            .collect()
+    }
+
+    /// `reply` and its fallback, with shortcuts.
+    pub(crate) fn with_shortcuts(mut reply: Reply, shortcuts: Vec<Shortcut>) -> Reply {
+        if let Some(fallback) = reply.fallback.as_mut() {
+            fallback.shortcuts = shortcuts.clone();
+        }
+        reply.shortcuts = shortcuts;
         reply
     }
 

@@ -108,6 +108,15 @@ pub struct Reply {
     pub card: bool,
     /// The conversation question this reply's controls answer, to give back in [`Request::answers`].
     pub question: Option<String>,
+    /// Commands offered as one-click shortcuts (buttons where the platform has them).
+    pub shortcuts: Vec<Shortcut>,
+}
+
+/// A command offered with a reply: `label` shown, `command` run as if typed (`/pilot review #3 kill`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortcut {
+    pub label: String,
+    pub command: String,
 }
 
 impl Reply {
@@ -123,6 +132,7 @@ impl Reply {
             attachment: None,
             card: false,
             question: None,
+            shortcuts: vec![],
         }
     }
 }
@@ -924,6 +934,7 @@ impl Engine {
             attachment: None,
             card: false,
             question: None,
+            shortcuts: vec![],
         }
     }
 }

@@ -175,7 +175,11 @@ impl Engine {
                     Key::HeadsUp,
                     context! { pilot => pilot.name, date, count => pilot.evidence_count(), missing },
                 );
-                out.push(dm(&owner, text, vec![]));
+                let evidence = crate::engine::Shortcut {
+                    label: p.text(Key::ShortcutEvidence),
+                    command: format!("/pilot evidence #{}", pilot.id.0),
+                };
+                out.push(Engine::with_shortcuts(dm(&owner, text, vec![]), vec![evidence]));
             }
             DueKind::Nudge => {
                 let st = state.for_cycle(due.cycle);
@@ -197,7 +201,7 @@ impl Engine {
                             count => pilot.evidence_count(), missing,
                         },
                     );
-                    out.push(dm(&to, text, vec![]));
+                    out.push(Engine::with_shortcuts(dm(&to, text, vec![]), self.decide_shortcuts(pilot)));
                 }
                 if esc.post {
                     let (_, reasons) = outcome(pilot, today.max(due.cycle.succ_opt().unwrap_or(due.cycle)));
@@ -212,7 +216,8 @@ impl Engine {
                             reasons => self.reason_labels(&reasons),
                         },
                     );
-                    out.push(Reply::post(channel.unwrap_or_else(|| pilot.home_channel.clone()), text, ping));
+                    let post = Reply::post(channel.unwrap_or_else(|| pilot.home_channel.clone()), text, ping);
+                    out.push(Reply { shortcuts: self.decide_shortcuts(pilot), ..post });
                 }
             }
         }

@@ -23,6 +23,8 @@ pub enum Kind {
     Person,
     /// Skips an optional person: `word` is the answer that skips.
     Skip { word: String },
+    /// Runs a command, as if typed (a shortcut).
+    Run { command: String },
 }
 
 /// Discord's limit on a custom id.
@@ -50,6 +52,7 @@ impl Action {
             Kind::Choice { index } => format!("{PREFIX}:c:{workspace}:{question}:{index}"),
             Kind::Person => format!("{PREFIX}:p:{workspace}:{question}"),
             Kind::Skip { word } => format!("{PREFIX}:s:{workspace}:{question}:{word}"),
+            Kind::Run { command } => format!("{PREFIX}:r:{workspace}:{question}:{command}"),
         };
         super::render::cut(&id, MAX_ID)
     }
@@ -79,6 +82,7 @@ impl Action {
             ("c", Some(n)) => Kind::Choice { index: n.parse().ok().filter(|i| *i < 25)? },
             ("p", None) => Kind::Person,
             ("s", Some(word)) if !word.is_empty() => Kind::Skip { word: word.to_owned() },
+            ("r", Some(command)) if command.starts_with('/') => Kind::Run { command: command.to_owned() },
             _ => return None,
         };
         Some(Action { workspace, question, kind })
@@ -98,6 +102,7 @@ mod tests {
             Kind::Choice { index: 2 },
             Kind::Person,
             Kind::Skip { word: "skip".into() },
+            Kind::Run { command: "/pilot review #12 kill".into() },
         ];
         for kind in kinds {
             for question in [None, Some("evidence_owner_running")] {
@@ -133,6 +138,7 @@ mod tests {
             "other:c:1:q:0",
             "lm:z:1:q",
             "lm:m:1",
+            "lm:r:1::pilot review",
         ] {
             assert_eq!(Action::decode(id), None, "{id}");
         }

@@ -586,6 +586,19 @@ impl Handler {
                 _ => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
             },
             Kind::Skip { word } => word.clone(),
+            Kind::Run { command } => {
+                // A shortcut: the command as if typed, with every check a typed one gets.
+                let req = self.request(
+                    workspace,
+                    c.user.id,
+                    c.channel_id,
+                    Input::CommandLine(command.clone()),
+                    manages_server(c.member.as_ref()),
+                );
+                let mut origin = Origin::new(c.id, &c.token, c.channel_id);
+                let replies = self.handle(ctx, &mut origin, req.clone()).await;
+                return self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await;
+            }
             Kind::Submit => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
         };
         let mut req =

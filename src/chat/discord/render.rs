@@ -175,6 +175,20 @@ pub fn message(reply: &Reply, workspace: &str, prompts: &Prompts) -> Message {
             }
         }
     }
+    // Shortcuts: one row of buttons, in the rows left (a command longer than a custom id allows is left out).
+    let shortcuts: Vec<CreateButton> = reply
+        .shortcuts
+        .iter()
+        .filter_map(|s| {
+            let id = Action::new(workspace, None, Kind::Run { command: s.command.clone() }).encode();
+            id.ends_with(&s.command)
+                .then(|| CreateButton::new(id).label(cut(&s.label, MAX_BUTTON_LABEL)).style(ButtonStyle::Secondary))
+        })
+        .take(MAX_BUTTONS_PER_ROW)
+        .collect();
+    if !shortcuts.is_empty() && components.len() < MAX_ROWS {
+        components.push(CreateActionRow::Buttons(shortcuts));
+    }
     Message { content, embeds, components, mentions: mentions(&reply.ping), file }
 }
 
