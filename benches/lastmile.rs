@@ -390,6 +390,14 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let out_file = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned();
+    // `--only 1,4`: just these figures (1 and 2 are measured together), for profiling one of them.
+    let only: Option<Vec<u32>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let want = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n) || (n == 1 && o.contains(&2)));
+    anyhow::ensure!(only.is_none() || out_file.is_none(), "--only prints a partial table: it cannot be --out");
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
     let dir = tempfile_dir()?;
     let mut rows: Vec<Row> = Vec::new();
@@ -398,7 +406,7 @@ async fn main() -> anyhow::Result<()> {
 
     for kind in ["sqlite", "postgres"] {
         // 1. Dialogue throughput, beside raw commits.
-        let Some(url) = fresh(kind, &dir, "throughput").await? else {
+        let Some(url) = fresh(kind, &dir, "throughput").await?.filter(|_| want(1)) else {
             println!("{kind}: skipped (set LASTMILE_TEST_POSTGRES_URL to measure PostgreSQL)");
             continue;
         };
@@ -439,7 +447,7 @@ async fn main() -> anyhow::Result<()> {
 
         // 3. Reminder sweep at growing scale.
         let mut base = None;
-        for &n in &sizes.sweep {
+        for &n in sizes.sweep.iter().filter(|_| want(3)) {
             let Some(url) = fresh(kind, &dir, &format!("sweep{n}")).await? else { continue };
             eprintln!("[{:>4.0}s] {kind}: sweep among {n}", started.elapsed().as_secs_f64());
             let (took, plan) = sweep(&url, n, sizes.due).await?;
@@ -462,7 +470,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("[{:>4.0}s] portfolio, memory, start-up", started.elapsed().as_secs_f64());
     // 4. Portfolio summary of one large workspace (SQLite).
-    if let Some(url) = fresh("sqlite", &dir, "portfolio").await? {
+    if let Some(url) = fresh("sqlite", &dir, "portfolio").await?.filter(|_| want(4)) {
         let (whole, chart) = portfolio(&url, sizes.portfolio).await?;
         rows.push(Row {
             figure: format!("4. portfolio summary with chart, {} pilots (sqlite)", sizes.portfolio),
@@ -475,7 +483,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 5. Memory of the console bot.
-    match memory(&dir, sizes.memory_dialogues) {
+    let mem = if want(5) { memory(&dir, sizes.memory_dialogues) } else { Err(anyhow::anyhow!("not asked for")) };
+    match mem {
         Ok((idle, busy)) => rows.push(Row {
             figure: format!("5. peak RSS of the console bot, with {} open dialogues", sizes.memory_dialogues),
             value: format!("{:.1} MB", busy as f64 / 1024.0),
@@ -489,7 +498,9 @@ async fn main() -> anyhow::Result<()> {
 
     // 6. The Discord path: dialogue steps through serenity and the fake Discord, beside a bare "pong".
     eprintln!("[{:>4.0}s] Discord path", started.elapsed().as_secs_f64());
-    match discord_path(&dir, sizes.interactions).await {
+    let discord =
+        if want(6) { discord_path(&dir, sizes.interactions).await } else { Err(anyhow::anyhow!("not asked for")) };
+    match discord {
         Ok((steps, pong)) => rows.push(Row {
             figure: format!(
                 "6. interactions/s through serenity and the fake Discord, {} at once (a dialogue step, sqlite)",
@@ -505,6 +516,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 7. Start-up on an existing large database, beside an empty one.
+    if !want(7) {
+        println!("{}", render(&rows, &plans, quick, started.elapsed()));
+        std::fs::remove_dir_all(&dir).ok();
+        return Ok(());
+    }
     let big = dir.join("startup.db");
     let big_url = format!("sqlite://{}", big.display());
     seed_via_store(&big_url, sizes.startup).await?;
