@@ -76,28 +76,17 @@ impl Engine {
             self.prompts.render(Key::DmFallback, context! { user => user.mention(), text => text.clone() });
         let expect = (!choices.is_empty()).then_some(Expect::Choice);
         let fallback = Reply {
-            to: Destination::Channel(pilot.home_channel.clone()),
-            text: fallback_text,
             choices: choices.clone(),
             ping: vec![user.clone()],
             expect: expect.clone(),
-            fallback: None,
-            attachment: None,
-            card: false,
-            question: None,
-            shortcuts: vec![],
+            ..Reply::new(Destination::Channel(pilot.home_channel.clone()), fallback_text)
         };
         Reply {
-            to: Destination::Dm(user.clone()),
-            text,
             choices,
             ping: vec![user.clone()],
             expect,
             fallback: Some(Box::new(fallback)),
-            attachment: None,
-            card: false,
-            question: None,
-            shortcuts: vec![],
+            ..Reply::new(Destination::Dm(user.clone()), text)
         }
     }
 

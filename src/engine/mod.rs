@@ -122,11 +122,16 @@ pub struct Shortcut {
 impl Reply {
     /// A post in a channel that notifies only `ping`.
     pub fn post(channel: ChannelId, text: String, ping: Vec<UserId>) -> Self {
+        Self { ping, ..Self::new(Destination::Channel(channel), text) }
+    }
+
+    /// Plain text to `to`: no choices, no pings, nothing attached.
+    pub fn new(to: Destination, text: String) -> Self {
         Self {
-            to: Destination::Channel(channel),
+            to,
             text,
             choices: vec![],
-            ping,
+            ping: vec![],
             expect: None,
             fallback: None,
             attachment: None,
@@ -924,18 +929,7 @@ impl Engine {
     }
 
     pub(crate) fn ephemeral(&self, req: &Request, text: String) -> Reply {
-        Reply {
-            to: Destination::Ephemeral(req.user.clone()),
-            text,
-            choices: vec![],
-            ping: vec![],
-            expect: None,
-            fallback: None,
-            attachment: None,
-            card: false,
-            question: None,
-            shortcuts: vec![],
-        }
+        Reply::new(Destination::Ephemeral(req.user.clone()), text)
     }
 }
 
