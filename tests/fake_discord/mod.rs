@@ -27,7 +27,6 @@ use tokio::sync::{Notify, mpsc};
 pub const APP_ID: u64 = 700_000_000_000_000_001;
 pub const GUILD: u64 = 800_000_000_000_000_001;
 pub const CHANNEL: u64 = 810_000_000_000_000_001;
-pub const OTHER_CHANNEL: u64 = 810_000_000_000_000_002;
 /// Within every wait: the slowest step here is serenity reconnecting (a few seconds of back-off).
 pub const WAIT: Duration = Duration::from_secs(30);
 
