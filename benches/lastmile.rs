@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use lastmile::domain::{ChannelId, UserId, WorkspaceId};
 use lastmile::engine::{Engine, EngineSettings, Input, Request};
 use lastmile::prompts::Prompts;
-use lastmile::store::Store;
+use lastmile::store::{Pool, Store};
 use sqlx::Connection;
 
 struct Sizes {
@@ -131,12 +131,12 @@ async fn drop_pg(url: &str) {
 /// Raw commits per second: single-row INSERTs, each its own transaction, from `tasks` concurrent tasks.
 async fn raw_commits(store: &Store, total: usize, tasks: usize) -> anyhow::Result<f64> {
     let create = "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, v TEXT NOT NULL)";
-    match store {
-        Store::Sqlite(p) => {
+    match store.pool() {
+        Pool::Sqlite(p) => {
             sqlx::query(create).execute(p).await?;
             sqlx::query("DELETE FROM bench_raw").execute(p).await?;
         }
-        Store::Postgres(p) => {
+        Pool::Postgres(p) => {
             sqlx::query(create).execute(p).await?;
             sqlx::query("DELETE FROM bench_raw").execute(p).await?;
         }
@@ -150,9 +150,9 @@ async fn raw_commits(store: &Store, total: usize, tasks: usize) -> anyhow::Resul
             for i in 0..per {
                 let id = (t * per + i) as i64;
                 let sql = "INSERT INTO bench_raw (id, v) VALUES ($1, $2)";
-                match &store {
-                    Store::Sqlite(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
-                    Store::Postgres(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
+                match store.pool() {
+                    Pool::Sqlite(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
+                    Pool::Postgres(p) => sqlx::query(sql).bind(id).bind("x").execute(p).await.map(|_| ()),
                 }?;
             }
             Ok::<_, sqlx::Error>(())

@@ -170,6 +170,84 @@ async fn concurrent_requests_of_one_user_act_once(url: &str) {
     engine.store().close().await;
 }
 
+/// Many users answering at once share commits; a turn that fails in a shared commit (here, names taken by a
+/// rival in the same moment) costs the others nothing: every answer of every user is saved, once.
+async fn many_users_at_once_share_commits_and_lose_nothing(url: &str) {
+    let engine = common::engine(url).await;
+    let users = 40;
+    let tasks: Vec<_> = (0..users)
+        .map(|u| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                // Users 0-4 all want the same name; the others each their own.
+                let name = if u < 5 { "Shared claims triage".to_owned() } else { format!("Claims triage {u}") };
+                let user = format!("user{u}");
+                let first = text(&say(&engine, "acme", &user, &format!("/pilot register {name}")).await);
+                if first.contains("already exists") {
+                    // Refused: the registration still waits for a name.
+                    say(&engine, "acme", &user, &format!("Claims triage {u}")).await;
+                }
+                register_rest(&engine, &user, u).await;
+                first
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for t in tasks {
+        if t.await.unwrap().contains("already exists") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4, "one of the five rivals gets the name");
+    let ws = WorkspaceId::new("acme");
+    let pilots = engine.store().all_pilots(Some(&ws)).await.unwrap();
+    assert_eq!(pilots.len(), users);
+    assert_eq!(pilots.iter().filter(|p| p.name == "Shared claims triage").count(), 1);
+    for p in &pilots {
+        let u: usize = p.registered_by.as_str().trim_start_matches("user").parse().unwrap();
+        assert_eq!(p.stage, Stage::Scoped, "{}", p.name);
+        assert_eq!(
+            p.workflow.as_deref(),
+            Some(format!("Claims intake team {u} triages motor claims by hand; the model pre-sorts them.").as_str())
+        );
+        assert_eq!(p.owner, Some(UserId::new("alice")));
+        assert_eq!(p.review_date.map(|d| d.to_string()).as_deref(), Some("2027-03-31"));
+    }
+    // Each saved change is audited once: for every pilot its name, five answers and the stage.
+    let audit = engine.store().audit(&ws, None).await.unwrap();
+    assert_eq!(audit.len(), pilots.len() * 7, "{audit:#?}");
+    let (turns, commits) = engine.store().commit_stats();
+    assert!(commits < turns, "{turns} turns in {commits} commits: none shared");
+    engine.store().close().await;
+}
+
+async fn register_rest(engine: &Engine, user: &str, u: usize) {
+    for line in [
+        &format!("Claims intake team {u} triages motor claims by hand; the model pre-sorts them.") as &str,
+        "<@alice>",
+        "Claims handling cost: £4.2m -> £3.6m",
+        "skip",
+        "2027-03-31",
+        "Confirm",
+    ] {
+        say(engine, "acme", user, line).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_at_once_share_commits_and_lose_nothing_sqlite() {
+    many_users_at_once_share_commits_and_lose_nothing(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_at_once_share_commits_and_lose_nothing_postgres() {
+    let Some(db) = TestDb::postgres("many_users_at_once_share_commits_and_lose_nothing_postgres").await else {
+        return;
+    };
+    many_users_at_once_share_commits_and_lose_nothing(&db.url).await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
     let db = TestDb::sqlite();

@@ -223,7 +223,8 @@ impl Engine {
             },
             Input::Command(cmd) => self.command(req, cmd.clone()).await,
             Input::Text(text) => {
-                let settings = self.store.settings(&req.workspace).await?;
+                // Settings, conversation and its pilot in one read: most answers need all three.
+                let (settings, current) = self.store.answer_context(&req.workspace, &req.user).await?;
                 // A button of a question sent by direct message answers that question only.
                 if let Some(target) = req.answers.as_deref().and_then(AskRef::parse) {
                     if target.user != req.user {
@@ -237,7 +238,7 @@ impl Engine {
                         None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::QuestionClosed))]),
                     };
                 }
-                let Some(conv) = self.store.conversation(&req.workspace, &req.user).await? else {
+                let Some((conv, pilot)) = current else {
                     if req.answers.is_some() {
                         return Ok(vec![self.ephemeral(req, self.prompts.text(Key::QuestionClosed))]);
                     }
@@ -258,12 +259,10 @@ impl Engine {
                     && question != conv.at.as_str()
                 {
                     // A button or form of an earlier question: say where the conversation is instead.
-                    let pilot = self.conversation_pilot(req, &conv).await?;
                     let step = self.position_label(conv.at);
                     let text = self.prompts.render(Key::QuestionMoved, context! { step });
                     return Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)]);
                 }
-                let pilot = self.conversation_pilot(req, &conv).await?;
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
                 }
@@ -608,8 +607,9 @@ impl Engine {
                 Err(e) => return Err(e),
             };
         let after = match after_id {
-            Some(id) => self.store.pilot(&req.workspace, id).await?,
-            None => None,
+            crate::store::Applied { pilot: Some(pilot), .. } => Some(pilot),
+            crate::store::Applied { id: Some(id), .. } => self.store.pilot(&req.workspace, id).await?,
+            crate::store::Applied { id: None, .. } => None,
         };
         // Anything that moves a review date, settles a pilot or adds evidence changes what is due and when.
         let schedule_changed = effects.iter().any(|e| {

@@ -13,11 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::dialogue::Ask;
-use crate::dialogue::{Change, Conversation, Effect};
+use crate::dialogue::{Conversation, Effect};
 use crate::domain::portfolio::{Bet, Funnel, Overdue, PnlMovement, Portfolio, Risk};
-use crate::domain::{
-    DecisionKind, EvidenceKind, Pilot, PilotId, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
-};
+use crate::domain::{Pilot, PilotId, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key};
 use rows::{AskRow, ClaimedRow, ConversationRow, PilotRow, ScheduleRow};
 
 use crate::schedule::{Due, ScheduleState};
@@ -25,19 +23,32 @@ use crate::schedule::{Due, ScheduleState};
 pub use rows::AuditEntry;
 
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    commits: commit::Committer,
+}
+
+/// The database a store writes to.
+#[derive(Clone, Debug)]
+pub enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
-/// Runs the same code against whichever pool the store has.
+/// Runs the same code against whichever pool the store (or pool) has.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+        match $store.pool() {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
         }
     };
+}
+
+impl Pool {
+    pub fn pool(&self) -> &Pool {
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +86,16 @@ fn merged_save(effects: &[Effect], pilot: Option<PilotId>) -> Option<(&Conversat
     (single && simple).then(|| (save, save.pilot.or(pilot).map(|p| p.0)))
 }
 
+/// A workspace's settings as stored (JSON), or the defaults when it has none.
+fn parse_settings(ws: &WorkspaceId, json: Option<String>) -> Result<WorkspaceSettings, StoreError> {
+    match json {
+        Some(j) => {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))
+        }
+        None => Ok(WorkspaceSettings::default()),
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -101,6 +122,8 @@ macro_rules! audit_row {
         .execute($tx)
     };
 }
+
+mod commit;
 
 /// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read
 /// that later upgrades to a write could otherwise fail with "database is locked" under concurrency.
@@ -133,6 +156,15 @@ const PNL_MOVED: &str = "pnl_realised IS NOT NULL AND ((pnl_target > pnl_baselin
 
 /// A review cycle's date, as the deliveries table keys it.
 pub type NaiveDateKey = chrono::NaiveDate;
+
+/// What a turn's writes left behind.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The turn's pilot afterwards (a created draft's included; None once deleted).
+    pub id: Option<PilotId>,
+    /// The pilot as written, when the turn's last change to it returned it (else read it when needed).
+    pub pilot: Option<Pilot>,
+}
 
 /// What the conversation must still be for a turn's effects to apply.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +205,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            return Ok(Store::Postgres(pool));
+            return Ok(Store::new(Pool::Postgres(pool)));
         }
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
@@ -189,22 +221,42 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Store::Sqlite(pool))
+        Ok(Store::new(Pool::Sqlite(pool)))
+    }
+
+    fn new(pool: Pool) -> Self {
+        let commits = commit::Committer::start(&pool);
+        Store { pool, commits }
+    }
+
+    /// The database underneath (for benchmarks and tests that measure it directly).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Turns written and transactions committed since the store was opened: more turns than commits means
+    /// users' answers shared commits.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.commits.stats()
+    }
+
+    fn commits(&self) -> &commit::Committer {
+        &self.commits
     }
 
     /// Applies the dialect's migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
         }
         Ok(())
     }
 
     pub fn dialect(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match &self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
         }
     }
 
@@ -219,6 +271,39 @@ impl Store {
             sqlx::query_as(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
         });
         row.map(ConversationRow::into_domain).transpose()
+    }
+
+    /// What answering in a conversation needs, read in one query: the workspace's settings, the user's
+    /// conversation, and the pilot it is about (None when it has none or it is gone).
+    pub async fn answer_context(
+        &self,
+        ws: &WorkspaceId,
+        user: &UserId,
+    ) -> Result<(WorkspaceSettings, Option<(Conversation, Option<Pilot>)>), StoreError> {
+        use sqlx::{FromRow, Row};
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let pilot = rows::PILOT_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect::<Vec<_>>();
+            format!(
+                "SELECT s.settings AS workspace_settings, c.flow, c.at, c.pilot_id, c.channel, c.return_to_confirm, \
+                 c.scratch, {} FROM (SELECT 1 AS one) k \
+                 LEFT JOIN workspace_settings s ON s.workspace = $1 \
+                 LEFT JOIN conversations c ON c.workspace = $1 AND c.user_id = $2 \
+                 LEFT JOIN pilots p ON p.workspace = $1 AND p.id = c.pilot_id",
+                pilot.join(", ")
+            )
+        });
+        let (settings, conversation, pilot): (Option<String>, Option<ConversationRow>, Option<PilotRow>) = with_pool!(self, pool => {
+            let row = sqlx::query(&SQL).bind(ws.as_str()).bind(user.as_str()).fetch_one(pool).await?;
+            let settings = row.try_get("workspace_settings")?;
+            let flow: Option<String> = row.try_get("flow")?;
+            let conversation = flow.is_some().then(|| ConversationRow::from_row(&row)).transpose()?;
+            let id: Option<i64> = row.try_get("id")?;
+            let pilot = id.is_some().then(|| PilotRow::from_row(&row)).transpose()?;
+            (settings, conversation, pilot)
+        });
+        let settings = parse_settings(ws, settings)?;
+        let Some(conversation) = conversation else { return Ok((settings, None)) };
+        Ok((settings, Some((conversation.into_domain()?, pilot.map(PilotRow::into_domain).transpose()?))))
     }
 
     pub async fn pilot(&self, ws: &WorkspaceId, id: PilotId) -> Result<Option<Pilot>, StoreError> {
@@ -560,8 +645,8 @@ impl Store {
             "next_action_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) AND ($5 IS NULL OR workspace = $5)";
         let columns = format!("{}, {}", rows::PILOT_COLUMNS, rows::SCHEDULE_COLUMNS);
         // The outer condition repeats the inner one: PostgreSQL re-checks it on a row another worker just claimed.
-        let rows: Vec<ClaimedRow> = match self {
-            Store::Sqlite(pool) => {
+        let rows: Vec<ClaimedRow> = match &self.pool {
+            Pool::Sqlite(pool) => {
                 let sql = format!(
                     "UPDATE pilots SET claimed_until = $1, claimed_by = $2 WHERE id IN \
                      (SELECT id FROM pilots WHERE {due} ORDER BY next_action_at LIMIT $4) AND {due} RETURNING {columns}"
@@ -578,7 +663,7 @@ impl Store {
                 tx.commit().await?;
                 rows
             }
-            Store::Postgres(pool) => {
+            Pool::Postgres(pool) => {
                 let sql = format!(
                     "UPDATE pilots SET claimed_until = $1, claimed_by = $2 WHERE id IN \
                      (SELECT id FROM pilots WHERE {due} ORDER BY next_action_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -601,8 +686,8 @@ impl Store {
     pub async fn explain_claim_due(&self) -> Result<String, StoreError> {
         let select = format!("SELECT id FROM pilots WHERE {CLAIM_DUE} ORDER BY next_action_at LIMIT $4");
         let at: DateTime<Utc> = Utc::now();
-        Ok(match self {
-            Store::Sqlite(pool) => {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
                 let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {select}"))
                     .bind(at)
                     .bind("w")
@@ -613,7 +698,7 @@ impl Store {
                     .await?;
                 rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
             }
-            Store::Postgres(pool) => {
+            Pool::Postgres(pool) => {
                 let select = select.replace("$3", "now()").replace("$4", "1000").replace("$5", "NULL::text");
                 let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {select}")).fetch_all(pool).await?;
                 rows.join("\n")
@@ -695,12 +780,7 @@ impl Store {
         let json: Option<String> = with_pool!(self, pool => {
             sqlx::query_scalar(sql).bind(ws.as_str()).fetch_optional(pool).await?
         });
-        match json {
-            Some(j) => {
-                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))
-            }
-            None => Ok(WorkspaceSettings::default()),
-        }
+        parse_settings(ws, json)
     }
 
     pub async fn save_settings(
@@ -730,254 +810,27 @@ impl Store {
     /// `pilot` is the conversation's pilot; returns the pilot afterwards (a created draft's id included).
     /// `guard` is the conversation the turn was computed from: when another request of the same user moved it
     /// first, nothing is written and [`StoreError::Conflict`] says to compute the turn again.
+    /// Turns arriving together share one commit ([`commit`]); each is answered once that commit is durable.
     #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         ws: &WorkspaceId,
         actor: &UserId,
         now: DateTime<Utc>,
-        mut pilot: Option<PilotId>,
+        pilot: Option<PilotId>,
         channel: &str,
         guard: Guard<'_>,
         effects: &[Effect],
-    ) -> Result<Option<PilotId>, StoreError> {
-        let w = ws.as_str();
-        let a = actor.as_str();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            // A turn that moves an existing conversation on saves it with the guard's own write: one statement.
-            let mut merged = None;
-            match guard {
-                Guard::Any => {}
-                Guard::NoConversation => {
-                    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE workspace = $1 AND user_id = $2")
-                        .bind(w).bind(a).fetch_optional(&mut *tx).await?;
-                    if exists.is_some() {
-                        return Err(StoreError::Conflict);
-                    }
-                }
-                Guard::At(c) if merged_save(effects, pilot).is_some() => {
-                    let (new, pilot_id) = merged_save(effects, pilot).ok_or(StoreError::Conflict)?;
-                    let moved = sqlx::query(
-                        "UPDATE conversations SET flow = $8, at = $9, pilot_id = $10, channel = $11, return_to_confirm = $12, \
-                         updated_at = $3, scratch = $13 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
-                         AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
-                    )
-                    .bind(w).bind(a).bind(now).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(c.return_to_confirm)
-                    .bind(c.pilot.map(|p| p.0))
-                    .bind(rows::flow_str(new.flow)).bind(new.at.as_str()).bind(pilot_id).bind(new.channel.as_str())
-                    .bind(new.return_to_confirm).bind(scratch_json(new))
-                    .execute(&mut *tx).await?;
-                    if moved.rows_affected() != 1 {
-                        return Err(StoreError::Conflict);
-                    }
-                    merged = Some(new);
-                }
-                Guard::At(c) => {
-                    // Writing first takes the row's lock, so a concurrent turn of the same user waits, then finds it moved.
-                    let moved = sqlx::query(
-                        "UPDATE conversations SET updated_at = $3 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
-                         AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
-                    )
-                    .bind(w).bind(a).bind(now).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(c.return_to_confirm)
-                    .bind(c.pilot.map(|p| p.0))
-                    .execute(&mut *tx).await?;
-                    if moved.rows_affected() != 1 {
-                        return Err(StoreError::Conflict);
-                    }
-                }
-            }
-            for effect in effects {
-                match effect {
-                    Effect::CreateDraft(name) => {
-                        // Checked first so a taken name consumes no id; the unique index still settles races.
-                        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
-                            .bind(w).bind(name.key()).fetch_optional(&mut *tx).await?;
-                        if taken.is_some() {
-                            return Err(StoreError::NameTaken);
-                        }
-                        let id: i64 = sqlx::query_scalar(
-                            "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
-                             VALUES ($1, $2, $3, 'draft', $4, $5, $6, $5) RETURNING id",
-                        )
-                        .bind(w).bind(name.as_str()).bind(name.key()).bind(a).bind(now).bind(channel)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
-                        pilot = Some(PilotId(id));
-                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'created', 'name', NULL, $4, $5)")
-                            .bind(w).bind(id).bind(a).bind(name.as_str()).bind(now)
-                            .execute(&mut *tx).await?;
-                    }
-                    Effect::Set(change) => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
-                        let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
-                        let before = before.into_domain()?;
-                        if let Change::Name(n) = change {
-                            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
-                                .bind(w).bind(n.key()).bind(id).fetch_optional(&mut *tx).await?;
-                            if taken.is_some() {
-                                return Err(StoreError::NameTaken);
-                            }
-                        }
-                        let (old, new) = rows::audit_values(&before, change);
-                        let q = match change {
-                            Change::Name(n) => sqlx::query("UPDATE pilots SET name = $3, name_key = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(n.as_str()).bind(n.key()).bind(now),
-                            Change::Workflow(t) => sqlx::query("UPDATE pilots SET workflow = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(t.as_str()).bind(now),
-                            Change::Owner(u) => sqlx::query("UPDATE pilots SET owner = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(u.as_str()).bind(now),
-                            Change::Sponsor(u) => sqlx::query("UPDATE pilots SET sponsor = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(u.as_ref().map(UserId::as_str)).bind(now),
-                            Change::Pnl(p) => sqlx::query("UPDATE pilots SET pnl_line = $3, pnl_unit = $4, pnl_baseline = $5, pnl_target = $6, updated_at = $7 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(p.line.as_str()).bind(p.unit.as_str()).bind(p.baseline).bind(p.target).bind(now),
-                            // Before any extension, the review date in force is the first one.
-                            Change::ReviewDate(d) => sqlx::query("UPDATE pilots SET review_date = $3, next_review_date = CASE WHEN extensions = 0 THEN $3 ELSE next_review_date END, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(*d).bind(now),
-                        };
-                        q.execute(&mut *tx).await.map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
-                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'set', $4, $5, $6, $7)")
-                            .bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(old).bind(new).bind(now)
-                            .execute(&mut *tx).await?;
-                    }
-                    Effect::SetStage(stage) => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                        let old = old.ok_or(StoreError::PilotGone)?;
-                        sqlx::query("UPDATE pilots SET stage = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).bind(stage.as_str()).bind(now).execute(&mut *tx).await?;
-                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'stage', 'stage', $4, $5, $6)")
-                            .bind(w).bind(id).bind(a).bind(old).bind(stage.as_str()).bind(now)
-                            .execute(&mut *tx).await?;
-                    }
-                    Effect::DeleteDraft => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        let name: Option<String> = sqlx::query_scalar("DELETE FROM pilots WHERE workspace = $1 AND id = $2 AND stage = $3 RETURNING name")
-                            .bind(w).bind(id).bind(Stage::Draft.as_str()).fetch_optional(&mut *tx).await?;
-                        sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'deleted', NULL, $4, NULL, $5)")
-                            .bind(w).bind(id).bind(a).bind(name).bind(now)
-                            .execute(&mut *tx).await?;
-                        pilot = None;
-                    }
-                    Effect::SaveConversation(c) if matches!(guard, Guard::NoConversation) => {
-                        // A conversation that must be new: a concurrent start of the same user loses here.
-                        let pilot_id = c.pilot.or(pilot).map(|p| p.0);
-                        sqlx::query(
-                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        )
-                        .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
-                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
-                        .execute(&mut *tx).await
-                        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
-                    }
-                    Effect::SaveConversation(c) if merged.is_some_and(|m| std::ptr::eq(m, c)) => {}
-                    Effect::SaveConversation(c) => {
-                        let pilot_id = c.pilot.or(pilot).map(|p| p.0);
-                        sqlx::query(
-                            "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                             ON CONFLICT (workspace, user_id) DO UPDATE SET flow = $3, at = $4, pilot_id = $5, channel = $6, \
-                             return_to_confirm = $7, updated_at = $8, scratch = $9",
-                        )
-                        .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
-                        .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
-                        .execute(&mut *tx).await?;
-                    }
-                    Effect::EndConversation => {
-                        sqlx::query("DELETE FROM conversations WHERE workspace = $1 AND user_id = $2")
-                            .bind(w).bind(a).execute(&mut *tx).await?;
-                    }
-                    Effect::AddEvidence(item) => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        sqlx::query("INSERT INTO evidence (workspace, pilot_id, kind, note, value, period, source, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                            .bind(w).bind(id).bind(item.kind.as_str()).bind(item.note.as_str()).bind(item.value)
-                            .bind(item.period.as_deref()).bind(item.source.as_deref()).bind(a).bind(now)
-                            .execute(&mut *tx).await?;
-                        let update = match item.kind {
-                            EvidenceKind::WorkflowLive => "UPDATE pilots SET evidence_workflow_live = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                            EvidenceKind::OwnerRunning => "UPDATE pilots SET evidence_owner_running = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                            EvidenceKind::PnlMoved => "UPDATE pilots SET pnl_realised = $4, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                        };
-                        let q = sqlx::query(update).bind(w).bind(id).bind(now);
-                        let q = if item.kind == EvidenceKind::PnlMoved { q.bind(item.value) } else { q };
-                        q.execute(&mut *tx).await?;
-                        audit_row!(&mut *tx, w, id, a, "evidence", Some(item.kind.as_str()), None::<&str>, Some(&item.note), now).await?;
-                    }
-                    Effect::Decide(d) => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                        let old = old.ok_or(StoreError::PilotGone)?;
-                        let q = match d.kind {
-                            DecisionKind::Scale => sqlx::query("UPDATE pilots SET stage = 'in_production', decision = 'scale', decision_reason = $3, scale_override = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.override_evidence).bind(now),
-                            DecisionKind::Extend => sqlx::query("UPDATE pilots SET decision = 'extend', decision_reason = $3, next_review_date = $4, extensions = extensions + 1, updated_at = $5 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.new_date).bind(now),
-                            DecisionKind::Kill => sqlx::query("UPDATE pilots SET stage = 'killed', decision = 'kill', decision_reason = $3, kill_category = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
-                                .bind(w).bind(id).bind(d.reason.as_str()).bind(d.category.map(|c| c.as_str())).bind(now),
-                        };
-                        q.execute(&mut *tx).await?;
-                        let detail = match (d.kind, d.category, d.new_date) {
-                            (DecisionKind::Kill, Some(c), _) => format!("kill ({}): {}", c.as_str(), d.reason),
-                            (DecisionKind::Extend, _, Some(date)) => format!("extend to {date}: {}", d.reason),
-                            (DecisionKind::Scale, _, _) if d.override_evidence => format!("scale (override): {}", d.reason),
-                            _ => d.kind.as_str().to_owned(),
-                        };
-                        audit_row!(&mut *tx, w, id, a, "decision", Some("stage"), Some(&old), Some(&detail), now).await?;
-                    }
-                    Effect::SetOwnerStatus { status, reason } => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        let old: Option<String> = sqlx::query_scalar("SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                        let old = old.ok_or(StoreError::PilotGone)?;
-                        if old == status.as_str() && reason.is_none() {
-                            continue;
-                        }
-                        sqlx::query("UPDATE pilots SET owner_status = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).bind(status.as_str()).bind(now).execute(&mut *tx).await?;
-                        let new = match reason {
-                            Some(r) => format!("{}: {r}", status.as_str()),
-                            None => status.as_str().to_owned(),
-                        };
-                        audit_row!(&mut *tx, w, id, a, "owner_status", Some("owner_status"), Some(&old), Some(&new), now).await?;
-                    }
-                    Effect::OpenAsk { user, kind } => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        // A new ask of the same kind about the same pilot supersedes the old one.
-                        sqlx::query("UPDATE asks SET answered_at = $4 WHERE workspace = $1 AND pilot_id = $2 AND kind = $3 AND answered_at IS NULL")
-                            .bind(w).bind(id).bind(kind.name()).bind(now).execute(&mut *tx).await?;
-                        let payload = serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                            .bind(w).bind(user.as_str()).bind(kind.name()).bind(id).bind(payload).bind(now)
-                            .execute(&mut *tx).await?;
-                    }
-                    Effect::NudgeAnswered => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        sqlx::query("UPDATE pilots SET unanswered = 0 WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).execute(&mut *tx).await?;
-                    }
-                    Effect::Snooze { until } => {
-                        let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                        sqlx::query("UPDATE pilots SET snoozes = snoozes + 1, snoozed_until = $3 WHERE workspace = $1 AND id = $2")
-                            .bind(w).bind(id).bind(*until).execute(&mut *tx).await?;
-                        audit_row!(&mut *tx, w, id, a, "snooze", Some("snoozed_until"), None::<&str>, Some(&until.to_rfc3339()), now).await?;
-                    }
-                    Effect::CloseAsk(ask) => {
-                        // Answered once: a second answer racing the first finds it closed and is decided again.
-                        let closed = sqlx::query("UPDATE asks SET answered_at = $3 WHERE workspace = $1 AND id = $2 AND answered_at IS NULL")
-                            .bind(w).bind(*ask).bind(now).execute(&mut *tx).await?;
-                        if closed.rows_affected() != 1 {
-                            return Err(StoreError::Conflict);
-                        }
-                    }
-                }
-            }
-            tx.commit().await?;
-        });
-        Ok(pilot)
+    ) -> Result<Applied, StoreError> {
+        let turn = commit::Turn {
+            ws: ws.clone(),
+            actor: actor.clone(),
+            now,
+            pilot,
+            channel: channel.to_owned(),
+            guard: guard.into(),
+            effects: effects.to_vec(),
+        };
+        self.commits().apply(turn).await
     }
 }

@@ -10,10 +10,18 @@ use crate::domain::{
     WorkspaceId,
 };
 
-pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
+/// The columns of a [`PilotRow`], as a literal (for `concat!`).
+macro_rules! pilot_columns {
+    () => {
+        "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
      sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, owner_status, next_review_date, decision, \
      decision_reason, kill_category, scale_override, extensions, evidence_workflow_live, evidence_owner_running, \
-     pnl_realised, nudges_sent";
+     pnl_realised, nudges_sent"
+    };
+}
+pub(super) use pilot_columns;
+
+pub const PILOT_COLUMNS: &str = pilot_columns!();
 
 #[derive(sqlx::FromRow)]
 pub struct PilotRow {
