@@ -413,10 +413,13 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("[{:>4.0}s] {kind}: dialogue throughput and latency", started.elapsed().as_secs_f64());
         let e = engine(&url).await?;
         let raw = raw_commits(e.store(), sizes.raw_inserts, sizes.concurrent_users.min(sizes.raw_inserts)).await?;
+        let (turns_before, commits_before) = e.store().commit_stats();
         let (steps, regs) = dialogue_throughput(&e, sizes.concurrent_users).await?;
+        let (turns, commits) = e.store().commit_stats();
+        let shared = (turns - turns_before) as f64 / (commits - commits_before).max(1) as f64;
         rows.push(Row {
             figure: format!(
-                "1. dialogue steps/s, {} users at once ({kind}; {regs:.1} registrations/s)",
+                "1. dialogue steps/s, {} users at once ({kind}; {regs:.1} registrations/s; {shared:.1} turns per commit)",
                 sizes.concurrent_users
             ),
             value: format!("{steps:.0} steps/s"),

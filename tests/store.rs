@@ -109,6 +109,10 @@ async fn every_change_is_audited(url: &str) {
     register(&engine, "acme", "bob", "Claims triage").await;
     say(&engine, "acme", "alice", "/pilot edit Claims triage owner").await;
     say(&engine, "acme", "alice", "<@dave>").await;
+    say(&engine, "acme", "bob", "/pilot edit Claims triage review_date").await;
+    say(&engine, "acme", "bob", "2027-04-30").await;
+    say(&engine, "acme", "bob", "/pilot edit Claims triage pnl").await;
+    say(&engine, "acme", "bob", "Claims handling cost: £4.2m -> £3.5m").await;
     let store = engine.store();
     let ws = WorkspaceId::new("acme");
     let audit = store.audit(&ws, Some(PilotId(1))).await.unwrap();
@@ -134,7 +138,11 @@ async fn every_change_is_audited(url: &str) {
     assert_eq!(lines[5], ("bob".into(), "set".into(), s("review_date"), None, s("2027-03-31")));
     assert_eq!(lines[6], ("bob".into(), "stage".into(), s("stage"), s("draft"), s("scoped")));
     assert_eq!(lines[7], ("alice".into(), "set".into(), s("owner"), s("alice"), s("dave")));
-    assert_eq!(lines.len(), 8);
+    assert_eq!(lines[8], ("bob".into(), "set".into(), s("review_date"), s("2027-03-31"), s("2027-04-30")));
+    assert_eq!((&lines[9].1, &lines[9].2), (&"set".to_owned(), &s("pnl")));
+    assert_eq!(lines[9].3, lines[3].4, "the old P&L line is the one registered");
+    assert!(lines[9].4.as_deref().is_some_and(|v| v.contains("\"target\":3500000.0")), "{:?}", lines[9].4);
+    assert_eq!(lines.len(), 10);
     assert!(audit.iter().all(|a| a.at == common::now()));
     engine.store().close().await;
 }

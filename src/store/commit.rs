@@ -203,6 +203,17 @@ async fn alone(pool: &Pool, turn: &Turn, stats: &Stats) -> Outcome {
     })
 }
 
+/// The audit row of a change, its old value (`$old`, an SQL expression) read from the pilot's row by the insert.
+macro_rules! audit_set_from_row {
+    ($old:literal) => {
+        concat!(
+            "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) SELECT $1, $2, $3, 'set', $4, ",
+            $old,
+            ", $5, $6 FROM pilots WHERE workspace = $1 AND id = $2"
+        )
+    };
+}
+
 /// A turn's statements on a connection in a transaction (the same SQL for both dialects).
 trait ApplyTurn {
     fn apply_turn(self, turn: &Turn) -> impl Future<Output = Outcome> + Send;
@@ -292,9 +303,6 @@ macro_rules! apply_turn {
                             }
                             Effect::Set(change) => {
                                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
-                                let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
-                                let before = before.into_domain()?;
                                 if let Change::Name(n) = change {
                                     let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
                                         .bind(w).bind(n.key()).bind(id).fetch_optional(&mut *tx).await?;
@@ -302,7 +310,33 @@ macro_rules! apply_turn {
                                         return Err(StoreError::NameTaken);
                                     }
                                 }
-                                let (old, new) = rows::audit_values(&before, change);
+                                // The audit row takes the old value from the pilot's row as it is, before the update:
+                                // one statement, no read. A P&L line's old value is formatted here, from a read.
+                                let audit = match change {
+                                    Change::Name(_) => Some(audit_set_from_row!("name")),
+                                    Change::Workflow(_) => Some(audit_set_from_row!("workflow")),
+                                    Change::Owner(_) => Some(audit_set_from_row!("owner")),
+                                    Change::Sponsor(_) => Some(audit_set_from_row!("sponsor")),
+                                    Change::ReviewDate(_) => Some(audit_set_from_row!("CAST(review_date AS TEXT)")),
+                                    Change::Pnl(_) => None,
+                                };
+                                let (old, new) = match audit {
+                                    Some(_) => (None, rows::audit_new_value(change)),
+                                    None => {
+                                        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
+                                        let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
+                                        rows::audit_values(&before.into_domain()?, change)
+                                    }
+                                };
+                                let audited = match audit {
+                                    Some(sql) => sqlx::query(sql).bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(new.as_deref()).bind(now).execute(&mut *tx).await?.rows_affected(),
+                                    None => sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'set', $4, $5, $6, $7)")
+                                        .bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(old).bind(new.as_deref()).bind(now)
+                                        .execute(&mut *tx).await?.rows_affected(),
+                                };
+                                if audited != 1 {
+                                    return Err(StoreError::PilotGone);
+                                }
                                 let q = match change {
                                     Change::Name(n) => sqlx::query_as::<_, PilotRow>(concat!("UPDATE pilots SET name = $3, name_key = $4, updated_at = $5 WHERE workspace = $1 AND id = $2 RETURNING ", rows::pilot_columns!()))
                                         .bind(w).bind(id).bind(n.as_str()).bind(n.key()).bind(now),
@@ -320,9 +354,6 @@ macro_rules! apply_turn {
                                 };
                                 let row = q.fetch_optional(&mut *tx).await.map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
                                 after = Some(row.ok_or(StoreError::PilotGone)?);
-                                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'set', $4, $5, $6, $7)")
-                                    .bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(old).bind(new).bind(now)
-                                    .execute(&mut *tx).await?;
                             }
                             Effect::SetStage(stage) => {
                                 let id = pilot.ok_or(StoreError::PilotGone)?.0;

@@ -167,13 +167,26 @@ fn pnl_text(p: &PnlTarget) -> String {
 
 /// The old and new value of a change, as the audit trail records them.
 pub fn audit_values(before: &Pilot, change: &Change) -> (Option<String>, Option<String>) {
+    let old = match change {
+        Change::Name(_) => Some(before.name.clone()),
+        Change::Workflow(_) => before.workflow.clone(),
+        Change::Owner(_) => before.owner.as_ref().map(|u| u.0.clone()),
+        Change::Sponsor(_) => before.sponsor.as_ref().map(|u| u.0.clone()),
+        Change::Pnl(_) => before.pnl.as_ref().map(pnl_text),
+        Change::ReviewDate(_) => before.review_date.map(|d| d.to_string()),
+    };
+    (old, audit_new_value(change))
+}
+
+/// The value a change writes, as the audit trail shows it.
+pub fn audit_new_value(change: &Change) -> Option<String> {
     match change {
-        Change::Name(n) => (Some(before.name.clone()), Some(n.as_str().to_owned())),
-        Change::Workflow(t) => (before.workflow.clone(), Some(t.clone())),
-        Change::Owner(u) => (before.owner.as_ref().map(|u| u.0.clone()), Some(u.0.clone())),
-        Change::Sponsor(u) => (before.sponsor.as_ref().map(|u| u.0.clone()), u.as_ref().map(|u| u.0.clone())),
-        Change::Pnl(p) => (before.pnl.as_ref().map(pnl_text), Some(pnl_text(p))),
-        Change::ReviewDate(d) => (before.review_date.map(|d| d.to_string()), Some(d.to_string())),
+        Change::Name(n) => Some(n.as_str().to_owned()),
+        Change::Workflow(t) => Some(t.clone()),
+        Change::Owner(u) => Some(u.0.clone()),
+        Change::Sponsor(u) => u.as_ref().map(|u| u.0.clone()),
+        Change::Pnl(p) => Some(pnl_text(p)),
+        Change::ReviewDate(d) => Some(d.to_string()),
     }
 }
 
