@@ -220,7 +220,8 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        // A connection to a local file has nothing to check before use: no ping (a round trip to its thread).
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
         Ok(Store::new(Pool::Sqlite(pool)))
     }
 
