@@ -159,6 +159,8 @@ pub struct State {
     /// Bodies are checked against the OpenAPI description later, by [`Fake::check_recorded`], instead of on
     /// arrival (benchmarks: the check costs more than the bot's work). Discord's interaction rules still apply live.
     deferred: std::sync::atomic::AtomicBool,
+    /// Interaction callbacks received so far (kept apart so that waiting for them scans nothing).
+    callbacks: AtomicUsize,
 }
 
 pub struct Fake {
@@ -381,6 +383,11 @@ impl Fake {
             let _ = axum::serve(listener, app).await;
         });
         Fake { base: format!("http://127.0.0.1:{port}"), state, server }
+    }
+
+    /// How many interaction callbacks (first responses) the bot has sent.
+    pub fn callbacks(&self) -> usize {
+        self.state.callbacks.load(Ordering::SeqCst)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -722,7 +729,11 @@ async fn rest(
             _ => (StatusCode::NOT_FOUND, json!({"message": "404: Not Found", "code": 0})),
         }
     };
-    state.calls.lock().unwrap().push(Call { method: m, path, body: json_body, files, status: status.as_u16() });
+    let call = Call { method: m, path, body: json_body, files, status: status.as_u16() };
+    if call.is_callback() {
+        state.callbacks.fetch_add(1, Ordering::SeqCst);
+    }
+    state.calls.lock().unwrap().push(call);
     state.changed.notify_waiters();
     if status == StatusCode::NO_CONTENT {
         return status.into_response();
