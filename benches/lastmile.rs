@@ -261,10 +261,18 @@ async fn sweep(url: &str, n: usize, due: usize) -> anyhow::Result<(Duration, Str
     let store = lastmile::open_store(url).await?;
     let at: DateTime<Utc> = "2027-01-07T09:00:00Z".parse()?;
     let ws = WorkspaceId::new("sweep");
-    let t = Instant::now();
-    let claimed = store.claim_due(at, at + chrono::Duration::minutes(5), "bench", due as i64, Some(&ws)).await?;
-    let took = t.elapsed();
-    anyhow::ensure!(claimed.len() == due, "claimed {} of {due}", claimed.len());
+    // The median of five sweeps, each after the previous one's five-minute leases ran out (so the same
+    // `due` pilots are due again): one sample on a shared machine is mostly its neighbours' load.
+    let mut samples = Vec::new();
+    for k in 0..5 {
+        let now = at + chrono::Duration::minutes(6 * k);
+        let t = Instant::now();
+        let claimed = store.claim_due(now, now + chrono::Duration::minutes(5), "bench", due as i64, Some(&ws)).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(claimed.len() == due, "claimed {} of {due}", claimed.len());
+    }
+    samples.sort();
+    let took = samples[samples.len() / 2];
     let plan = store.explain_claim_due().await?;
     store.close().await;
     Ok((took, plan))
@@ -277,10 +285,16 @@ async fn portfolio(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> 
     let ws = WorkspaceId::new("portfolio");
     let at: DateTime<Utc> = "2027-02-01T10:00:00Z".parse()?;
     engine.portfolio_post(&ws, ChannelId::new("general"), at).await?; // warm the pool and the font
-    let t = Instant::now();
-    let post = engine.portfolio_post(&ws, ChannelId::new("general"), at).await?;
-    let whole = t.elapsed();
-    anyhow::ensure!(post.attachment.is_some(), "no chart");
+    // The median of five summaries: one sample on a shared machine is mostly its neighbours' load.
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let post = engine.portfolio_post(&ws, ChannelId::new("general"), at).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(post.attachment.is_some(), "no chart");
+    }
+    samples.sort();
+    let whole = samples[samples.len() / 2];
     let steps: Vec<(String, u64)> = (0..8).map(|i| (format!("Step {i}"), (n / (i + 1)) as u64)).collect();
     let t = Instant::now();
     lastmile::render::chart::funnel_png("Funnel", &steps)?;
@@ -458,7 +472,7 @@ async fn main() -> anyhow::Result<()> {
             let b = *base.get_or_insert(took);
             let last = n == *sizes.sweep.last().unwrap_or(&n);
             rows.push(Row {
-                figure: format!("3. find and claim {} due nudges among {n} pilots ({kind})", sizes.due),
+                figure: format!("3. find and claim {} due nudges among {n} pilots ({kind}; median of 5)", sizes.due),
                 value: ms(took),
                 baseline: format!("{} at {}", ms(b), sizes.sweep[0]),
                 ratio: format!("{:.2}", took.as_secs_f64() / b.as_secs_f64()),
@@ -476,7 +490,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = fresh("sqlite", &dir, "portfolio").await?.filter(|_| want(4)) {
         let (whole, chart) = portfolio(&url, sizes.portfolio).await?;
         rows.push(Row {
-            figure: format!("4. portfolio summary with chart, {} pilots (sqlite)", sizes.portfolio),
+            figure: format!("4. portfolio summary with chart, {} pilots (sqlite; median of 5)", sizes.portfolio),
             value: ms(whole),
             baseline: format!("chart alone {}", ms(chart)),
             ratio: format!("{:.1}", whole.as_secs_f64() / chart.as_secs_f64()),
