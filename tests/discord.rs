@@ -298,6 +298,19 @@ async fn a_nudge_from_the_scheduler_arrives_as_a_dm_with_buttons() {
     let nudges =
         f.calls().iter().filter(|c| c.path == dm_path && text_of(c).contains("passed its review date")).count();
     assert_eq!(nudges, 1);
+    // A week later the snooze is over and Dave is nudged again, in the DM channel opened the first time.
+    t.set_clock("2027-01-14T10:30:00Z");
+    f.wait_for("the second nudge", |calls| {
+        let n = calls.iter().filter(|c| c.path == dm_path && text_of(c).contains("passed its review date")).count();
+        (n == 2).then_some(())
+    })
+    .await;
+    let opened = f
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/users/@me/channels" && c.body["recipient_id"] == json!(DAVE.id.to_string()))
+        .count();
+    assert_eq!(opened, 1, "Dave's DM channel is opened once");
     t.stop().await;
 }
 

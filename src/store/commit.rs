@@ -99,7 +99,16 @@ impl Committer {
         };
         let stats = Arc::new(Stats::default());
         for _ in 0..writers {
-            tokio::spawn(writer(pool.clone(), jobs.clone(), stats.clone()));
+            let (pool, jobs, stats) = (pool.clone(), jobs.clone(), stats.clone());
+            // A writer that panics is replaced: the turns of its batch get an error, the queue goes on.
+            tokio::spawn(async move {
+                loop {
+                    match tokio::spawn(writer(pool.clone(), jobs.clone(), stats.clone())).await {
+                        Err(e) if e.is_panic() => tracing::error!("a store writer panicked; starting another"),
+                        _ => return,
+                    }
+                }
+            });
         }
         Self { queue, stats }
     }

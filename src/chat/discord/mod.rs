@@ -171,6 +171,7 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
     let http = http(&opts);
     let (ready_tx, ready) = watch::channel(None);
     let inflight = Arc::new(InFlight::default());
+    let dms = Arc::new(DmChannels::default());
     let handler = Handler {
         engine: engine.clone(),
         clock: opts.clock.clone(),
@@ -178,6 +179,7 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
         registered: AtomicBool::new(false),
         inflight: inflight.clone(),
         ready: ready_tx,
+        dms: dms.clone(),
     };
     let mut client: Client = ClientBuilder::new_with_http(http, GatewayIntents::empty())
         .event_handler(handler)
@@ -190,6 +192,7 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
     let scheduler = tokio::spawn(scheduler(
         engine.clone(),
         rest,
+        dms,
         opts.clock.clone(),
         opts.scheduler_interval,
         stop_rx,
@@ -230,13 +233,14 @@ async fn wait_finished(bot: &Running) {
 async fn scheduler(
     engine: Engine,
     http: Arc<Http>,
+    dms: Arc<DmChannels>,
     clock: Clock,
     interval: std::time::Duration,
     mut stop: watch::Receiver<bool>,
     runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = format!("discord-{}", std::process::id());
-    let outbox = DiscordOutbox { http, engine: engine.clone() };
+    let outbox = DiscordOutbox { http, engine: engine.clone(), dms };
     loop {
         let now = clock();
         if let Err(e) = engine.run_due(now, &worker, &outbox, None).await {
@@ -257,13 +261,14 @@ async fn scheduler(
 struct DiscordOutbox {
     http: Arc<Http>,
     engine: Engine,
+    dms: Arc<DmChannels>,
 }
 
 impl Outbox for DiscordOutbox {
     async fn deliver(&self, _at: DateTime<Utc>, workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
         let message = render::message(reply, workspace.as_str(), self.engine.prompts());
         let sent = match &reply.to {
-            Destination::Dm(user) => send_dm(&self.http, user, message).await,
+            Destination::Dm(user) => send_dm(&self.http, &self.dms, user, message).await,
             Destination::Channel(channel) => post(&self.http, channel, message).await,
             Destination::Ephemeral(_) => {
                 return Err(DeliveryError::Failed("an ephemeral reply has no interaction".into()));
@@ -318,12 +323,39 @@ async fn post(http: &Http, channel: &ChannelId, m: Message) -> Result<(), sereni
     DiscordChannel::new(id).send_message(http, create_message(m)).await.map(|_| ())
 }
 
-async fn send_dm(http: &Http, user: &UserId, m: Message) -> Result<(), serenity::Error> {
+async fn send_dm(http: &Http, dms: &DmChannels, user: &UserId, m: Message) -> Result<(), serenity::Error> {
     let Some(id) = snowflake(user.as_str()) else {
         return Err(serenity::Error::Other("not a Discord user"));
     };
-    let channel = DiscordUser::new(id).create_dm_channel(http).await?;
-    channel.id.send_message(http, create_message(m)).await.map(|_| ())
+    let channel = dms.open(http, id).await?;
+    channel.send_message(http, create_message(m)).await.map(|_| ())
+}
+
+/// Direct-message channels already opened, by user. A person's DM channel with the bot never changes, so it is
+/// opened (one REST call) once per person, not before every message.
+#[derive(Default)]
+struct DmChannels(std::sync::Mutex<std::collections::HashMap<u64, DiscordChannel>>);
+
+/// People whose DM channel is remembered; past this the memory starts again (it only saves REST calls).
+const DM_CHANNELS_KEPT: usize = 10_000;
+
+impl DmChannels {
+    async fn open(&self, http: &Http, user: u64) -> Result<DiscordChannel, serenity::Error> {
+        if let Some(channel) = self.known(user) {
+            return Ok(channel);
+        }
+        let channel = DiscordUser::new(user).create_dm_channel(http).await?.id;
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= DM_CHANNELS_KEPT {
+            known.clear();
+        }
+        known.insert(user, channel);
+        Ok(channel)
+    }
+
+    fn known(&self, user: u64) -> Option<DiscordChannel> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&user).copied()
+    }
 }
 
 struct Handler {
@@ -333,6 +365,7 @@ struct Handler {
     registered: AtomicBool,
     inflight: Arc<InFlight>,
     ready: watch::Sender<Option<String>>,
+    dms: Arc<DmChannels>,
 }
 
 /// Discord invalidates an interaction not answered within 3 seconds: past this, the bot defers and follows up.
@@ -690,7 +723,7 @@ impl Handler {
             let message = render::message(&reply, workspace, prompts);
             let result = match &reply.to {
                 Destination::Channel(c) => post(&ctx.http, c, message).await.context("channel post"),
-                Destination::Dm(user) => match send_dm(&ctx.http, user, message).await {
+                Destination::Dm(user) => match send_dm(&ctx.http, &self.dms, user, message).await {
                     Err(e) if dm_closed(&e) => match reply.fallback.as_deref() {
                         Some(fallback @ Reply { to: Destination::Channel(c), .. }) => {
                             post(&ctx.http, c, render::message(fallback, workspace, prompts)).await.context("fallback")
