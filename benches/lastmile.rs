@@ -271,8 +271,7 @@ async fn sweep(url: &str, n: usize, due: usize) -> anyhow::Result<(Duration, Str
         samples.push(t.elapsed());
         anyhow::ensure!(claimed.len() == due, "claimed {} of {due}", claimed.len());
     }
-    samples.sort();
-    let took = samples[samples.len() / 2];
+    let took = median(samples);
     let plan = store.explain_claim_due().await?;
     store.close().await;
     Ok((took, plan))
@@ -293,8 +292,7 @@ async fn portfolio(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> 
         samples.push(t.elapsed());
         anyhow::ensure!(post.attachment.is_some(), "no chart");
     }
-    samples.sort();
-    let whole = samples[samples.len() / 2];
+    let whole = median(samples);
     let steps: Vec<(String, u64)> = (0..8).map(|i| (format!("Step {i}"), (n / (i + 1)) as u64)).collect();
     let t = Instant::now();
     lastmile::render::chart::funnel_png("Funnel", &steps)?;
@@ -624,8 +622,9 @@ async fn submit_all(fake: &fake_discord::Fake, from: usize, n: usize) -> anyhow:
 /// load from elsewhere on this shared machine falls on both sides alike.
 const ROUNDS: usize = 3;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
+/// The middle sample (figures on a shared machine are medians of a few runs).
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
 }
 
