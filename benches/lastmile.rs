@@ -164,6 +164,25 @@ async fn raw_commits(store: &Store, total: usize, tasks: usize) -> anyhow::Resul
     Ok((per * tasks) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The machine's busy and total CPU time so far (Linux `/proc/stat`, in ticks): how busy a figure kept the
+/// machine, database included. None where there is no such file.
+fn busy_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
+/// How busy the machine was (0-1) between two readings of [`busy_cpu`].
+fn busy_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String {
+    match before.zip(after) {
+        Some(((b0, t0), (b1, t1))) if t1 > t0 => format!("{:.0}%", 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64),
+        _ => "?".into(),
+    }
+}
+
 /// Figure 1: complete registrations through the engine, `users` at once; returns dialogue steps per second.
 async fn dialogue_throughput(engine: &Engine, users: usize) -> anyhow::Result<(f64, f64)> {
     let start = Instant::now();
@@ -424,9 +443,12 @@ async fn main() -> anyhow::Result<()> {
         };
         eprintln!("[{:>4.0}s] {kind}: dialogue throughput and latency", started.elapsed().as_secs_f64());
         let e = engine(&url).await?;
+        let cpu = busy_cpu();
         let raw = raw_commits(e.store(), sizes.raw_inserts, sizes.concurrent_users.min(sizes.raw_inserts)).await?;
+        let (cpu_raw, cpu) = (busy_between(cpu, busy_cpu()), busy_cpu());
         let (turns_before, commits_before) = e.store().commit_stats();
         let (steps, regs) = dialogue_throughput(&e, sizes.concurrent_users).await?;
+        let cpu_steps = busy_between(cpu, busy_cpu());
         let (turns, commits) = e.store().commit_stats();
         let shared = (turns - turns_before) as f64 / (commits - commits_before).max(1) as f64;
         rows.push(Row {
@@ -434,8 +456,8 @@ async fn main() -> anyhow::Result<()> {
                 "1. dialogue steps/s, {} users at once ({kind}; {regs:.1} registrations/s; {shared:.1} turns per commit)",
                 sizes.concurrent_users
             ),
-            value: format!("{steps:.0} steps/s"),
-            baseline: format!("{raw:.0} raw commits/s"),
+            value: format!("{steps:.0} steps/s (CPU {cpu_steps} busy)"),
+            baseline: format!("{raw:.0} raw commits/s (CPU {cpu_raw} busy)"),
             ratio: format!("{:.2}", steps / raw),
             target: ">= 0.5".into(),
             met: Some(steps / raw >= 0.5),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::rows::{self, PilotRow};
@@ -151,6 +152,19 @@ async fn writer(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, stats: Arc<St
 
 /// Writes `turns` in as few transactions as their failures allow; one outcome per turn, in order.
 async fn write(pool: &Pool, turns: &[Turn], stats: &Stats) -> Vec<Outcome> {
+    match pool {
+        Pool::Sqlite(p) => write_sqlite(p, turns, stats).await,
+        // One round trip for the whole batch: see `batch`.
+        Pool::Postgres(p) => {
+            let (outcomes, commits) = super::batch::write(p, turns).await;
+            stats.commits.fetch_add(commits, Ordering::Relaxed);
+            outcomes
+        }
+    }
+}
+
+/// SQLite: the turns in one transaction; a failing one rolls it back, runs alone, and the others go again.
+async fn write_sqlite(pool: &SqlitePool, turns: &[Turn], stats: &Stats) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = turns.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..turns.len()).collect();
     while !pending.is_empty() {
@@ -183,12 +197,17 @@ async fn write(pool: &Pool, turns: &[Turn], stats: &Stats) -> Vec<Outcome> {
 }
 
 /// One transaction for the turns at `which`; on failure, which of them failed (None: the transaction itself).
-async fn together(pool: &Pool, turns: &[Turn], which: &[usize], stats: &Stats) -> Result<Vec<Applied>, Option<usize>> {
-    with_pool!(pool, p => {
-        let mut tx = p.begin_write().await.map_err(|_| None)?;
+async fn together(
+    pool: &SqlitePool,
+    turns: &[Turn],
+    which: &[usize],
+    stats: &Stats,
+) -> Result<Vec<Applied>, Option<usize>> {
+    {
+        let mut tx = pool.begin_write().await.map_err(|_| None)?;
         let mut ids = Vec::with_capacity(which.len());
         for (position, &i) in which.iter().enumerate() {
-            match (&mut *tx).apply_turn(&turns[i]).await {
+            match apply_turn(&mut *tx, &turns[i]).await {
                 Ok(id) => ids.push(id),
                 Err(_) => {
                     tx.rollback().await.ok();
@@ -199,17 +218,15 @@ async fn together(pool: &Pool, turns: &[Turn], which: &[usize], stats: &Stats) -
         tx.commit().await.map_err(|_| None)?;
         stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(ids)
-    })
+    }
 }
 
-async fn alone(pool: &Pool, turn: &Turn, stats: &Stats) -> Outcome {
-    with_pool!(pool, p => {
-        let mut tx = p.begin_write().await?;
-        let id = (&mut *tx).apply_turn(turn).await?;
-        tx.commit().await?;
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(id)
-    })
+async fn alone(pool: &SqlitePool, turn: &Turn, stats: &Stats) -> Outcome {
+    let mut tx = pool.begin_write().await?;
+    let id = apply_turn(&mut *tx, turn).await?;
+    tx.commit().await?;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(id)
 }
 
 /// The audit row of a change, its old value (`$old`, an SQL expression) read from the pilot's row by the insert.
@@ -223,41 +240,36 @@ macro_rules! audit_set_from_row {
     };
 }
 
-/// A turn's statements on a connection in a transaction (the same SQL for both dialects).
-trait ApplyTurn {
-    fn apply_turn(self, turn: &Turn) -> impl Future<Output = Outcome> + Send;
-}
-
-macro_rules! apply_turn {
-    ($conn:ty) => {
-        impl ApplyTurn for &mut $conn {
-            #[allow(clippy::manual_async_fn)]
-            fn apply_turn(self, turn: &Turn) -> impl Future<Output = Outcome> + Send {
-                async move {
-                    let tx = self;
-                    let w = turn.ws.as_str();
-                    let a = turn.actor.as_str();
-                    let now = turn.now;
-                    let mut pilot = turn.pilot;
-                    let channel = turn.channel.as_str();
-                    let guard = turn.guard.as_guard();
-                    let effects = turn.effects.as_slice();
-                    // The pilot as this turn's last write left it, when that write returned it.
-                    let mut after: Option<PilotRow> = None;
-                    // A turn that moves an existing conversation on saves it with the guard's own write: one statement.
-                    let mut merged = None;
-                    match guard {
-                        Guard::Any => {}
-                        Guard::NoConversation => {
-                            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE workspace = $1 AND user_id = $2")
-                                .bind(w).bind(a).fetch_optional(&mut *tx).await?;
-                            if exists.is_some() {
-                                return Err(StoreError::Conflict);
-                            }
-                        }
-                        Guard::At(c) if merged_save(effects, pilot).is_some() => {
-                            let (new, pilot_id) = merged_save(effects, pilot).ok_or(StoreError::Conflict)?;
-                            let moved = sqlx::query(
+/// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
+/// `lastmile_apply` (migrations/postgres/0009_apply_function.sql): keep the two in step.
+async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
+    let w = turn.ws.as_str();
+    let a = turn.actor.as_str();
+    let now = turn.now;
+    let mut pilot = turn.pilot;
+    let channel = turn.channel.as_str();
+    let guard = turn.guard.as_guard();
+    let effects = turn.effects.as_slice();
+    // The pilot as this turn's last write left it, when that write returned it.
+    let mut after: Option<PilotRow> = None;
+    // A turn that moves an existing conversation on saves it with the guard's own write: one statement.
+    let mut merged = None;
+    match guard {
+        Guard::Any => {}
+        Guard::NoConversation => {
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM conversations WHERE workspace = $1 AND user_id = $2")
+                    .bind(w)
+                    .bind(a)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict);
+            }
+        }
+        Guard::At(c) if merged_save(effects, pilot).is_some() => {
+            let (new, pilot_id) = merged_save(effects, pilot).ok_or(StoreError::Conflict)?;
+            let moved = sqlx::query(
                                 "UPDATE conversations SET flow = $8, at = $9, pilot_id = $10, channel = $11, return_to_confirm = $12, \
                                  updated_at = $3, scratch = $13 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
                                  AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
@@ -267,37 +279,41 @@ macro_rules! apply_turn {
                             .bind(rows::flow_str(new.flow)).bind(new.at.as_str()).bind(pilot_id).bind(new.channel.as_str())
                             .bind(new.return_to_confirm).bind(scratch_json(new))
                             .execute(&mut *tx).await?;
-                            if moved.rows_affected() != 1 {
-                                return Err(StoreError::Conflict);
-                            }
-                            merged = Some(new);
-                        }
-                        Guard::At(c) => {
-                            // Writing first takes the row's lock, so a concurrent turn of the same user waits, then finds it moved.
-                            let moved = sqlx::query(
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict);
+            }
+            merged = Some(new);
+        }
+        Guard::At(c) => {
+            // Writing first takes the row's lock, so a concurrent turn of the same user waits, then finds it moved.
+            let moved = sqlx::query(
                                 "UPDATE conversations SET updated_at = $3 WHERE workspace = $1 AND user_id = $2 AND flow = $4 AND at = $5 \
                                  AND return_to_confirm = $6 AND pilot_id IS NOT DISTINCT FROM $7",
                             )
                             .bind(w).bind(a).bind(now).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(c.return_to_confirm)
                             .bind(c.pilot.map(|p| p.0))
                             .execute(&mut *tx).await?;
-                            if moved.rows_affected() != 1 {
-                                return Err(StoreError::Conflict);
-                            }
-                        }
-                    }
-                    for effect in effects {
-                        match effect {
-                            Effect::CreateDraft(name) => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                // Checked first so a taken name consumes no id; the unique index still settles races.
-                                let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
-                                    .bind(w).bind(name.key()).fetch_optional(&mut *tx).await?;
-                                if taken.is_some() {
-                                    return Err(StoreError::NameTaken);
-                                }
-                                let id: i64 = sqlx::query_scalar(
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+    }
+    for effect in effects {
+        match effect {
+            Effect::CreateDraft(name) => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                // Checked first so a taken name consumes no id; the unique index still settles races.
+                let taken: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
+                        .bind(w)
+                        .bind(name.key())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if taken.is_some() {
+                    return Err(StoreError::NameTaken);
+                }
+                let id: i64 = sqlx::query_scalar(
                                     "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
                                      VALUES ($1, $2, $3, 'draft', $4, $5, $6, $5) RETURNING id",
                                 )
@@ -305,48 +321,59 @@ macro_rules! apply_turn {
                                 .fetch_one(&mut *tx)
                                 .await
                                 .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
-                                pilot = Some(PilotId(id));
-                                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'created', 'name', NULL, $4, $5)")
+                pilot = Some(PilotId(id));
+                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'created', 'name', NULL, $4, $5)")
                                     .bind(w).bind(id).bind(a).bind(name.as_str()).bind(now)
                                     .execute(&mut *tx).await?;
-                            }
-                            Effect::Set(change) => {
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                if let Change::Name(n) = change {
-                                    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
-                                        .bind(w).bind(n.key()).bind(id).fetch_optional(&mut *tx).await?;
-                                    if taken.is_some() {
-                                        return Err(StoreError::NameTaken);
-                                    }
-                                }
-                                // The audit row takes the old value from the pilot's row as it is, before the update:
-                                // one statement, no read. A P&L line's old value is formatted here, from a read.
-                                let audit = match change {
-                                    Change::Name(_) => Some(audit_set_from_row!("name")),
-                                    Change::Workflow(_) => Some(audit_set_from_row!("workflow")),
-                                    Change::Owner(_) => Some(audit_set_from_row!("owner")),
-                                    Change::Sponsor(_) => Some(audit_set_from_row!("sponsor")),
-                                    Change::ReviewDate(_) => Some(audit_set_from_row!("CAST(review_date AS TEXT)")),
-                                    Change::Pnl(_) => None,
-                                };
-                                let (old, new) = match audit {
-                                    Some(_) => (None, rows::audit_new_value(change)),
-                                    None => {
-                                        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
-                                        let before: PilotRow = sqlx::query_as(&sql).bind(w).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::PilotGone)?;
-                                        rows::audit_values(&before.into_domain()?, change)
-                                    }
-                                };
-                                let audited = match audit {
+            }
+            Effect::Set(change) => {
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                if let Change::Name(n) = change {
+                    let taken: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
+                            .bind(w)
+                            .bind(n.key())
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if taken.is_some() {
+                        return Err(StoreError::NameTaken);
+                    }
+                }
+                // The audit row takes the old value from the pilot's row as it is, before the update:
+                // one statement, no read. A P&L line's old value is formatted here, from a read.
+                let audit = match change {
+                    Change::Name(_) => Some(audit_set_from_row!("name")),
+                    Change::Workflow(_) => Some(audit_set_from_row!("workflow")),
+                    Change::Owner(_) => Some(audit_set_from_row!("owner")),
+                    Change::Sponsor(_) => Some(audit_set_from_row!("sponsor")),
+                    Change::ReviewDate(_) => Some(audit_set_from_row!("CAST(review_date AS TEXT)")),
+                    Change::Pnl(_) => None,
+                };
+                let (old, new) = match audit {
+                    Some(_) => (None, rows::audit_new_value(change)),
+                    None => {
+                        let sql =
+                            format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::PILOT_COLUMNS);
+                        let before: PilotRow = sqlx::query_as(&sql)
+                            .bind(w)
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or(StoreError::PilotGone)?;
+                        rows::audit_values(&before.into_domain()?, change)
+                    }
+                };
+                let audited = match audit {
                                     Some(sql) => sqlx::query(sql).bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(new.as_deref()).bind(now).execute(&mut *tx).await?.rows_affected(),
                                     None => sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'set', $4, $5, $6, $7)")
                                         .bind(w).bind(id).bind(a).bind(change.step().as_str()).bind(old).bind(new.as_deref()).bind(now)
                                         .execute(&mut *tx).await?.rows_affected(),
                                 };
-                                if audited != 1 {
-                                    return Err(StoreError::PilotGone);
-                                }
-                                let q = match change {
+                if audited != 1 {
+                    return Err(StoreError::PilotGone);
+                }
+                let q = match change {
                                     Change::Name(n) => sqlx::query_as::<_, PilotRow>(concat!("UPDATE pilots SET name = $3, name_key = $4, updated_at = $5 WHERE workspace = $1 AND id = $2 RETURNING ", rows::pilot_columns!()))
                                         .bind(w).bind(id).bind(n.as_str()).bind(n.key()).bind(now),
                                     Change::Workflow(t) => sqlx::query_as::<_, PilotRow>(concat!("UPDATE pilots SET workflow = $3, updated_at = $4 WHERE workspace = $1 AND id = $2 RETURNING ", rows::pilot_columns!()))
@@ -361,36 +388,57 @@ macro_rules! apply_turn {
                                     Change::ReviewDate(d) => sqlx::query_as::<_, PilotRow>(concat!("UPDATE pilots SET review_date = $3, next_review_date = CASE WHEN extensions = 0 THEN $3 ELSE next_review_date END, updated_at = $4 WHERE workspace = $1 AND id = $2 RETURNING ", rows::pilot_columns!()))
                                         .bind(w).bind(id).bind(*d).bind(now),
                                 };
-                                let row = q.fetch_optional(&mut *tx).await.map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
-                                after = Some(row.ok_or(StoreError::PilotGone)?);
-                            }
-                            Effect::SetStage(stage) => {
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                                let old = old.ok_or(StoreError::PilotGone)?;
-                                let row = sqlx::query_as::<_, PilotRow>(concat!("UPDATE pilots SET stage = $3, updated_at = $4 WHERE workspace = $1 AND id = $2 RETURNING ", rows::pilot_columns!()))
-                                    .bind(w).bind(id).bind(stage.as_str()).bind(now).fetch_optional(&mut *tx).await?;
-                                after = Some(row.ok_or(StoreError::PilotGone)?);
-                                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'stage', 'stage', $4, $5, $6)")
+                let row = q
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken } else { e.into() })?;
+                after = Some(row.ok_or(StoreError::PilotGone)?);
+            }
+            Effect::SetStage(stage) => {
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
+                        .bind(w)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let old = old.ok_or(StoreError::PilotGone)?;
+                let row = sqlx::query_as::<_, PilotRow>(concat!(
+                    "UPDATE pilots SET stage = $3, updated_at = $4 WHERE workspace = $1 AND id = $2 RETURNING ",
+                    rows::pilot_columns!()
+                ))
+                .bind(w)
+                .bind(id)
+                .bind(stage.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                after = Some(row.ok_or(StoreError::PilotGone)?);
+                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'stage', 'stage', $4, $5, $6)")
                                     .bind(w).bind(id).bind(a).bind(old).bind(stage.as_str()).bind(now)
                                     .execute(&mut *tx).await?;
-                            }
-                            Effect::DeleteDraft => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                let name: Option<String> = sqlx::query_scalar("DELETE FROM pilots WHERE workspace = $1 AND id = $2 AND stage = $3 RETURNING name")
-                                    .bind(w).bind(id).bind(Stage::Draft.as_str()).fetch_optional(&mut *tx).await?;
-                                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'deleted', NULL, $4, NULL, $5)")
+            }
+            Effect::DeleteDraft => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                let name: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM pilots WHERE workspace = $1 AND id = $2 AND stage = $3 RETURNING name",
+                )
+                .bind(w)
+                .bind(id)
+                .bind(Stage::Draft.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) VALUES ($1, $2, $3, 'deleted', NULL, $4, NULL, $5)")
                                     .bind(w).bind(id).bind(a).bind(name).bind(now)
                                     .execute(&mut *tx).await?;
-                                pilot = None;
-                            }
-                            Effect::SaveConversation(c) if matches!(guard, Guard::NoConversation) => {
-                                // A conversation that must be new: a concurrent start of the same user loses here.
-                                let pilot_id = c.pilot.or(pilot).map(|p| p.0);
-                                sqlx::query(
+                pilot = None;
+            }
+            Effect::SaveConversation(c) if matches!(guard, Guard::NoConversation) => {
+                // A conversation that must be new: a concurrent start of the same user loses here.
+                let pilot_id = c.pilot.or(pilot).map(|p| p.0);
+                sqlx::query(
                                     "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
                                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                                 )
@@ -398,11 +446,11 @@ macro_rules! apply_turn {
                                 .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
                                 .execute(&mut *tx).await
                                 .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
-                            }
-                            Effect::SaveConversation(c) if merged.is_some_and(|m| std::ptr::eq(m, c)) => {}
-                            Effect::SaveConversation(c) => {
-                                let pilot_id = c.pilot.or(pilot).map(|p| p.0);
-                                sqlx::query(
+            }
+            Effect::SaveConversation(c) if merged.is_some_and(|m| std::ptr::eq(m, c)) => {}
+            Effect::SaveConversation(c) => {
+                let pilot_id = c.pilot.or(pilot).map(|p| p.0);
+                sqlx::query(
                                     "INSERT INTO conversations (workspace, user_id, flow, at, pilot_id, channel, return_to_confirm, updated_at, scratch) \
                                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                                      ON CONFLICT (workspace, user_id) DO UPDATE SET flow = $3, at = $4, pilot_id = $5, channel = $6, \
@@ -411,37 +459,61 @@ macro_rules! apply_turn {
                                 .bind(w).bind(a).bind(rows::flow_str(c.flow)).bind(c.at.as_str()).bind(pilot_id)
                                 .bind(c.channel.as_str()).bind(c.return_to_confirm).bind(now).bind(scratch_json(c))
                                 .execute(&mut *tx).await?;
-                            }
-                            Effect::EndConversation => {
-                                sqlx::query("DELETE FROM conversations WHERE workspace = $1 AND user_id = $2")
-                                    .bind(w).bind(a).execute(&mut *tx).await?;
-                            }
-                            Effect::AddEvidence(item) => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                sqlx::query("INSERT INTO evidence (workspace, pilot_id, kind, note, value, period, source, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            }
+            Effect::EndConversation => {
+                sqlx::query("DELETE FROM conversations WHERE workspace = $1 AND user_id = $2")
+                    .bind(w)
+                    .bind(a)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::AddEvidence(item) => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                sqlx::query("INSERT INTO evidence (workspace, pilot_id, kind, note, value, period, source, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                                     .bind(w).bind(id).bind(item.kind.as_str()).bind(item.note.as_str()).bind(item.value)
                                     .bind(item.period.as_deref()).bind(item.source.as_deref()).bind(a).bind(now)
                                     .execute(&mut *tx).await?;
-                                let update = match item.kind {
-                                    EvidenceKind::WorkflowLive => "UPDATE pilots SET evidence_workflow_live = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                                    EvidenceKind::OwnerRunning => "UPDATE pilots SET evidence_owner_running = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                                    EvidenceKind::PnlMoved => "UPDATE pilots SET pnl_realised = $4, updated_at = $3 WHERE workspace = $1 AND id = $2",
-                                };
-                                let q = sqlx::query(update).bind(w).bind(id).bind(now);
-                                let q = if item.kind == EvidenceKind::PnlMoved { q.bind(item.value) } else { q };
-                                q.execute(&mut *tx).await?;
-                                audit_row!(&mut *tx, w, id, a, "evidence", Some(item.kind.as_str()), None::<&str>, Some(&item.note), now).await?;
-                            }
-                            Effect::Decide(d) => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                let old: Option<String> = sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                                let old = old.ok_or(StoreError::PilotGone)?;
-                                let q = match d.kind {
+                let update = match item.kind {
+                    EvidenceKind::WorkflowLive => {
+                        "UPDATE pilots SET evidence_workflow_live = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2"
+                    }
+                    EvidenceKind::OwnerRunning => {
+                        "UPDATE pilots SET evidence_owner_running = TRUE, updated_at = $3 WHERE workspace = $1 AND id = $2"
+                    }
+                    EvidenceKind::PnlMoved => {
+                        "UPDATE pilots SET pnl_realised = $4, updated_at = $3 WHERE workspace = $1 AND id = $2"
+                    }
+                };
+                let q = sqlx::query(update).bind(w).bind(id).bind(now);
+                let q = if item.kind == EvidenceKind::PnlMoved { q.bind(item.value) } else { q };
+                q.execute(&mut *tx).await?;
+                audit_row!(
+                    &mut *tx,
+                    w,
+                    id,
+                    a,
+                    "evidence",
+                    Some(item.kind.as_str()),
+                    None::<&str>,
+                    Some(&item.note),
+                    now
+                )
+                .await?;
+            }
+            Effect::Decide(d) => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
+                        .bind(w)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let old = old.ok_or(StoreError::PilotGone)?;
+                let q = match d.kind {
                                     DecisionKind::Scale => sqlx::query("UPDATE pilots SET stage = 'in_production', decision = 'scale', decision_reason = $3, scale_override = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
                                         .bind(w).bind(id).bind(d.reason.as_str()).bind(d.override_evidence).bind(now),
                                     DecisionKind::Extend => sqlx::query("UPDATE pilots SET decision = 'extend', decision_reason = $3, next_review_date = $4, extensions = extensions + 1, updated_at = $5 WHERE workspace = $1 AND id = $2")
@@ -449,78 +521,99 @@ macro_rules! apply_turn {
                                     DecisionKind::Kill => sqlx::query("UPDATE pilots SET stage = 'killed', decision = 'kill', decision_reason = $3, kill_category = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
                                         .bind(w).bind(id).bind(d.reason.as_str()).bind(d.category.map(|c| c.as_str())).bind(now),
                                 };
-                                q.execute(&mut *tx).await?;
-                                let detail = match (d.kind, d.category, d.new_date) {
-                                    (DecisionKind::Kill, Some(c), _) => format!("kill ({}): {}", c.as_str(), d.reason),
-                                    (DecisionKind::Extend, _, Some(date)) => format!("extend to {date}: {}", d.reason),
-                                    (DecisionKind::Scale, _, _) if d.override_evidence => format!("scale (override): {}", d.reason),
-                                    _ => d.kind.as_str().to_owned(),
-                                };
-                                audit_row!(&mut *tx, w, id, a, "decision", Some("stage"), Some(&old), Some(&detail), now).await?;
-                            }
-                            Effect::SetOwnerStatus { status, reason } => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                let old: Option<String> = sqlx::query_scalar("SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).fetch_optional(&mut *tx).await?;
-                                let old = old.ok_or(StoreError::PilotGone)?;
-                                if old == status.as_str() && reason.is_none() {
-                                    continue;
-                                }
-                                sqlx::query("UPDATE pilots SET owner_status = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).bind(status.as_str()).bind(now).execute(&mut *tx).await?;
-                                let new = match reason {
-                                    Some(r) => format!("{}: {r}", status.as_str()),
-                                    None => status.as_str().to_owned(),
-                                };
-                                audit_row!(&mut *tx, w, id, a, "owner_status", Some("owner_status"), Some(&old), Some(&new), now).await?;
-                            }
-                            Effect::OpenAsk { user, kind } => {
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                // A new ask of the same kind about the same pilot supersedes the old one.
-                                sqlx::query("UPDATE asks SET answered_at = $4 WHERE workspace = $1 AND pilot_id = $2 AND kind = $3 AND answered_at IS NULL")
+                q.execute(&mut *tx).await?;
+                let detail = rows::decision_audit(d);
+                audit_row!(&mut *tx, w, id, a, "decision", Some("stage"), Some(&old), Some(&detail), now).await?;
+            }
+            Effect::SetOwnerStatus { status, reason } => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2")
+                        .bind(w)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let old = old.ok_or(StoreError::PilotGone)?;
+                if old == status.as_str() && reason.is_none() {
+                    continue;
+                }
+                sqlx::query("UPDATE pilots SET owner_status = $3, updated_at = $4 WHERE workspace = $1 AND id = $2")
+                    .bind(w)
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let new = rows::owner_status_audit(*status, reason.as_deref());
+                audit_row!(&mut *tx, w, id, a, "owner_status", Some("owner_status"), Some(&old), Some(&new), now)
+                    .await?;
+            }
+            Effect::OpenAsk { user, kind } => {
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                // A new ask of the same kind about the same pilot supersedes the old one.
+                sqlx::query("UPDATE asks SET answered_at = $4 WHERE workspace = $1 AND pilot_id = $2 AND kind = $3 AND answered_at IS NULL")
                                     .bind(w).bind(id).bind(kind.name()).bind(now).execute(&mut *tx).await?;
-                                let payload = serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                                sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                let payload = serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query("INSERT INTO asks (workspace, user_id, kind, pilot_id, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                                     .bind(w).bind(user.as_str()).bind(kind.name()).bind(id).bind(payload).bind(now)
                                     .execute(&mut *tx).await?;
-                            }
-                            Effect::NudgeAnswered => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                sqlx::query("UPDATE pilots SET unanswered = 0 WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).execute(&mut *tx).await?;
-                            }
-                            Effect::Snooze { until } => {
-                                // The pilot changes here without being read back: whoever needs it reads it.
-                                after = None;
-                                let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                                sqlx::query("UPDATE pilots SET snoozes = snoozes + 1, snoozed_until = $3 WHERE workspace = $1 AND id = $2")
-                                    .bind(w).bind(id).bind(*until).execute(&mut *tx).await?;
-                                audit_row!(&mut *tx, w, id, a, "snooze", Some("snoozed_until"), None::<&str>, Some(&until.to_rfc3339()), now).await?;
-                            }
-                            Effect::CloseAsk(ask) => {
-                                // Answered once: a second answer racing the first finds it closed and is decided again.
-                                let closed = sqlx::query("UPDATE asks SET answered_at = $3 WHERE workspace = $1 AND id = $2 AND answered_at IS NULL")
-                                    .bind(w).bind(*ask).bind(now).execute(&mut *tx).await?;
-                                if closed.rows_affected() != 1 {
-                                    return Err(StoreError::Conflict);
-                                }
-                            }
-                        }
-                    }
-                    let after = match (pilot, after) {
-                        (Some(_), Some(row)) => Some(row.into_domain()?),
-                        _ => None,
-                    };
-                    Ok(Applied { id: pilot, pilot: after })
+            }
+            Effect::NudgeAnswered => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                sqlx::query("UPDATE pilots SET unanswered = 0 WHERE workspace = $1 AND id = $2")
+                    .bind(w)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::Snooze { until } => {
+                // The pilot changes here without being read back: whoever needs it reads it.
+                after = None;
+                let id = pilot.ok_or(StoreError::PilotGone)?.0;
+                sqlx::query(
+                    "UPDATE pilots SET snoozes = snoozes + 1, snoozed_until = $3 WHERE workspace = $1 AND id = $2",
+                )
+                .bind(w)
+                .bind(id)
+                .bind(*until)
+                .execute(&mut *tx)
+                .await?;
+                audit_row!(
+                    &mut *tx,
+                    w,
+                    id,
+                    a,
+                    "snooze",
+                    Some("snoozed_until"),
+                    None::<&str>,
+                    Some(&until.to_rfc3339()),
+                    now
+                )
+                .await?;
+            }
+            Effect::CloseAsk(ask) => {
+                // Answered once: a second answer racing the first finds it closed and is decided again.
+                let closed = sqlx::query(
+                    "UPDATE asks SET answered_at = $3 WHERE workspace = $1 AND id = $2 AND answered_at IS NULL",
+                )
+                .bind(w)
+                .bind(*ask)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if closed.rows_affected() != 1 {
+                    return Err(StoreError::Conflict);
                 }
             }
         }
+    }
+    let after = match (pilot, after) {
+        (Some(_), Some(row)) => Some(row.into_domain()?),
+        _ => None,
     };
+    Ok(Applied { id: pilot, pilot: after })
 }
-
-apply_turn!(sqlx::SqliteConnection);
-apply_turn!(sqlx::PgConnection);

@@ -70,6 +70,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
+    /// The database refused one turn's writes (PostgreSQL's batch function reports it per turn); nothing was written.
+    #[error("database refused the write: {0}")]
+    Refused(String),
 }
 
 /// The conversation a turn saves, when saving it can be the guard's write: the turn saves it once, does not end
@@ -123,6 +126,7 @@ macro_rules! audit_row {
     };
 }
 
+mod batch;
 mod commit;
 
 /// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read

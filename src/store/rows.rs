@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::StoreError;
 use crate::dialogue::{Ask, AskKind, Scratch};
-use crate::dialogue::{At, Change, Conversation, Flow};
+use crate::dialogue::{At, Change, Conversation, Decision, Flow};
 use crate::domain::{
     ChannelId, DecisionKind, EvidenceState, KillCategory, OwnerStatus, Pilot, PilotId, PnlTarget, Stage, UserId,
     WorkspaceId,
@@ -23,7 +23,8 @@ pub(super) use pilot_columns;
 
 pub const PILOT_COLUMNS: &str = pilot_columns!();
 
-#[derive(sqlx::FromRow)]
+/// Read by sqlx from a row, or by serde from the JSON PostgreSQL's `to_jsonb` makes of one (see `batch`).
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub struct PilotRow {
     id: i64,
     workspace: String,
@@ -187,6 +188,24 @@ pub fn audit_new_value(change: &Change) -> Option<String> {
         Change::Sponsor(u) => u.as_ref().map(|u| u.0.clone()),
         Change::Pnl(p) => Some(pnl_text(p)),
         Change::ReviewDate(d) => Some(d.to_string()),
+    }
+}
+
+/// A decision as the audit trail records it.
+pub fn decision_audit(d: &Decision) -> String {
+    match (d.kind, d.category, d.new_date) {
+        (DecisionKind::Kill, Some(c), _) => format!("kill ({}): {}", c.as_str(), d.reason),
+        (DecisionKind::Extend, _, Some(date)) => format!("extend to {date}: {}", d.reason),
+        (DecisionKind::Scale, _, _) if d.override_evidence => format!("scale (override): {}", d.reason),
+        _ => d.kind.as_str().to_owned(),
+    }
+}
+
+/// An owner's answer as the audit trail records it.
+pub fn owner_status_audit(status: OwnerStatus, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{}: {r}", status.as_str()),
+        None => status.as_str().to_owned(),
     }
 }
 

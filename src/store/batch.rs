@@ -1,0 +1,233 @@
+//! PostgreSQL: a batch of turns written in one round trip, by the function `lastmile_apply`
+//! (migrations/postgres/0009_apply_function.sql). Each turn becomes a plan: its guard and effects with every value
+//! already prepared as text, so the function only writes. One outcome comes back per turn, in order.
+
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::commit::{OwnedGuard, Turn};
+use super::rows::{PilotRow, flow_str};
+use super::{Applied, StoreError, merged_save, scratch_json};
+use crate::dialogue::{Change, Conversation, Effect};
+use crate::domain::{DecisionKind, EvidenceKind, PilotId, UserId};
+
+/// A turn as the function reads it.
+#[derive(Serialize)]
+struct Plan {
+    ws: String,
+    actor: String,
+    now: String,
+    pilot: Option<i64>,
+    channel: String,
+    guard: Value,
+    effects: Vec<Value>,
+}
+
+/// What the function answers for one turn.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    pilot: Option<i64>,
+    #[serde(default)]
+    row: Option<PilotRow>,
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    // Microseconds, as PostgreSQL keeps them (and as sqlx binds them).
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn conversation(c: &Conversation, pilot: Option<i64>) -> serde_json::Map<String, Value> {
+    let v = json!({
+        "flow": flow_str(c.flow),
+        "at": c.at.as_str(),
+        "pilot": pilot,
+        "channel": c.channel.as_str(),
+        "rtc": c.return_to_confirm,
+        "scratch": scratch_json(c),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The plan of one turn; an ask whose payload cannot be written fails the turn before anything is sent.
+fn plan(turn: &Turn) -> Result<Plan, StoreError> {
+    let effects = turn.effects.as_slice();
+    let guard = match &turn.guard {
+        OwnedGuard::Any => json!({"kind": "any"}),
+        OwnedGuard::NoConversation => json!({"kind": "none"}),
+        OwnedGuard::At(c) => {
+            // A turn that moves an existing conversation on saves it with the guard's own write.
+            let save = merged_save(effects, turn.pilot).map(|(new, pilot)| Value::Object(conversation(new, pilot)));
+            json!({
+                "kind": "at",
+                "flow": flow_str(c.flow),
+                "at": c.at.as_str(),
+                "rtc": c.return_to_confirm,
+                "pilot": c.pilot.map(|p| p.0),
+                "save": save,
+            })
+        }
+    };
+    let merged = match &turn.guard {
+        OwnedGuard::At(_) => merged_save(effects, turn.pilot).map(|(c, _)| c),
+        _ => None,
+    };
+    let mut planned = Vec::with_capacity(effects.len());
+    for effect in effects {
+        let e = match effect {
+            Effect::CreateDraft(name) => json!({"kind": "create_draft", "name": name.as_str(), "key": name.key()}),
+            Effect::Set(change) => {
+                let mut e = json!({"kind": "set", "field": change.step().as_str(), "audit": super::rows::audit_new_value(change)});
+                let extra = match change {
+                    Change::Name(n) => json!({"value": n.as_str(), "key": n.key()}),
+                    Change::Workflow(t) => json!({"value": t}),
+                    Change::Owner(u) => json!({"value": u.as_str()}),
+                    Change::Sponsor(u) => json!({"value": u.as_ref().map(UserId::as_str)}),
+                    Change::Pnl(p) => {
+                        json!({"line": p.line, "unit": p.unit, "baseline": p.baseline, "target": p.target})
+                    }
+                    Change::ReviewDate(d) => json!({"value": d.to_string()}),
+                };
+                if let (Value::Object(e), Value::Object(extra)) = (&mut e, extra) {
+                    e.extend(extra);
+                }
+                e
+            }
+            Effect::SetStage(stage) => json!({"kind": "set_stage", "stage": stage.as_str()}),
+            Effect::DeleteDraft => json!({"kind": "delete_draft"}),
+            Effect::SaveConversation(c) if merged.is_some_and(|m| std::ptr::eq(m, c)) => continue,
+            Effect::SaveConversation(c) => {
+                let mut e = conversation(c, c.pilot.map(|p| p.0));
+                e.insert("kind".into(), "save_conversation".into());
+                e.insert("insert_only".into(), matches!(turn.guard, OwnedGuard::NoConversation).into());
+                Value::Object(e)
+            }
+            Effect::EndConversation => json!({"kind": "end_conversation"}),
+            Effect::AddEvidence(item) => json!({
+                "kind": "add_evidence",
+                "evidence": item.kind.as_str(),
+                "marks": match item.kind {
+                    EvidenceKind::WorkflowLive => "workflow_live",
+                    EvidenceKind::OwnerRunning => "owner_running",
+                    EvidenceKind::PnlMoved => "pnl_realised",
+                },
+                "note": item.note,
+                "value": item.value,
+                "period": item.period,
+                "source": item.source,
+            }),
+            Effect::Decide(d) => json!({
+                "kind": "decide",
+                "decision": match d.kind {
+                    DecisionKind::Scale => "scale",
+                    DecisionKind::Extend => "extend",
+                    DecisionKind::Kill => "kill",
+                },
+                "reason": d.reason,
+                "override": d.override_evidence,
+                "new_date": d.new_date.map(|d| d.to_string()),
+                "category": d.category.map(|c| c.as_str()),
+                "audit": super::rows::decision_audit(d),
+            }),
+            Effect::SetOwnerStatus { status, reason } => json!({
+                "kind": "set_owner_status",
+                "status": status.as_str(),
+                "has_reason": reason.is_some(),
+                "audit": super::rows::owner_status_audit(*status, reason.as_deref()),
+            }),
+            Effect::OpenAsk { user, kind } => json!({
+                "kind": "open_ask",
+                "user": user.as_str(),
+                "ask": kind.name(),
+                "payload": serde_json::to_string(kind).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            }),
+            Effect::CloseAsk(ask) => json!({"kind": "close_ask", "ask": ask}),
+            Effect::NudgeAnswered => json!({"kind": "nudge_answered"}),
+            Effect::Snooze { until } => {
+                json!({"kind": "snooze", "until": timestamp(*until), "audit": until.to_rfc3339()})
+            }
+        };
+        planned.push(e);
+    }
+    Ok(Plan {
+        ws: turn.ws.as_str().to_owned(),
+        actor: turn.actor.as_str().to_owned(),
+        now: timestamp(turn.now),
+        pilot: turn.pilot.map(|p| p.0),
+        channel: turn.channel.clone(),
+        guard,
+        effects: planned,
+    })
+}
+
+fn outcome(answer: Answer) -> Result<Applied, StoreError> {
+    match answer.error.as_deref() {
+        None => {
+            Ok(Applied { id: answer.pilot.map(PilotId), pilot: answer.row.map(PilotRow::into_domain).transpose()? })
+        }
+        Some("conflict") => Err(StoreError::Conflict),
+        Some("name_taken") => Err(StoreError::NameTaken),
+        Some("pilot_gone") => Err(StoreError::PilotGone),
+        Some(_) => Err(StoreError::Refused(answer.message.unwrap_or_default())),
+    }
+}
+
+/// Sends the plans in one call (one transaction); one outcome per plan, or the error of the call itself.
+async fn call(pool: &PgPool, plans: &[&Plan]) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let body = serde_json::to_string(plans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let answers: String =
+        sqlx::query_scalar("SELECT lastmile_apply($1::jsonb)::text").bind(body).fetch_one(pool).await?;
+    let answers: Vec<Answer> =
+        serde_json::from_str(&answers).map_err(|e| StoreError::Corrupt(format!("lastmile_apply answered: {e}")))?;
+    if answers.len() != plans.len() {
+        return Err(StoreError::Corrupt(format!("lastmile_apply answered {} of {} turns", answers.len(), plans.len())));
+    }
+    Ok(answers.into_iter().map(outcome).collect())
+}
+
+/// Writes `turns` in one round trip when it can. Returns one outcome per turn and how many transactions committed.
+/// When the call itself fails (a dropped connection, say), each turn is tried once more on its own.
+pub(super) async fn write(pool: &PgPool, turns: &[Turn]) -> (Vec<Result<Applied, StoreError>>, u64) {
+    let plans: Vec<Result<Plan, StoreError>> = turns.iter().map(plan).collect();
+    let ready: Vec<&Plan> = plans.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let mut commits = 0;
+    let mut answered = match if ready.is_empty() { Ok(vec![]) } else { call(pool, &ready).await } {
+        Ok(outcomes) => {
+            commits += 1;
+            outcomes
+        }
+        Err(first) if ready.len() > 1 => {
+            tracing::warn!("a batch of {} turns failed ({first}); writing each on its own", ready.len());
+            let mut outcomes = Vec::with_capacity(ready.len());
+            for plan in &ready {
+                outcomes.push(match call(pool, &[plan]).await {
+                    Ok(mut one) => {
+                        commits += 1;
+                        one.pop().unwrap_or(Err(StoreError::Conflict))
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            outcomes
+        }
+        Err(e) => vec![Err(e)],
+    }
+    .into_iter();
+    let outcomes = plans
+        .into_iter()
+        .map(|p| match p {
+            Ok(_) => answered.next().unwrap_or(Err(StoreError::Conflict)),
+            Err(e) => Err(e),
+        })
+        .collect();
+    (outcomes, commits)
+}
