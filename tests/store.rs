@@ -352,3 +352,52 @@ async fn a_bad_database_url_is_a_clear_error_without_the_password() {
     let err = lastmile::open_store("postgres://u:hunter2@127.0.0.1:1/x").await.unwrap_err();
     assert!(!format!("{err:#}").contains("hunter2"));
 }
+
+/// PostgreSQL writes a batch of turns in one call to `lastmile_apply`, each turn in its own subtransaction: a turn
+/// the database refuses leaves nothing behind (not even its writes before the failing one), and the turns around
+/// it are written all the same.
+#[tokio::test]
+async fn a_refused_turn_in_a_postgres_batch_leaves_nothing_and_spares_the_others() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres("a_refused_turn_in_a_postgres_batch").await else {
+        return;
+    };
+    let engine = common::engine(&db.url).await;
+    register(&engine, "acme", "bob", "Claims triage").await;
+    let ws = WorkspaceId::new("acme");
+    let audit_before = engine.store().audit(&ws, None).await.unwrap().len();
+    let turn = |effects: serde_json::Value| {
+        serde_json::json!({
+            "ws": "acme", "actor": "bob", "now": "2026-11-25T10:00:00Z", "pilot": 1, "channel": "general",
+            "guard": {"kind": "any"}, "effects": effects,
+        })
+    };
+    let set = |field: &str, value: &str| serde_json::json!({"kind": "set", "field": field, "value": value, "audit": value});
+    let batch = serde_json::json!([
+        turn(serde_json::json!([set("workflow", "first turn")])),
+        // A valid write, then one the database refuses (no such effect): the whole turn must go.
+        turn(serde_json::json!([set("owner", "mallory"), {"kind": "no_such_effect"}])),
+        turn(serde_json::json!([set("sponsor", "carol")])),
+    ]);
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let answer: String = sqlx::query_scalar("SELECT lastmile_apply($1::jsonb)::text")
+        .bind(batch.to_string())
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.ok();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer[0]["row"]["workflow"], "first turn", "{answer}");
+    assert_eq!(answer[1]["error"], "database", "{answer}");
+    assert_eq!(answer[2]["row"]["sponsor"], "carol", "{answer}");
+    assert_eq!(answer[2]["row"]["workflow"], "first turn", "a turn sees the turns before it: {answer}");
+
+    let pilot = engine.store().all_pilots(Some(&ws)).await.unwrap().remove(0);
+    assert_eq!(pilot.owner, Some(UserId::new("alice")), "the refused turn's first write was rolled back");
+    assert_eq!((pilot.workflow.as_deref(), pilot.sponsor), (Some("first turn"), Some(UserId::new("carol"))));
+    let audit = engine.store().audit(&ws, None).await.unwrap();
+    let new: Vec<_> = audit[audit_before..].iter().map(|a| a.field.clone().unwrap_or_default()).collect();
+    assert_eq!(new, ["workflow", "sponsor"], "only the written turns are audited");
+    engine.store().close().await;
+    db.cleanup().await;
+}
