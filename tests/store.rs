@@ -372,7 +372,8 @@ async fn a_refused_turn_in_a_postgres_batch_leaves_nothing_and_spares_the_others
             "guard": {"kind": "any"}, "effects": effects,
         })
     };
-    let set = |field: &str, value: &str| serde_json::json!({"kind": "set", "field": field, "value": value, "audit": value});
+    let set =
+        |field: &str, value: &str| serde_json::json!({"kind": "set", "field": field, "value": value, "audit": value});
     let batch = serde_json::json!([
         turn(serde_json::json!([set("workflow", "first turn")])),
         // A valid write, then one the database refuses (no such effect): the whole turn must go.
