@@ -195,33 +195,43 @@ async fn call(pool: &PgPool, plans: &[&Plan]) -> Result<Vec<Result<Applied, Stor
 }
 
 /// Writes `turns` in one round trip when it can. Returns one outcome per turn and how many transactions committed.
-/// When the call itself fails (a dropped connection, say), each turn is tried once more on its own.
+/// A turn the batch could not write for a reason of the database's (a deadlock with another writer's batch, say),
+/// and every turn when the call itself failed (a dropped connection), is tried once more on its own: as the SQLite
+/// writer runs a failing turn alone.
 pub(super) async fn write(pool: &PgPool, turns: &[Turn]) -> (Vec<Result<Applied, StoreError>>, u64) {
     let plans: Vec<Result<Plan, StoreError>> = turns.iter().map(plan).collect();
     let ready: Vec<&Plan> = plans.iter().filter_map(|p| p.as_ref().ok()).collect();
     let mut commits = 0;
-    let mut answered = match if ready.is_empty() { Ok(vec![]) } else { call(pool, &ready).await } {
-        Ok(outcomes) => {
-            commits += 1;
-            outcomes
-        }
-        Err(first) if ready.len() > 1 => {
-            tracing::warn!("a batch of {} turns failed ({first}); writing each on its own", ready.len());
-            let mut outcomes = Vec::with_capacity(ready.len());
-            for plan in &ready {
-                outcomes.push(match call(pool, &[plan]).await {
-                    Ok(mut one) => {
-                        commits += 1;
-                        one.pop().unwrap_or(Err(StoreError::Conflict))
-                    }
-                    Err(e) => Err(e),
-                });
+    // None: to be tried again on its own.
+    let mut outcomes: Vec<Option<Result<Applied, StoreError>>> = match ready.len() {
+        0 => Vec::new(),
+        _ => match call(pool, &ready).await {
+            Ok(outcomes) => {
+                commits += 1;
+                outcomes
+                    .into_iter()
+                    .map(|o| (!matches!(o, Err(StoreError::Refused(_))) || ready.len() == 1).then_some(o))
+                    .collect()
             }
-            outcomes
+            Err(e) if ready.len() == 1 => vec![Some(Err(e))],
+            Err(e) => {
+                tracing::warn!("a batch of {} turns failed ({e}); writing each on its own", ready.len());
+                ready.iter().map(|_| None).collect()
+            }
+        },
+    };
+    for (plan, outcome) in ready.iter().zip(outcomes.iter_mut()) {
+        if outcome.is_none() {
+            *outcome = Some(match call(pool, &[plan]).await {
+                Ok(mut one) => {
+                    commits += 1;
+                    one.pop().unwrap_or(Err(StoreError::Conflict))
+                }
+                Err(e) => Err(e),
+            });
         }
-        Err(e) => vec![Err(e)],
     }
-    .into_iter();
+    let mut answered = outcomes.into_iter().map(|o| o.unwrap_or(Err(StoreError::Conflict)));
     let outcomes = plans
         .into_iter()
         .map(|p| match p {
