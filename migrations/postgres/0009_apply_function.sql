@@ -143,6 +143,9 @@ BEGIN
                     END IF;
                     UPDATE pilots SET stage = e->>'stage', updated_at = moment
                     WHERE workspace = w AND id = pid RETURNING to_jsonb(pilots) INTO after;
+                    IF after IS NULL THEN
+                        RAISE EXCEPTION USING ERRCODE = 'LMGON';
+                    END IF;
                     INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at)
                     VALUES (w, pid, a, 'stage', 'stage', old_text, e->>'stage', moment);
 
@@ -265,7 +268,7 @@ BEGIN
                 outcomes := outcomes || jsonb_build_array(jsonb_build_object('error',
                     CASE cname WHEN 'pilots_workspace_name_key' THEN 'name_taken'
                         WHEN 'conversations_pkey' THEN 'conflict' ELSE 'database' END,
-                    'message', SQLERRM));
+                    'message', SQLSTATE || ': ' || SQLERRM));
             WHEN OTHERS THEN
                 outcomes := outcomes || jsonb_build_array(jsonb_build_object('error', 'database',
                     'message', SQLSTATE || ': ' || SQLERRM));

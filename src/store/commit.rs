@@ -2,9 +2,11 @@
 //! so many users' answers share one fsync (SQLite) or one commit (PostgreSQL). Each turn is still answered only
 //! once the transaction that holds it is committed: every acknowledged answer is durable.
 //!
-//! A turn that fails (a conflict, a taken name, a database error) rolls its batch back; it is then run alone,
-//! and the others are written together again without it. Turns of one batch run in the order they arrived,
-//! each seeing the writes of those before it, exactly as if they had been committed one by one.
+//! Turns of one batch run in the order they arrived, each seeing the writes of those before it, exactly as if
+//! they had been committed one by one. A turn that fails (a conflict, a taken name, a database error) rolls its
+//! batch back: the turns before it are written again, then it runs alone, then the turns after it. So two turns
+//! racing for one name or one answer are decided in the order they arrived. PostgreSQL does the same inside one
+//! call (see `batch`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,10 +181,28 @@ async fn write_sqlite(pool: &SqlitePool, turns: &[Turn], stats: &Stats) -> Vec<O
                 }
                 break;
             }
-            // Rolled back: the failing turn goes alone, the others together again.
+            // Rolled back. The turns before the failing one are written first (together, or one by one if that
+            // fails now), then the failing one alone, then the rest together again: the batch keeps its order.
             Err(Some(position)) => {
-                let i = pending.remove(position);
-                outcomes[i] = Some(alone(pool, &turns[i], stats).await);
+                let before: Vec<usize> = pending.drain(..position).collect();
+                let failing = pending.remove(0);
+                match before.len() {
+                    0 => {}
+                    1 => outcomes[before[0]] = Some(alone(pool, &turns[before[0]], stats).await),
+                    _ => match together(pool, turns, &before, stats).await {
+                        Ok(ids) => {
+                            for (&i, id) in before.iter().zip(ids) {
+                                outcomes[i] = Some(Ok(id));
+                            }
+                        }
+                        Err(_) => {
+                            for &i in &before {
+                                outcomes[i] = Some(alone(pool, &turns[i], stats).await);
+                            }
+                        }
+                    },
+                }
+                outcomes[failing] = Some(alone(pool, &turns[failing], stats).await);
             }
             // The transaction itself failed: every turn alone, each with its own outcome.
             Err(None) => {
