@@ -61,26 +61,24 @@ fn conversation(c: &Conversation, pilot: Option<i64>) -> serde_json::Map<String,
 /// The plan of one turn; an ask whose payload cannot be written fails the turn before anything is sent.
 fn plan(turn: &Turn) -> Result<Plan, StoreError> {
     let effects = turn.effects.as_slice();
+    // A turn that moves an existing conversation on saves it with the guard's own write.
+    let merged = match &turn.guard {
+        OwnedGuard::At(_) => merged_save(effects, turn.pilot),
+        _ => None,
+    };
     let guard = match &turn.guard {
         OwnedGuard::Any => json!({"kind": "any"}),
         OwnedGuard::NoConversation => json!({"kind": "none"}),
-        OwnedGuard::At(c) => {
-            // A turn that moves an existing conversation on saves it with the guard's own write.
-            let save = merged_save(effects, turn.pilot).map(|(new, pilot)| Value::Object(conversation(new, pilot)));
-            json!({
-                "kind": "at",
-                "flow": flow_str(c.flow),
-                "at": c.at.as_str(),
-                "rtc": c.return_to_confirm,
-                "pilot": c.pilot.map(|p| p.0),
-                "save": save,
-            })
-        }
+        OwnedGuard::At(c) => json!({
+            "kind": "at",
+            "flow": flow_str(c.flow),
+            "at": c.at.as_str(),
+            "rtc": c.return_to_confirm,
+            "pilot": c.pilot.map(|p| p.0),
+            "save": merged.map(|(new, pilot)| Value::Object(conversation(new, pilot))),
+        }),
     };
-    let merged = match &turn.guard {
-        OwnedGuard::At(_) => merged_save(effects, turn.pilot).map(|(c, _)| c),
-        _ => None,
-    };
+    let merged = merged.map(|(c, _)| c);
     let mut planned = Vec::with_capacity(effects.len());
     for effect in effects {
         let e = match effect {
