@@ -381,6 +381,20 @@ async fn a_refused_turn_in_a_postgres_batch_leaves_nothing_and_spares_the_others
         turn(serde_json::json!([set("sponsor", "carol")])),
     ]);
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // The writer's first try runs the batch without a subtransaction per turn: one refused turn fails it whole,
+    // and nothing of it stays.
+    let together = sqlx::query_scalar::<_, String>("SELECT lastmile_apply_together($1::jsonb)::text")
+        .bind(batch.to_string())
+        .fetch_one(&mut c)
+        .await;
+    assert!(together.is_err(), "{together:?}");
+    let pilot = engine.store().all_pilots(Some(&ws)).await.unwrap().remove(0);
+    assert_eq!(
+        (pilot.workflow.as_deref(), pilot.sponsor.as_ref()),
+        (Some("Claims intake team triages motor claims by hand; the model pre-sorts them."), None)
+    );
+    assert_eq!(engine.store().audit(&ws, None).await.unwrap().len(), audit_before, "a failed batch leaves no audit");
+    // Then turn by turn: each turn is written or refused on its own.
     let answer: String = sqlx::query_scalar("SELECT lastmile_apply($1::jsonb)::text")
         .bind(batch.to_string())
         .fetch_one(&mut c)
@@ -399,6 +413,49 @@ async fn a_refused_turn_in_a_postgres_batch_leaves_nothing_and_spares_the_others
     let audit = engine.store().audit(&ws, None).await.unwrap();
     let new: Vec<_> = audit[audit_before..].iter().map(|a| a.field.clone().unwrap_or_default()).collect();
     assert_eq!(new, ["workflow", "sponsor"], "only the written turns are audited");
+    engine.store().close().await;
+    db.cleanup().await;
+}
+
+/// One pilot is found through an index on both its workspace and its id, even in a new database whose tables
+/// PostgreSQL has no statistics of yet: before, the planner could read every pilot of the workspace through an
+/// index on the workspace alone (hundreds of buffers a lookup in the benchmark).
+#[tokio::test]
+async fn a_pilot_is_looked_up_by_workspace_and_id_in_a_new_postgres_database() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres("a_pilot_is_looked_up_by_workspace_and_id").await else {
+        return;
+    };
+    let engine = common::engine(&db.url).await;
+    // A workspace's first few hundred pilots, written faster than autovacuum analyses the table.
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
+         SELECT 'acme', 'Pilot ' || i, 'pilot ' || i, 'draft', 'bob', now(), 'general', now() FROM generate_series(1, 500) i",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let analysed: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'pilots'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(analysed, None, "the table must have no statistics for this test to mean anything");
+    sqlx::query(
+        "PREPARE one(TEXT, BIGINT) AS UPDATE pilots SET next_action_at = NULL WHERE workspace = $1 AND id = $2",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        sqlx::query(&format!("SET plan_cache_mode = {mode}")).execute(&mut c).await.unwrap();
+        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE one('acme', 5)").fetch_all(&mut c).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index Cond: ((workspace = ") && plan.contains("(id = "), "{mode}:\n{plan}");
+        assert!(!plan.contains("Filter"), "{mode}: a lookup that filters rows it read:\n{plan}");
+    }
+    c.close().await.ok();
     engine.store().close().await;
     db.cleanup().await;
 }

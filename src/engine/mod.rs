@@ -328,6 +328,18 @@ impl Engine {
         }
     }
 
+    /// The workspace's settings: as already read, or read now.
+    async fn settings_of(
+        &self,
+        req: &Request,
+        known: Option<WorkspaceSettings>,
+    ) -> Result<WorkspaceSettings, StoreError> {
+        match known {
+            Some(settings) => Ok(settings),
+            None => self.store.settings(&req.workspace).await,
+        }
+    }
+
     /// The conversation's pilot disappeared: end the conversation rather than leave the user stuck.
     async fn abandon(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {
         self.store
@@ -368,13 +380,17 @@ impl Engine {
                 | Command::Evidence { .. }
                 | Command::Review { .. }
         );
-        let pending = if needs_pending { self.store.conversation(&req.workspace, &req.user).await? } else { None };
+        // Read with the workspace's settings and the conversation's pilot, as an answer's context is.
+        let (settings, pending) = match needs_pending {
+            true => self.store.answer_context(&req.workspace, &req.user).await.map(|(s, c)| (Some(s), c))?,
+            false => (None, None),
+        };
         match cmd {
             Command::Register { name } => {
-                if let Some(conv) = pending {
+                if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
-                let settings = self.store.settings(&req.workspace).await?;
+                let settings = self.settings_of(req, settings).await?;
                 let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req, &settings));
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Register,
@@ -388,8 +404,7 @@ impl Engine {
             }
             Command::Resume => match pending {
                 None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))]),
-                Some(conv) => {
-                    let pilot = self.conversation_pilot(req, &conv).await?;
+                Some((conv, pilot)) => {
                     if conv.pilot.is_some() && pilot.is_none() {
                         return self.abandon(req).await;
                     }
@@ -437,7 +452,7 @@ impl Engine {
                     );
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
-                if let Some(conv) = pending {
+                if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
                 let turn = scoping::start_edit(p.id, step, req.channel.clone());
@@ -452,7 +467,7 @@ impl Engine {
                 self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
             }
             Command::Evidence { pilot } => {
-                let settings = self.store.settings(&req.workspace).await?;
+                let settings = self.settings_of(req, settings).await?;
                 let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
                     Ok(p) => p,
                     Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
@@ -464,7 +479,7 @@ impl Engine {
                     let text = self.prompts.render(Key::EvidenceNotAllowed, context! { pilot => p.name });
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
-                if let Some(conv) = pending {
+                if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
                 let turn = evidence::start(&p, req.channel.clone());
@@ -472,7 +487,7 @@ impl Engine {
                 self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
             }
             Command::Review { pilot, decision } => {
-                let settings = self.store.settings(&req.workspace).await?;
+                let settings = self.settings_of(req, settings).await?;
                 let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
                     Ok(p) => p,
                     Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
@@ -496,7 +511,7 @@ impl Engine {
                     );
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
-                if let Some(conv) = pending {
+                if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
                 let turn = review::start(&p, decision, req.channel.clone());

@@ -1,6 +1,7 @@
-//! PostgreSQL: a batch of turns written in one round trip, by the function `lastmile_apply`
-//! (migrations/postgres/0009_apply_function.sql). Each turn becomes a plan: its guard and effects with every value
-//! already prepared as text, so the function only writes. One outcome comes back per turn, in order.
+//! PostgreSQL: a batch of turns written in one round trip, by the functions of
+//! migrations/postgres/0012_apply_faster.sql (first written in 0009). Each turn becomes a plan: its guard and
+//! effects with every value already prepared as text, so the function only writes. One outcome comes back per
+//! turn, in order: the pilot's row as the turn left it, or why the turn was not written.
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -179,11 +180,23 @@ fn outcome(answer: Answer) -> Result<Applied, StoreError> {
     }
 }
 
+/// How a call runs its turns.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// All in the call's transaction (`lastmile_apply_together`): the first failing turn fails the call.
+    Together,
+    /// Each in its own subtransaction (`lastmile_apply`): one outcome per turn, whatever the others did.
+    Isolated,
+}
+
 /// Sends the plans in one call (one transaction); one outcome per plan, or the error of the call itself.
-async fn call(pool: &PgPool, plans: &[&Plan]) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+async fn call(pool: &PgPool, plans: &[&Plan], mode: Mode) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let body = serde_json::to_string(plans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let answers: String =
-        sqlx::query_scalar("SELECT lastmile_apply($1::jsonb)::text").bind(body).fetch_one(pool).await?;
+    let sql = match mode {
+        Mode::Together => "SELECT lastmile_apply_together($1::jsonb)::text",
+        Mode::Isolated => "SELECT lastmile_apply($1::jsonb)::text",
+    };
+    let answers: String = sqlx::query_scalar(sql).bind(body).fetch_one(pool).await?;
     let answers: Vec<Answer> =
         serde_json::from_str(&answers).map_err(|e| StoreError::Corrupt(format!("lastmile_apply answered: {e}")))?;
     if answers.len() != plans.len() {
@@ -203,7 +216,15 @@ pub(super) async fn write(pool: &PgPool, turns: &[Turn]) -> (Vec<Result<Applied,
     // None: to be tried again on its own.
     let mut outcomes: Vec<Option<Result<Applied, StoreError>>> = match ready.len() {
         0 => Vec::new(),
-        _ => match call(pool, &ready).await {
+        // Most batches write cleanly: first without a subtransaction per turn, which costs every turn. When that
+        // fails (a conflict, a taken name), nothing of it was kept, and the batch goes again turn by turn.
+        n => match match n {
+            1 => call(pool, &ready, Mode::Isolated).await,
+            _ => match call(pool, &ready, Mode::Together).await {
+                Ok(outcomes) => Ok(outcomes),
+                Err(_) => call(pool, &ready, Mode::Isolated).await,
+            },
+        } {
             Ok(outcomes) => {
                 commits += 1;
                 outcomes
@@ -220,7 +241,7 @@ pub(super) async fn write(pool: &PgPool, turns: &[Turn]) -> (Vec<Result<Applied,
     };
     for (plan, outcome) in ready.iter().zip(outcomes.iter_mut()) {
         if outcome.is_none() {
-            *outcome = Some(match call(pool, &[plan]).await {
+            *outcome = Some(match call(pool, &[plan], Mode::Isolated).await {
                 Ok(mut one) => {
                     commits += 1;
                     one.pop().unwrap_or(Err(StoreError::Conflict))

@@ -128,21 +128,24 @@ impl Committer {
     }
 }
 
+/// Waits for a job, then takes it with whatever else is queued, up to `max` jobs, without waiting for more; None
+/// once the queue is closed. Shared by several tasks: one gathers while the others work.
+pub(super) async fn next_batch<T>(jobs: &Mutex<mpsc::Receiver<T>>, max: usize) -> Option<Vec<T>> {
+    let mut jobs = jobs.lock().await;
+    let mut batch = vec![jobs.recv().await?];
+    while batch.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Takes what is queued (up to [`MAX_BATCH`] turns, without waiting for more), writes it, answers each turn.
 async fn writer(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, stats: Arc<Stats>) {
     loop {
-        let mut batch = Vec::new();
-        {
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else { return };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
+        let Some(batch) = next_batch(&jobs, MAX_BATCH).await else { return };
         let (turns, dones): (Vec<Turn>, Vec<_>) = batch.into_iter().map(|j| (j.turn, j.done)).unzip();
         stats.turns.fetch_add(turns.len() as u64, Ordering::Relaxed);
         for (done, outcome) in dones.into_iter().zip(write(&pool, &turns, &stats).await) {
@@ -227,7 +230,7 @@ async fn together(
         let mut tx = pool.begin_write().await.map_err(|_| None)?;
         let mut ids = Vec::with_capacity(which.len());
         for (position, &i) in which.iter().enumerate() {
-            match apply_turn(&mut *tx, &turns[i]).await {
+            match apply_turn(&mut tx, &turns[i]).await {
                 Ok(id) => ids.push(id),
                 Err(_) => {
                     tx.rollback().await.ok();
@@ -243,7 +246,7 @@ async fn together(
 
 async fn alone(pool: &SqlitePool, turn: &Turn, stats: &Stats) -> Outcome {
     let mut tx = pool.begin_write().await?;
-    let id = apply_turn(&mut *tx, turn).await?;
+    let id = apply_turn(&mut tx, turn).await?;
     tx.commit().await?;
     stats.commits.fetch_add(1, Ordering::Relaxed);
     Ok(id)

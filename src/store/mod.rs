@@ -26,6 +26,7 @@ pub use rows::AuditEntry;
 pub struct Store {
     pool: Pool,
     commits: commit::Committer,
+    reads: reads::Reader,
 }
 
 /// The database a store writes to.
@@ -128,6 +129,9 @@ macro_rules! audit_row {
 
 mod batch;
 mod commit;
+mod reads;
+
+pub use reads::AnswerContext;
 
 /// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read
 /// that later upgrades to a write could otherwise fail with "database is locked" under concurrency.
@@ -231,7 +235,8 @@ impl Store {
 
     fn new(pool: Pool) -> Self {
         let commits = commit::Committer::start(&pool);
-        Store { pool, commits }
+        let reads = reads::Reader::start(&pool);
+        Store { pool, commits, reads }
     }
 
     /// The database underneath (for benchmarks and tests that measure it directly).
@@ -279,36 +284,10 @@ impl Store {
     }
 
     /// What answering in a conversation needs, read in one query: the workspace's settings, the user's
-    /// conversation, and the pilot it is about (None when it has none or it is gone).
-    pub async fn answer_context(
-        &self,
-        ws: &WorkspaceId,
-        user: &UserId,
-    ) -> Result<(WorkspaceSettings, Option<(Conversation, Option<Pilot>)>), StoreError> {
-        use sqlx::{FromRow, Row};
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let pilot = rows::PILOT_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect::<Vec<_>>();
-            format!(
-                "SELECT s.settings AS workspace_settings, c.flow, c.at, c.pilot_id, c.channel, c.return_to_confirm, \
-                 c.scratch, {} FROM (SELECT 1 AS one) k \
-                 LEFT JOIN workspace_settings s ON s.workspace = $1 \
-                 LEFT JOIN conversations c ON c.workspace = $1 AND c.user_id = $2 \
-                 LEFT JOIN pilots p ON p.workspace = $1 AND p.id = c.pilot_id",
-                pilot.join(", ")
-            )
-        });
-        let (settings, conversation, pilot): (Option<String>, Option<ConversationRow>, Option<PilotRow>) = with_pool!(self, pool => {
-            let row = sqlx::query(&SQL).bind(ws.as_str()).bind(user.as_str()).fetch_one(pool).await?;
-            let settings = row.try_get("workspace_settings")?;
-            let flow: Option<String> = row.try_get("flow")?;
-            let conversation = flow.is_some().then(|| ConversationRow::from_row(&row)).transpose()?;
-            let id: Option<i64> = row.try_get("id")?;
-            let pilot = id.is_some().then(|| PilotRow::from_row(&row)).transpose()?;
-            (settings, conversation, pilot)
-        });
-        let settings = parse_settings(ws, settings)?;
-        let Some(conversation) = conversation else { return Ok((settings, None)) };
-        Ok((settings, Some((conversation.into_domain()?, pilot.map(PilotRow::into_domain).transpose()?))))
+    /// conversation, and the pilot it is about (None when it has none or it is gone). Requests arriving together
+    /// share one query ([`reads`]).
+    pub async fn answer_context(&self, ws: &WorkspaceId, user: &UserId) -> Result<AnswerContext, StoreError> {
+        self.reads.answer_context(ws, user).await
     }
 
     pub async fn pilot(&self, ws: &WorkspaceId, id: PilotId) -> Result<Option<Pilot>, StoreError> {
