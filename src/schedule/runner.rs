@@ -238,9 +238,8 @@ impl Engine {
             return Ok(());
         }
         let ws = &pilot.workspace;
-        let state = self.store().schedule_state(ws, pilot.id).await?;
-        let settings = self.store().settings(ws).await?;
-        let tz = self.owner_zone(pilot, &settings).await?;
+        let (state, settings, own) = self.store().schedule_inputs(ws, pilot.id, pilot.owner.as_ref()).await?;
+        let tz = own_or_workspace_zone(own, &settings);
         let next = next_due_in(pilot, &state, &settings, tz).map(|d| d.at);
         self.store().set_next_action(ws, pilot.id, next, false).await
     }
@@ -251,6 +250,11 @@ impl Engine {
             Some(owner) => self.store().user_timezone(&pilot.workspace, owner).await?,
             None => None,
         };
-        Ok(own.and_then(|tz| tz.parse().ok()).unwrap_or_else(|| zone(settings)))
+        Ok(own_or_workspace_zone(own, settings))
     }
+}
+
+/// A person's own time zone when they set a valid one, else the workspace's.
+fn own_or_workspace_zone(own: Option<String>, settings: &WorkspaceSettings) -> chrono_tz::Tz {
+    own.and_then(|tz| tz.parse().ok()).unwrap_or_else(|| zone(settings))
 }

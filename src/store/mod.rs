@@ -383,6 +383,35 @@ impl Store {
         Ok(row.map(ScheduleRow::into_domain).unwrap_or_default())
     }
 
+    /// What working out a pilot's next message needs, read in one query: the schedule counters of its review cycle,
+    /// the workspace's settings, and the time zone `owner` set for themselves, if any.
+    pub async fn schedule_inputs(
+        &self,
+        ws: &WorkspaceId,
+        id: PilotId,
+        owner: Option<&UserId>,
+    ) -> Result<(ScheduleState, WorkspaceSettings, Option<String>), StoreError> {
+        use sqlx::{FromRow, Row};
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let schedule = rows::SCHEDULE_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect::<Vec<_>>();
+            format!(
+                "SELECT p.id, {}, s.settings AS workspace_settings, u.timezone AS owner_timezone FROM (SELECT 1 AS one) k \
+                 LEFT JOIN pilots p ON p.workspace = $1 AND p.id = $2 \
+                 LEFT JOIN workspace_settings s ON s.workspace = $1 \
+                 LEFT JOIN user_settings u ON u.workspace = $1 AND u.user_id = $3",
+                schedule.join(", ")
+            )
+        });
+        let owner = owner.map(|o| o.as_str());
+        let (state, settings, zone): (Option<ScheduleRow>, Option<String>, Option<String>) = with_pool!(self, pool => {
+            let row = sqlx::query(&SQL).bind(ws.as_str()).bind(id.0).bind(owner).fetch_one(pool).await?;
+            let found: Option<i64> = row.try_get("id")?;
+            let state = found.is_some().then(|| ScheduleRow::from_row(&row)).transpose()?;
+            (state, row.try_get("workspace_settings")?, row.try_get("owner_timezone")?)
+        });
+        Ok((state.map(ScheduleRow::into_domain).unwrap_or_default(), parse_settings(ws, settings)?, zone))
+    }
+
     /// Sets when a pilot's next message is due (None: nothing is); `release` also gives up a claim on it.
     pub async fn set_next_action(
         &self,
