@@ -91,14 +91,16 @@ impl std::fmt::Debug for Job {
 }
 
 impl Committer {
-    /// Starts the writers: one for SQLite (it has one writer anyway), half the pool for PostgreSQL (its row locks
-    /// let transactions of different users commit side by side). They stop when the last handle is dropped.
+    /// Starts the writers: one for SQLite (it has one writer anyway), a fifth of the pool for PostgreSQL: two for
+    /// the default pool of ten. A batch is one round trip there (see `batch`), so two writers keep one batch
+    /// gathering while the other commits; more writers made smaller batches and cost more CPU per turn (figure 1
+    /// in BENCHMARKS.md: 1, 2, 3 and 5 writers measured). They stop when the last handle is dropped.
     pub fn start(pool: &Pool) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
         let jobs = Arc::new(Mutex::new(jobs));
         let writers = match pool {
             Pool::Sqlite(_) => 1,
-            Pool::Postgres(p) => (p.options().get_max_connections() / 2).max(1),
+            Pool::Postgres(p) => (p.options().get_max_connections() / 5).max(1),
         };
         let stats = Arc::new(Stats::default());
         for _ in 0..writers {
