@@ -232,6 +232,20 @@ async fn many_users_at_once_share_commits_and_lose_nothing(url: &str) {
     // Each saved change is audited once: for every pilot its name, five answers and the stage.
     let audit = engine.store().audit(&ws, None).await.unwrap();
     assert_eq!(audit.len(), pilots.len() * 7, "{audit:#?}");
+    // Answers that shared a commit are audited as answers written alone are: by their user, with the value.
+    for p in &pilots {
+        let trail: Vec<_> = audit.iter().filter(|a| a.pilot_id == Some(p.id.0)).collect();
+        let fields: Vec<_> = trail.iter().map(|a| a.field.as_deref().unwrap_or("")).collect();
+        assert_eq!(fields, ["name", "workflow", "owner", "pnl", "sponsor", "review_date", "stage"], "{}", p.name);
+        assert!(trail.iter().all(|a| a.actor == p.registered_by.as_str()), "{trail:#?}");
+        let set = |field: &str| trail.iter().find(|a| a.field.as_deref() == Some(field)).unwrap();
+        assert_eq!(
+            (set("workflow").old_value.as_deref(), set("workflow").new_value.as_deref()),
+            (None, p.workflow.as_deref())
+        );
+        assert_eq!((set("owner").old_value.as_deref(), set("owner").new_value.as_deref()), (None, Some("alice")));
+        assert_eq!(set("review_date").new_value.as_deref(), Some("2027-03-31"));
+    }
     let (turns, commits) = engine.store().commit_stats();
     assert!(commits < turns, "{turns} turns in {commits} commits: none shared");
     engine.store().close().await;
