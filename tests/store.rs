@@ -301,6 +301,68 @@ async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
     engine.store().close().await;
 }
 
+/// The same answer sent ten times at once (a user clicking again and again): the turns share the writers' batches,
+/// exactly one is written, and every other one is told that the conversation moved, so that it is decided again.
+async fn one_answer_sent_ten_times_is_written_once(url: &str) {
+    use lastmile::dialogue::{At, Change, Effect};
+    use lastmile::domain::Step;
+    use lastmile::store::Guard;
+    let engine = common::engine(url).await;
+    say(&engine, "acme", "bob", "/pilot register Claims triage").await;
+    let ws = WorkspaceId::new("acme");
+    let bob = UserId::new("bob");
+    let conv = engine.store().conversation(&ws, &bob).await.unwrap().expect("a registration waits for its workflow");
+    assert_eq!(conv.at, At::Ask(Step::Workflow));
+    let now = chrono::Utc::now();
+    let workflow = "Claims intake team triages motor claims by hand; the model pre-sorts them.";
+    let effects = vec![
+        Effect::Set(Change::Workflow(workflow.to_owned())),
+        Effect::SaveConversation(lastmile::dialogue::Conversation { at: At::Ask(Step::Owner), ..conv.clone() }),
+    ];
+    let tries: Vec<_> = (0..10)
+        .map(|_| {
+            let (engine, ws, bob, conv, effects) =
+                (engine.clone(), ws.clone(), bob.clone(), conv.clone(), effects.clone());
+            tokio::spawn(async move {
+                let store = engine.store();
+                store.apply(&ws, &bob, now, conv.pilot, "general", Guard::At(&conv), &effects).await
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(applied) => {
+                written += 1;
+                let pilot = applied.pilot.expect("the pilot as written");
+                assert_eq!(pilot.workflow.as_deref(), Some(workflow));
+            }
+            Err(lastmile::store::StoreError::Conflict) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(written, 1, "exactly one of the ten is written");
+    let audit = engine.store().audit(&ws, None).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.field.as_deref() == Some("workflow")).count(), 1, "{audit:#?}");
+    let moved = engine.store().conversation(&ws, &bob).await.unwrap().unwrap();
+    assert_eq!(moved.at, At::Ask(Step::Owner));
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn one_answer_sent_ten_times_is_written_once_sqlite() {
+    one_answer_sent_ten_times_is_written_once(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn one_answer_sent_ten_times_is_written_once_postgres() {
+    let Some(db) = TestDb::postgres("one_answer_sent_ten_times_is_written_once_postgres").await else {
+        return;
+    };
+    one_answer_sent_ten_times_is_written_once(&db.url).await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn concurrent_requests_of_one_user_act_once_sqlite() {
     concurrent_requests_of_one_user_act_once(&TestDb::sqlite().url).await;
