@@ -211,11 +211,12 @@ fn split_cpu() -> (u64, u64) {
 }
 
 /// Microseconds of CPU per operation, of this process and of PostgreSQL, between two readings of [`split_cpu`].
-fn cpu_per(before: (u64, u64), after: (u64, u64), operations: f64) -> String {
+/// `server`: whether the figure's database is PostgreSQL (else its processes' time is not the figure's).
+fn cpu_per(before: (u64, u64), after: (u64, u64), operations: f64, server: bool) -> String {
     let us = |ticks: u64| ticks as f64 * 10_000.0 / operations.max(1.0);
-    match after.1 - before.1 {
-        0 => format!("{:.0} µs", us(after.0 - before.0)),
-        server => format!("{:.0} + {:.0} µs", us(after.0 - before.0), us(server)),
+    match server {
+        false => format!("{:.0} µs", us(after.0 - before.0)),
+        true => format!("{:.0} + {:.0} µs", us(after.0 - before.0), us(after.1 - before.1)),
     }
 }
 
@@ -502,14 +503,20 @@ async fn main() -> anyhow::Result<()> {
                 let (cpu, split) = (busy_cpu(), split_cpu());
                 let raw =
                     raw_commits(e.store(), sizes.raw_inserts, sizes.concurrent_users.min(sizes.raw_inserts)).await?;
-                let (cpu_raw, split_raw) =
-                    (busy_between(cpu, busy_cpu()), cpu_per(split, split_cpu(), sizes.raw_inserts as f64));
+                let (cpu_raw, split_raw) = (
+                    busy_between(cpu, busy_cpu()),
+                    cpu_per(split, split_cpu(), sizes.raw_inserts as f64, kind == "postgres"),
+                );
                 let (turns_before, commits_before) = e.store().commit_stats();
                 let (cpu, split) = (busy_cpu(), split_cpu());
                 let (steps, regs) = dialogue_throughput(&e, sizes.concurrent_users, sizes.registrations_each).await?;
                 let cpu_steps = busy_between(cpu, busy_cpu());
-                let split_steps =
-                    cpu_per(split, split_cpu(), (sizes.concurrent_users * sizes.registrations_each * 7) as f64);
+                let split_steps = cpu_per(
+                    split,
+                    split_cpu(),
+                    (sizes.concurrent_users * sizes.registrations_each * 7) as f64,
+                    kind == "postgres",
+                );
                 let (turns, commits) = e.store().commit_stats();
                 let shared = (turns - turns_before) as f64 / (commits - commits_before).max(1) as f64;
                 rows.push(Row {
