@@ -338,6 +338,17 @@ async fn apply_turn_fast(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcom
     }
 }
 
+/// One text column of a turn's pilot (`sql` selects it by workspace and id), read in the turn's transaction.
+async fn pilot_text(
+    tx: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    w: &str,
+    id: i64,
+) -> Result<String, StoreError> {
+    let value: Option<String> = sqlx::query_scalar(sql).bind(w).bind(id).fetch_optional(&mut *tx).await?;
+    value.ok_or(StoreError::PilotGone)
+}
+
 /// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
 /// `lastmile_apply` (migrations/postgres/0009_apply_function.sql): keep the two in step.
 async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
@@ -494,13 +505,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
             }
             Effect::SetStage(stage) => {
                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                let old: Option<String> =
-                    sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                        .bind(w)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let old = old.ok_or(StoreError::PilotGone)?;
+                let old = pilot_text(tx, "SELECT stage FROM pilots WHERE workspace = $1 AND id = $2", w, id).await?;
                 let row = sqlx::query_as::<_, PilotRow>(concat!(
                     "UPDATE pilots SET stage = $3, updated_at = $4 WHERE workspace = $1 AND id = $2 RETURNING ",
                     rows::pilot_columns!()
@@ -604,13 +609,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                 // The pilot changes here without being read back: whoever needs it reads it.
                 after = None;
                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                let old: Option<String> =
-                    sqlx::query_scalar("SELECT stage FROM pilots WHERE workspace = $1 AND id = $2")
-                        .bind(w)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let old = old.ok_or(StoreError::PilotGone)?;
+                let old = pilot_text(tx, "SELECT stage FROM pilots WHERE workspace = $1 AND id = $2", w, id).await?;
                 let q = match d.kind {
                                     DecisionKind::Scale => sqlx::query("UPDATE pilots SET stage = 'in_production', decision = 'scale', decision_reason = $3, scale_override = $4, updated_at = $5 WHERE workspace = $1 AND id = $2")
                                         .bind(w).bind(id).bind(d.reason.as_str()).bind(d.override_evidence).bind(now),
@@ -627,13 +626,8 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                 // The pilot changes here without being read back: whoever needs it reads it.
                 after = None;
                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
-                let old: Option<String> =
-                    sqlx::query_scalar("SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2")
-                        .bind(w)
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let old = old.ok_or(StoreError::PilotGone)?;
+                let old =
+                    pilot_text(tx, "SELECT owner_status FROM pilots WHERE workspace = $1 AND id = $2", w, id).await?;
                 if old == status.as_str() && reason.is_none() {
                     continue;
                 }
