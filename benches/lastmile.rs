@@ -213,7 +213,7 @@ fn split_cpu() -> (u64, u64) {
 /// Microseconds of CPU per operation, of this process and of PostgreSQL, between two readings of [`split_cpu`].
 /// `server`: whether the figure's database is PostgreSQL (else its processes' time is not the figure's).
 fn cpu_per(before: (u64, u64), after: (u64, u64), operations: f64, server: bool) -> String {
-    let us = |ticks: u64| ticks as f64 * 10_000.0 / operations.max(1.0);
+    let us = |ticks: u64| ticks_us(ticks, operations as usize);
     match server {
         false => format!("{:.0} µs", us(after.0 - before.0)),
         true => format!("{:.0} + {:.0} µs", us(after.0 - before.0), us(after.1 - before.1)),
@@ -613,14 +613,14 @@ async fn main() -> anyhow::Result<()> {
     let discord =
         if want(6) { discord_path(&dir, sizes.interactions).await } else { Err(anyhow::anyhow!("not asked for")) };
     match discord {
-        Ok((steps, pong, alone)) => {
+        Ok(DiscordPath { steps, pongs: pong, alone, cpu: [step_cpu, pong_cpu, alone_cpu] }) => {
             rows.push(Row {
                 figure: format!(
-                    "6. interactions/s through serenity and the fake Discord, {} at once (a dialogue step, sqlite; median of {ROUNDS} rounds)",
+                    "6. interactions/s through serenity and the fake Discord, {} at once (a dialogue step, sqlite; median of {ROUNDS} rounds; CPU of this process, the fake Discord included)",
                     sizes.interactions
                 ),
-                value: format!("{steps:.0} steps/s"),
-                baseline: format!("{pong:.0} pongs/s"),
+                value: format!("{steps:.0} steps/s (CPU {step_cpu:.0} µs per step)"),
+                baseline: format!("{pong:.0} pongs/s (CPU {pong_cpu:.0} µs per pong)"),
                 ratio: format!("{:.2}", steps / pong),
                 target: ">= 0.7".into(),
                 met: Some(steps / pong >= 0.7),
@@ -630,7 +630,7 @@ async fn main() -> anyhow::Result<()> {
                     "6. the same step through the engine alone, {} at once (no Discord: what the engine and store allow; median of {ROUNDS} rounds)",
                     sizes.interactions
                 ),
-                value: format!("{alone:.0} steps/s"),
+                value: format!("{alone:.0} steps/s (CPU {alone_cpu:.0} µs per step)"),
                 baseline: format!("{steps:.0} through Discord"),
                 ratio: format!("{:.2}", steps / alone),
                 target: String::new(),
@@ -740,7 +740,7 @@ fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
 
 /// Figure 6: dialogue steps answered through the real serenity client and the fake Discord, beside a client
 /// whose handler only says "pong", each on its own fake, in the same run, in alternating rounds.
-async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
+async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<DiscordPath> {
     // The pong client.
     let pong_fake = fake_discord::Fake::start().await;
     let http = lastmile::chat::discord::http(&discord_options(&pong_fake));
@@ -764,6 +764,7 @@ async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
     // store allow without Discord in the way.
     let alone = {
         let mut rounds = Vec::new();
+        let mut cpu_ticks = 0u64;
         for round in 0..ROUNDS {
             let users: Vec<String> =
                 (0..n).map(|i| (900_000_000_000_900_000 + (round * n + i) as u64).to_string()).collect();
@@ -772,6 +773,7 @@ async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
                 e.handle(request(&fake_discord::GUILD.to_string(), user, Input::CommandLine(cmd))).await;
             }
             let t = Instant::now();
+            let c0 = split_cpu().0;
             let steps: Vec<_> = users
                 .into_iter()
                 .map(|user| {
@@ -785,9 +787,10 @@ async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
                 moved += usize::from(step.await?.iter().any(|r| r.text.contains("who owns the last mile")));
             }
             rounds.push(n as f64 / t.elapsed().as_secs_f64());
+            cpu_ticks += split_cpu().0 - c0;
             anyhow::ensure!(moved == n, "only {moved} of {n} steps moved on");
         }
-        median(rounds)
+        (median(rounds), ticks_us(cpu_ticks, ROUNDS * n))
     };
     let fake = fake_discord::Fake::start().await;
     let mut bot = lastmile::chat::discord::start(e, discord_options(&fake)).await?;
@@ -802,10 +805,15 @@ async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
     pong_fake.defer_checks();
     fake.defer_checks();
     let (mut pongs, mut steps) = (Vec::new(), Vec::new());
+    let (mut pong_ticks, mut step_ticks) = (0, 0);
     for round in 0..ROUNDS {
         let from = WARM_UP + round * n;
+        let c0 = split_cpu().0;
         pongs.push(submit_all(&pong_fake, from, n).await?);
+        let c1 = split_cpu().0;
         steps.push(submit_all(&fake, from, n).await?);
+        pong_ticks += c1 - c0;
+        step_ticks += split_cpu().0 - c1;
     }
     let answered =
         fake.calls().iter().filter(|c| c.is_callback() && c.content().contains("who owns the last mile")).count();
@@ -817,7 +825,27 @@ async fn discord_path(dir: &Path, n: usize) -> anyhow::Result<(f64, f64, f64)> {
     bot.shutdown().await?;
     shards.shutdown_all().await;
     task.await??;
-    Ok((median(steps), median(pongs), alone))
+    let cpu = |ticks| ticks_us(ticks, ROUNDS * n);
+    Ok(DiscordPath {
+        steps: median(steps),
+        pongs: median(pongs),
+        alone: alone.0,
+        cpu: [cpu(step_ticks), cpu(pong_ticks), alone.1],
+    })
+}
+
+/// Figure 6's measures: answers per second through Discord, pongs per second, steps per second through the engine
+/// alone, and the microseconds of this process's CPU each took (the fakes run in this process too).
+struct DiscordPath {
+    steps: f64,
+    pongs: f64,
+    alone: f64,
+    cpu: [f64; 3],
+}
+
+/// Microseconds per operation of `ticks` clock ticks of CPU (a hundredth of a second each) over `operations`.
+fn ticks_us(ticks: u64, operations: usize) -> f64 {
+    ticks as f64 * 10_000.0 / operations.max(1) as f64
 }
 
 /// An existing, migrated database with `n` pilots.
