@@ -84,6 +84,7 @@ keys! {
     NameMultiLine = "invalid.name_multiline" [],
     NameNoLetter = "invalid.name_no_letter" [],
     NameTaken = "invalid.name_taken" [pilot],
+    NameHeldByDraft = "invalid.name_held_by_draft" [pilot, user, since, until],
     PersonNone = "invalid.person_none" [role],
     PersonSeveral = "invalid.person_several" [role, count],
     PersonRole = "invalid.person_role" [role],

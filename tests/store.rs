@@ -186,6 +186,12 @@ async fn concurrent_requests_of_one_user_act_once(url: &str) {
     engine.store().close().await;
 }
 
+/// Whether a registration was refused its name: held by a rival's registration under way (or, had the rival
+/// already finished, by their pilot).
+fn name_refused(reply: &str) -> bool {
+    reply.contains("has not finished") || reply.contains("already exists")
+}
+
 /// Many users answering at once share commits; a turn that fails in a shared commit (here, names taken by a
 /// rival in the same moment) costs the others nothing: every answer of every user is saved, once.
 async fn many_users_at_once_share_commits_and_lose_nothing(url: &str) {
@@ -199,7 +205,7 @@ async fn many_users_at_once_share_commits_and_lose_nothing(url: &str) {
                 let name = if u < 5 { "Shared claims triage".to_owned() } else { format!("Claims triage {u}") };
                 let user = format!("user{u}");
                 let first = text(&say(&engine, "acme", &user, &format!("/pilot register {name}")).await);
-                if first.contains("already exists") {
+                if name_refused(&first) {
                     // Refused: the registration still waits for a name.
                     say(&engine, "acme", &user, &format!("Claims triage {u}")).await;
                 }
@@ -210,7 +216,7 @@ async fn many_users_at_once_share_commits_and_lose_nothing(url: &str) {
         .collect();
     let mut refused = 0;
     for t in tasks {
-        if t.await.unwrap().contains("already exists") {
+        if name_refused(&t.await.unwrap()) {
             refused += 1;
         }
     }
@@ -385,6 +391,65 @@ async fn workspaces_are_sealed_sqlite() {
 #[tokio::test]
 async fn names_unique_and_refusals_change_nothing_sqlite() {
     names_are_unique_ignoring_case_and_a_refusal_changes_nothing(&TestDb::sqlite().url).await;
+}
+
+/// A registration left untouched holds its name for a week after its last answer, then gives it back: renaming
+/// a pilot to it (as registering it, in 13_abandoned_draft.txt) removes the abandoned draft and the conversation
+/// that was registering it, and the audit says who released it.
+async fn an_abandoned_draft_gives_its_name_back(url: &str) {
+    let engine = common::engine(url).await;
+    let store = engine.store();
+    let ws = WorkspaceId::new("acme");
+    let at = |days: i64| common::now() + chrono::Duration::days(days);
+    let say_at = |user: &'static str, line: &'static str, days: i64| {
+        let input = if line.starts_with('/') { Input::CommandLine(line.into()) } else { Input::Text(line.into()) };
+        engine.handle(Request { now: at(days), ..req("acme", user, input) })
+    };
+    say_at("alice", "/pilot register Fraud scoring", 0).await;
+    say_at("alice", "Card payments team (8, Cardiff) reviews flagged transactions by hand; the model ranks them.", 1)
+        .await;
+    let abandoned = store.find_pilot(&ws, "Fraud scoring").await.unwrap().unwrap();
+
+    // Carol's registration is renamed to the held name a day too early: refused, and nothing changes.
+    say_at("carol", "/pilot register Fraud model", 7).await;
+    say_at("carol", "back", 7).await;
+    let audit_before = store.audit(&ws, None).await.unwrap().len();
+    let out = text(&say_at("carol", "FRAUD scoring", 7).await);
+    assert!(out.contains("<@alice> started registering **FRAUD scoring** and has not finished"), "{out}");
+    assert!(out.contains("from 2026-12-03 10:00 UTC"), "{out}");
+    assert_eq!(store.find_pilot(&ws, "Fraud scoring").await.unwrap().unwrap(), abandoned);
+    assert_eq!(store.audit(&ws, None).await.unwrap().len(), audit_before);
+
+    // A week after Alice's last answer, the same answer takes the name over.
+    let out = text(&say_at("carol", "FRAUD scoring", 8).await);
+    assert!(out.contains("question 1 of 3"), "{out}");
+    let taken = store.find_pilot(&ws, "fraud scoring").await.unwrap().unwrap();
+    assert_eq!((taken.name.as_str(), taken.registered_by.as_str()), ("FRAUD scoring", "carol"));
+    assert_eq!(store.pilot(&ws, abandoned.id).await.unwrap(), None);
+    assert_eq!(store.conversation(&ws, &UserId::new("alice")).await.unwrap(), None);
+    let audit = store.audit(&ws, Some(abandoned.id)).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str(), last.field.as_deref(), last.old_value.as_deref(), last.at),
+        ("carol", "abandoned", Some("name"), Some("Fraud scoring"), at(8))
+    );
+    let out = text(&say_at("alice", "<@frank>", 9).await);
+    assert!(out.contains("Nothing is waiting for an answer from you"), "{out}");
+    engine.store().close().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_draft_gives_its_name_back_sqlite() {
+    an_abandoned_draft_gives_its_name_back(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_draft_gives_its_name_back_postgres() {
+    let Some(db) = TestDb::postgres("an_abandoned_draft_gives_its_name_back_postgres").await else {
+        return;
+    };
+    an_abandoned_draft_gives_its_name_back(&db.url).await;
+    db.cleanup().await;
 }
 
 #[tokio::test]

@@ -75,6 +75,16 @@ impl Stage {
 pub const NAME_MIN_CHARS: usize = 3;
 pub const NAME_MAX_CHARS: usize = 80;
 
+/// A registration left untouched this long no longer holds its pilot's name: registering that name again (or
+/// renaming a pilot to it) removes the abandoned draft, and its registrant's unfinished conversation with it.
+/// What counts is the registration's last answer, not its start.
+pub const DRAFT_ABANDONED_AFTER: chrono::Duration = chrono::Duration::days(7);
+
+/// A draft whose registration last moved at `last_answer` is abandoned from this moment on.
+pub fn abandoned_from(last_answer: DateTime<Utc>) -> DateTime<Utc> {
+    last_answer + DRAFT_ABANDONED_AFTER
+}
+
 /// A pilot's name: 3-80 characters on one line, with at least one letter so it never reads as an id.
 /// Stored exactly as typed (mentions included: they are only ever echoed without pinging).
 #[derive(Debug, Clone, PartialEq, Eq)]

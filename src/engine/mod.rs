@@ -592,13 +592,10 @@ impl Engine {
                 Ok(id) => id,
                 Err(StoreError::NameTaken) => {
                     let name = effects.iter().find_map(|e| match e {
-                        Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => {
-                            Some(n.as_str().to_owned())
-                        }
+                        Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => Some(n),
                         _ => None,
                     });
-                    let mut replies =
-                        vec![self.ephemeral(req, self.prompts.render(Key::NameTaken, context! { pilot => name }))];
+                    let mut replies = vec![self.ephemeral(req, self.name_taken(req, name).await?)];
                     if before.is_none()
                         && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
                         && conv.pilot.is_none()
@@ -887,6 +884,23 @@ impl Engine {
 
     pub(crate) fn person(&self, user: Option<&UserId>) -> String {
         user.map(UserId::mention).unwrap_or_else(|| self.prompts.text(Key::NotSet))
+    }
+
+    /// Why a name cannot be had: another pilot has it, or someone's unfinished registration holds it until it
+    /// has been left untouched for [`DRAFT_ABANDONED_AFTER`](crate::domain::pilot::DRAFT_ABANDONED_AFTER).
+    async fn name_taken(&self, req: &Request, name: Option<&crate::domain::PilotName>) -> Result<String, StoreError> {
+        let Some(name) = name else { return Ok(self.prompts.render(Key::NameTaken, context! { pilot => "" })) };
+        Ok(match self.store.draft_holding(&req.workspace, &name.key()).await? {
+            Some((by, last)) if by != req.user => self.prompts.render(
+                Key::NameHeldByDraft,
+                context! {
+                    pilot => name.as_str(), user => by.mention(),
+                    since => last.format("%Y-%m-%d %H:%M UTC").to_string(),
+                    until => crate::domain::pilot::abandoned_from(last).format("%Y-%m-%d %H:%M UTC").to_string(),
+                },
+            ),
+            _ => self.prompts.render(Key::NameTaken, context! { pilot => name.as_str() }),
+        })
     }
 
     fn date(&self, date: Option<chrono::NaiveDate>) -> String {

@@ -24,6 +24,9 @@ struct Plan {
     channel: String,
     guard: Value,
     effects: Vec<Value>,
+    /// The name this turn claims, and the time up to which a draft holding it, last answered then, is abandoned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<Value>,
 }
 
 /// What the function answers for one turn.
@@ -157,7 +160,15 @@ fn plan(turn: &Turn) -> Result<Plan, StoreError> {
         };
         planned.push(e);
     }
+    let release = effects.iter().find_map(|e| match e {
+        Effect::CreateDraft(name) | Effect::Set(Change::Name(name)) => Some(json!({
+            "key": name.key(),
+            "before": timestamp(turn.now - crate::domain::pilot::DRAFT_ABANDONED_AFTER),
+        })),
+        _ => None,
+    });
     Ok(Plan {
+        release,
         ws: turn.ws.as_str().to_owned(),
         actor: turn.actor.as_str().to_owned(),
         now: timestamp(turn.now),

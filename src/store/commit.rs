@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::rows::{self, PilotRow};
 use super::{Applied, BeginWrite, Guard, Pool, StoreError, is_unique_violation, merged_save, scratch_json};
 use crate::dialogue::{Change, Conversation, Effect};
+use crate::domain::pilot::DRAFT_ABANDONED_AFTER;
 use crate::domain::{DecisionKind, EvidenceKind, PilotId, Stage, UserId, WorkspaceId};
 
 /// The most turns one transaction carries: enough to share a commit widely, few enough that a failing turn
@@ -349,6 +350,44 @@ async fn pilot_text(
     value.ok_or(StoreError::PilotGone)
 }
 
+/// Frees the name `key` when an abandoned draft holds it ([`DRAFT_ABANDONED_AFTER`]): the draft goes, with the
+/// unfinished conversation that was registering it (the foreign key cascades), and the turn's actor is audited as
+/// having released it. `except`: the turn's own pilot, which never counts as holding the name against itself.
+/// PostgreSQL does the same in `lastmile_release_name` (migrations/postgres/0014_abandoned_drafts.sql).
+async fn release_abandoned_name(
+    tx: &mut sqlx::SqliteConnection,
+    turn: &Turn,
+    key: String,
+    except: Option<i64>,
+) -> Result<(), StoreError> {
+    let w = turn.ws.as_str();
+    let cutoff = turn.now - DRAFT_ABANDONED_AFTER;
+    let abandoned: Option<(i64, String)> = sqlx::query_as(
+        "SELECT id, name FROM pilots p WHERE workspace = $1 AND name_key = $2 AND stage = 'draft' AND id IS NOT $3 \
+         AND updated_at <= $4 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.pilot_id = p.id AND c.updated_at > $4)",
+    )
+    .bind(w)
+    .bind(key)
+    .bind(except)
+    .bind(cutoff)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, name)) = abandoned else { return Ok(()) };
+    sqlx::query("DELETE FROM pilots WHERE workspace = $1 AND id = $2").bind(w).bind(id).execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) \
+         VALUES ($1, $2, $3, 'abandoned', 'name', $4, NULL, $5)",
+    )
+    .bind(w)
+    .bind(id)
+    .bind(turn.actor.as_str())
+    .bind(name)
+    .bind(turn.now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
 /// `lastmile_apply` (migrations/postgres/0009_apply_function.sql): keep the two in step.
 async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
@@ -412,6 +451,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
             Effect::CreateDraft(name) => {
                 // The pilot changes here without being read back: whoever needs it reads it.
                 after = None;
+                release_abandoned_name(tx, turn, name.key(), None).await?;
                 // Checked first so a taken name consumes no id; the unique index still settles races.
                 let taken: Option<i64> =
                     sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
@@ -438,6 +478,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
             Effect::Set(change) => {
                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
                 if let Change::Name(n) = change {
+                    release_abandoned_name(tx, turn, n.key(), Some(id)).await?;
                     let taken: Option<i64> =
                         sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
                             .bind(w)

@@ -298,6 +298,23 @@ impl Store {
         row.map(PilotRow::into_domain).transpose()
     }
 
+    /// When an unfinished registration holds the name `key`: who started it, and when it last moved (its last
+    /// answer, whether that changed the draft or only the conversation).
+    pub async fn draft_holding(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+    ) -> Result<Option<(UserId, DateTime<Utc>)>, StoreError> {
+        let sql = "SELECT p.registered_by, p.updated_at, \
+                   (SELECT MAX(c.updated_at) FROM conversations c WHERE c.pilot_id = p.id) \
+                   FROM pilots p WHERE p.workspace = $1 AND p.name_key = $2 AND p.stage = 'draft'";
+        type Row = (String, DateTime<Utc>, Option<DateTime<Utc>>);
+        let row: Option<Row> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).bind(key).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(by, pilot, conversation)| (UserId::new(by), conversation.map_or(pilot, |c| c.max(pilot)))))
+    }
+
     /// Finds a pilot by id or name; when none matches, the closest name as a suggestion.
     pub async fn find_pilot(&self, ws: &WorkspaceId, query: &str) -> Result<Result<Pilot, Option<String>>, StoreError> {
         let found = match PilotQuery::parse(query) {
