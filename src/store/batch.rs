@@ -24,9 +24,9 @@ struct Plan {
     channel: String,
     guard: Value,
     effects: Vec<Value>,
-    /// The name this turn claims, and the time up to which a draft holding it, last answered then, is abandoned.
+    /// For a turn that claims a name: a draft holding it whose last answer is no later than this is abandoned.
     #[serde(skip_serializing_if = "Option::is_none")]
-    release: Option<Value>,
+    abandoned_before: Option<String>,
 }
 
 /// What the function answers for one turn.
@@ -160,15 +160,9 @@ fn plan(turn: &Turn) -> Result<Plan, StoreError> {
         };
         planned.push(e);
     }
-    let release = effects.iter().find_map(|e| match e {
-        Effect::CreateDraft(name) | Effect::Set(Change::Name(name)) => Some(json!({
-            "key": name.key(),
-            "before": timestamp(turn.now - crate::domain::pilot::DRAFT_ABANDONED_AFTER),
-        })),
-        _ => None,
-    });
+    let claims_name = effects.iter().any(|e| matches!(e, Effect::CreateDraft(_) | Effect::Set(Change::Name(_))));
     Ok(Plan {
-        release,
+        abandoned_before: claims_name.then(|| timestamp(turn.now - crate::domain::pilot::DRAFT_ABANDONED_AFTER)),
         ws: turn.ws.as_str().to_owned(),
         actor: turn.actor.as_str().to_owned(),
         now: timestamp(turn.now),

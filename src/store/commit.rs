@@ -350,16 +350,16 @@ async fn pilot_text(
     value.ok_or(StoreError::PilotGone)
 }
 
-/// Frees the name `key` when an abandoned draft holds it ([`DRAFT_ABANDONED_AFTER`]): the draft goes, with the
-/// unfinished conversation that was registering it (the foreign key cascades), and the turn's actor is audited as
-/// having released it. `except`: the turn's own pilot, which never counts as holding the name against itself.
+/// Frees the name `key`, taken, when an abandoned draft holds it ([`DRAFT_ABANDONED_AFTER`]): the draft goes, with
+/// the unfinished conversation that was registering it (the foreign key cascades), and the turn's actor is audited
+/// as having released it. Whether it was freed. `except`: the turn's own pilot, never abandoned by its own turn.
 /// PostgreSQL does the same in `lastmile_release_name` (migrations/postgres/0014_abandoned_drafts.sql).
 async fn release_abandoned_name(
     tx: &mut sqlx::SqliteConnection,
     turn: &Turn,
     key: String,
     except: Option<i64>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let w = turn.ws.as_str();
     let cutoff = turn.now - DRAFT_ABANDONED_AFTER;
     let abandoned: Option<(i64, String)> = sqlx::query_as(
@@ -372,7 +372,7 @@ async fn release_abandoned_name(
     .bind(cutoff)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, name)) = abandoned else { return Ok(()) };
+    let Some((id, name)) = abandoned else { return Ok(false) };
     sqlx::query("DELETE FROM pilots WHERE workspace = $1 AND id = $2").bind(w).bind(id).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) \
@@ -385,7 +385,7 @@ async fn release_abandoned_name(
     .bind(turn.now)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
@@ -451,7 +451,6 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
             Effect::CreateDraft(name) => {
                 // The pilot changes here without being read back: whoever needs it reads it.
                 after = None;
-                release_abandoned_name(tx, turn, name.key(), None).await?;
                 // Checked first so a taken name consumes no id; the unique index still settles races.
                 let taken: Option<i64> =
                     sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2")
@@ -459,7 +458,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                         .bind(name.key())
                         .fetch_optional(&mut *tx)
                         .await?;
-                if taken.is_some() {
+                if taken.is_some() && !release_abandoned_name(tx, turn, name.key(), None).await? {
                     return Err(StoreError::NameTaken);
                 }
                 let id: i64 = sqlx::query_scalar(
@@ -478,7 +477,6 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
             Effect::Set(change) => {
                 let id = pilot.ok_or(StoreError::PilotGone)?.0;
                 if let Change::Name(n) = change {
-                    release_abandoned_name(tx, turn, n.key(), Some(id)).await?;
                     let taken: Option<i64> =
                         sqlx::query_scalar("SELECT id FROM pilots WHERE workspace = $1 AND name_key = $2 AND id <> $3")
                             .bind(w)
@@ -486,7 +484,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                             .bind(id)
                             .fetch_optional(&mut *tx)
                             .await?;
-                    if taken.is_some() {
+                    if taken.is_some() && !release_abandoned_name(tx, turn, n.key(), Some(id)).await? {
                         return Err(StoreError::NameTaken);
                     }
                 }
