@@ -706,6 +706,7 @@ fn discord_options(fake: &fake_discord::Fake) -> lastmile::chat::discord::Discor
         guild_id: Some(fake_discord::GUILD),
         scheduler_interval: Duration::from_secs(3600),
         clock: Arc::new(now),
+        shard: None,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Config {
     pub discord_guild_id: Option<u64>,
     /// Send Discord REST calls through this base URL (`LASTMILE_DISCORD_API_URL`): a shared rate-limiting proxy.
     pub discord_api_url: Option<String>,
+    /// This process's gateway shard, `id/count` (`LASTMILE_DISCORD_SHARD=0/2`): to run several processes on one
+    /// token, give each its own shard, so that each interaction reaches one of them. One shard when unset.
+    pub discord_shard: Option<Shard>,
     /// How often the bot looks for due nudges and digests, in seconds.
     pub scheduler_interval_secs: u64,
 }
@@ -83,6 +86,7 @@ impl Default for Config {
             discord_token: None,
             discord_guild_id: None,
             discord_api_url: None,
+            discord_shard: None,
             scheduler_interval_secs: 60,
         }
     }
@@ -115,6 +119,36 @@ impl Config {
             default_review_weeks: self.default_review_weeks,
             list_limit: i64::from(self.list_limit.max(1)),
         }
+    }
+}
+
+/// One Discord gateway shard of several: Discord sends a server's events to shard `(server id >> 22) % count`,
+/// and direct messages to shard 0. Written `id/count`, like `1/3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Shard {
+    pub id: u32,
+    pub count: u32,
+}
+
+impl TryFrom<String> for Shard {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("a shard is written id/count, like 0/2 (ids start at 0, below the count), not {s:?}");
+        let (id, count) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (id, count) =
+            (id.trim().parse::<u32>().map_err(|_| bad())?, count.trim().parse::<u32>().map_err(|_| bad())?);
+        if count == 0 || id >= count {
+            return Err(bad());
+        }
+        Ok(Shard { id, count })
+    }
+}
+
+impl From<Shard> for String {
+    fn from(s: Shard) -> String {
+        format!("{}/{}", s.id, s.count)
     }
 }
 
@@ -153,6 +187,7 @@ mod tests {
             jail.set_env("DISCORD_TOKEN", "tok");
             jail.set_env("DISCORD_GUILD_ID", "123");
             jail.set_env("LASTMILE_DISCORD_API_URL", "http://127.0.0.1:9/");
+            jail.set_env("LASTMILE_DISCORD_SHARD", "1/3");
             let c = Config::load(Path::new("lastmile.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.review_horizon_days, 100);
             assert_eq!(c.console.workspace, "acme");
@@ -161,6 +196,22 @@ mod tests {
             assert_eq!(c.discord_token.as_ref().map(Secret::expose), Some("tok"));
             assert_eq!(c.discord_guild_id, Some(123));
             assert_eq!(c.discord_api_url.as_deref(), Some("http://127.0.0.1:9/"));
+            assert_eq!(c.discord_shard, Some(Shard { id: 1, count: 3 }));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_shard_is_id_slash_count_with_the_id_below_the_count() {
+        assert_eq!(Shard::try_from(" 0 / 2 ".to_owned()), Ok(Shard { id: 0, count: 2 }));
+        for bad in ["2/2", "0/0", "1", "a/2", "-1/2", "0/2/3"] {
+            let err = Shard::try_from(bad.to_owned()).unwrap_err();
+            assert!(err.contains("like 0/2") && err.contains(bad), "{bad}: {err}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LASTMILE_DISCORD_SHARD", "3/2");
+            let err = Config::load(Path::new("none.toml")).unwrap_err().to_string();
+            assert!(err.contains("like 0/2"), "{err}");
             Ok(())
         });
     }

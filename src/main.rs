@@ -161,6 +161,7 @@ async fn run() -> anyhow::Result<()> {
                 guild_id: config.discord_guild_id,
                 scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
                 clock: std::sync::Arc::new(Utc::now),
+                shard: config.discord_shard,
             };
             lastmile::chat::discord::run(engine, opts).await?;
         }

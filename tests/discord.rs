@@ -13,7 +13,7 @@ use common::TestDb;
 use fake_discord::*;
 use lastmile::chat::console::{self, ConsoleOptions};
 use lastmile::chat::discord::{self, DiscordOptions, Running};
-use lastmile::config::Secret;
+use lastmile::config::{Secret, Shard};
 use lastmile::engine::Engine;
 use serde_json::json;
 
@@ -51,6 +51,7 @@ impl TestBot {
             guild_id: Some(GUILD),
             scheduler_interval: Duration::from_millis(50),
             clock: Arc::new(move || *read.lock().unwrap()),
+            shard: None,
         };
         let mut bot = discord::start(engine.clone(), opts).await.expect("the bot starts");
         let name = tokio::time::timeout(WAIT, bot.ready()).await.expect("ready in time").expect("ready");
@@ -662,4 +663,51 @@ async fn the_sponsor_decides_from_the_escalation_with_a_button() {
     let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
     assert_eq!(pilot.stage, lastmile::domain::Stage::Killed);
     t.stop().await;
+}
+
+/// Two processes on one token, each on a shard of its own (`LASTMILE_DISCORD_SHARD=0/2` and `1/2`), sharing one
+/// database: each interaction reaches one of them and is answered once. (On one shard both would answer, and
+/// Discord refuses the second response: the fake records it as a violation.)
+#[tokio::test]
+async fn two_processes_on_shards_of_their_own_answer_each_interaction_once() {
+    let db = TestDb::sqlite();
+    let fake = Fake::start().await;
+    let mut bots = Vec::new();
+    for id in 0..2 {
+        let opts = DiscordOptions {
+            token: serde_json::from_value::<Secret>(json!(TOKEN)).unwrap(),
+            api_url: Some(fake.base.clone()),
+            guild_id: Some(GUILD),
+            scheduler_interval: Duration::from_secs(3600),
+            clock: Arc::new(common::now),
+            shard: Some(Shard { id, count: 2 }),
+        };
+        let mut bot = discord::start(common::engine(&db.url).await, opts).await.expect("the bot starts");
+        tokio::time::timeout(WAIT, bot.ready()).await.expect("ready in time").expect("ready");
+        bots.push(bot);
+    }
+    fake.connected_shards(2).await;
+    // A server on each shard: Discord sends a server's events to shard (server id >> 22) % 2.
+    let on_shard = |s: u64| (0..).map(|k| GUILD + (k << 22)).find(|g| (g >> 22) % 2 == s).unwrap();
+    let servers = [on_shard(0), on_shard(1)];
+    for (s, server) in servers.iter().enumerate() {
+        for u in 0..3 {
+            let who = Who { id: 900_000_000_000_200_000 + u, name: "user", admin: false, bot: false };
+            let mut register = fake.slash(who, "pilot", "register", &[("name", &format!("Claims triage {s}-{u}"))]);
+            register["guild_id"] = json!(server.to_string());
+            let (_, response) = fake.interact(register).await;
+            assert!(text_of(&response).contains("question 1 of 3"), "{}", text_of(&response));
+        }
+    }
+    // Shutting down waits for the requests under way: a second answer would have arrived by then.
+    for bot in bots {
+        tokio::time::timeout(WAIT, bot.shutdown()).await.expect("shut down in time").expect("clean shutdown");
+    }
+    assert_eq!(*fake.state.dispatched.lock().unwrap(), [(0, 3), (1, 3)].into_iter().collect());
+    fake.assert_valid();
+    let store = common::engine(&db.url).await;
+    for server in servers {
+        let drafts = store.store().all_pilots(Some(&lastmile::domain::WorkspaceId::new(server.to_string()))).await;
+        assert_eq!(drafts.unwrap().len(), 3, "each registration is saved once, in its server's workspace");
+    }
 }

@@ -141,12 +141,19 @@ enum WsCmd {
     Close,
 }
 
+/// A gateway session: its shard count, and where to send its frames.
+type Session = (u64, mpsc::UnboundedSender<WsCmd>);
+
 #[derive(Default)]
 pub struct State {
     port: AtomicU64,
     calls: Mutex<Vec<Call>>,
     changed: Notify,
-    socket: Mutex<Option<mpsc::UnboundedSender<WsCmd>>>,
+    /// The connected gateway sessions, by shard: (shard count, session). Like Discord, an event goes to every
+    /// session of the shard its guild maps to (`(guild_id >> 22) % shards`; DMs to shard 0).
+    sockets: Mutex<HashMap<u64, Vec<Session>>>,
+    /// How many events each shard was sent.
+    pub dispatched: Mutex<HashMap<u64, usize>>,
     pub identifies: AtomicUsize,
     pub resumes: AtomicUsize,
     seq: AtomicU64,
@@ -446,21 +453,37 @@ impl Fake {
             self.state.interactions.lock().unwrap().insert(token.to_owned(), (std::time::Instant::now(), false));
         }
         let s = self.state.seq.fetch_add(1, Ordering::SeqCst) + 2;
+        let guild = data["guild_id"].as_str().and_then(|g| g.parse::<u64>().ok());
         let frame = json!({"op": 0, "t": event, "s": s, "d": data}).to_string();
-        let socket = self.state.socket.lock().unwrap();
-        socket.as_ref().expect("the bot is connected to the gateway").send(WsCmd::Send(frame)).expect("socket open");
+        let mut sockets = self.state.sockets.lock().unwrap();
+        // A session that ended (the bot shut down, or reconnected) is no longer sent anything.
+        sockets.values_mut().for_each(|sessions| sessions.retain(|(_, tx)| !tx.is_closed()));
+        let shards =
+            sockets.values().flatten().map(|(count, _)| *count).max().expect("the bot is connected to the gateway");
+        let shard = guild.map_or(0, |g| (g >> 22) % shards);
+        let sessions = sockets.get(&shard).filter(|s| !s.is_empty()).expect("the guild's shard is connected");
+        for (_, session) in sessions {
+            session.send(WsCmd::Send(frame.clone())).expect("socket open");
+        }
+        *self.state.dispatched.lock().unwrap().entry(shard).or_default() += 1;
     }
 
     /// Drops the gateway connection, as Discord does now and then.
     pub fn drop_gateway(&self) {
-        if let Some(s) = self.state.socket.lock().unwrap().take() {
+        for (_, s) in self.state.sockets.lock().unwrap().drain().flat_map(|(_, sessions)| sessions) {
             let _ = s.send(WsCmd::Close);
         }
     }
 
     pub async fn connected(&self) {
+        self.connected_shards(1).await;
+    }
+
+    /// Waits until `n` gateway sessions are connected.
+    pub async fn connected_shards(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.state.socket.lock().unwrap().is_none() {
+        let open = || self.state.sockets.lock().unwrap().values().flatten().filter(|(_, tx)| !tx.is_closed()).count();
+        while open() < n {
             assert!(tokio::time::Instant::now() < deadline, "the bot did not reconnect");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -778,18 +801,21 @@ async fn session(state: Arc<State>, mut socket: WebSocket) {
                     }
                     Some(2) => {
                         state.identifies.fetch_add(1, Ordering::SeqCst);
+                        let shard = &frame["d"]["shard"];
+                        let (id, count) = (shard[0].as_u64().unwrap_or(0), shard[1].as_u64().unwrap_or(1));
                         let ready = json!({"op": 0, "t": "READY", "s": 1, "d": {
                             "v": 10,
                             "user": user_json(LASTMILE),
                             "guilds": [],
-                            "session_id": "fake-session",
+                            "session_id": format!("fake-session-{id}-{count}"),
+                            "shard": [id, count],
                             "resume_gateway_url": format!("ws://127.0.0.1:{port}/ws"),
                             "application": {"id": APP_ID.to_string(), "flags": 0},
                         }}).to_string();
                         if socket.send(WsMessage::Text(ready.into())).await.is_err() {
                             return;
                         }
-                        *state.socket.lock().unwrap() = Some(tx.clone());
+                        state.sockets.lock().unwrap().entry(id).or_default().push((count, tx.clone()));
                         state.changed.notify_waiters();
                     }
                     Some(6) => {
@@ -799,7 +825,11 @@ async fn session(state: Arc<State>, mut socket: WebSocket) {
                         if socket.send(WsMessage::Text(resumed.into())).await.is_err() {
                             return;
                         }
-                        *state.socket.lock().unwrap() = Some(tx.clone());
+                        // The session id says which shard resumes (see READY).
+                        let session = frame["d"]["session_id"].as_str().unwrap_or_default().to_owned();
+                        let mut parts = session.rsplit('-').filter_map(|p| p.parse::<u64>().ok());
+                        let (count, id) = (parts.next().unwrap_or(1), parts.next().unwrap_or(0));
+                        state.sockets.lock().unwrap().entry(id).or_default().push((count, tx.clone()));
                         state.changed.notify_waiters();
                     }
                     _ => {}

@@ -50,6 +50,8 @@ pub struct DiscordOptions {
     /// How often the scheduler looks for due nudges and digests.
     pub scheduler_interval: std::time::Duration,
     pub clock: Clock,
+    /// This process's gateway shard, when several processes share the token; one shard when `None`.
+    pub shard: Option<crate::config::Shard>,
 }
 
 impl std::fmt::Debug for DiscordOptions {
@@ -59,6 +61,7 @@ impl std::fmt::Debug for DiscordOptions {
             .field("api_url", &self.api_url)
             .field("guild_id", &self.guild_id)
             .field("scheduler_interval", &self.scheduler_interval)
+            .field("shard", &self.shard)
             .finish_non_exhaustive()
     }
 }
@@ -198,7 +201,11 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
         stop_rx,
         runs.clone(),
     ));
-    let client = tokio::spawn(async move { client.start().await });
+    // Each process on a shard of its own receives its servers' events only, so an interaction is answered once.
+    let client = match opts.shard {
+        Some(shard) => tokio::spawn(async move { client.start_shard(shard.id, shard.count).await }),
+        None => tokio::spawn(async move { client.start().await }),
+    };
     Ok(Running { shards, client, scheduler, stop, inflight, ready, engine, runs })
 }
 
