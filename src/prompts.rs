@@ -85,6 +85,7 @@ keys! {
     NameNoLetter = "invalid.name_no_letter" [],
     NameTaken = "invalid.name_taken" [pilot],
     NameHeldByDraft = "invalid.name_held_by_draft" [pilot, user, since, until],
+    DraftTakenOver = "lifecycle.draft_taken_over" [pilot, user],
     PersonNone = "invalid.person_none" [role],
     PersonSeveral = "invalid.person_several" [role, count],
     PersonRole = "invalid.person_role" [role],

@@ -5,7 +5,7 @@ mod common;
 
 use common::TestDb;
 use lastmile::domain::{ChannelId, PilotId, Stage, UserId, WorkspaceId};
-use lastmile::engine::{Engine, Input, Reply, Request};
+use lastmile::engine::{Destination, Engine, Input, Reply, Request};
 
 fn req(ws: &str, user: &str, input: Input) -> Request {
     Request {
@@ -420,9 +420,13 @@ async fn an_abandoned_draft_gives_its_name_back(url: &str) {
     assert_eq!(store.find_pilot(&ws, "Fraud scoring").await.unwrap().unwrap(), abandoned);
     assert_eq!(store.audit(&ws, None).await.unwrap().len(), audit_before);
 
-    // A week after Alice's last answer, the same answer takes the name over.
-    let out = text(&say_at("carol", "FRAUD scoring", 8).await);
-    assert!(out.contains("question 1 of 3"), "{out}");
+    // A week after Alice's last answer, the same answer takes the name over, and Alice is told.
+    let replies = say_at("carol", "FRAUD scoring", 8).await;
+    assert!(text(&replies).contains("question 1 of 3"), "{}", text(&replies));
+    let told: Vec<&str> =
+        replies.iter().filter(|r| r.to == Destination::Dm(UserId::new("alice"))).map(|r| r.text.as_str()).collect();
+    assert_eq!(told.len(), 1, "{}", text(&replies));
+    assert!(told[0].starts_with("Your registration of **Fraud scoring** had no answer for a week"), "{}", told[0]);
     let taken = store.find_pilot(&ws, "fraud scoring").await.unwrap().unwrap();
     assert_eq!((taken.name.as_str(), taken.registered_by.as_str()), ("FRAUD scoring", "carol"));
     assert_eq!(store.pilot(&ws, abandoned.id).await.unwrap(), None);

@@ -4,30 +4,33 @@
 -- the unfinished conversation that was registering it (the foreign key cascades), and the turn's actor is audited
 -- as having released it. SQLite does the same in `release_abandoned_name` (src/store/commit.rs).
 --
--- `lastmile_turn` is 0012's, but for its two name checks: either, finding the name taken, tries to free it.
+-- `lastmile_turn` is 0012's, but for its two name checks: either, finding the name taken, tries to free it; and it
+-- answers what it freed.
 
--- Whether the name `r_key` was freed: held by a draft (other than `r_except`) whose last answer, to the pilot or
--- to the conversation registering it, is no later than `r_before`.
+-- What was freed, if the name `r_key` was: held by a draft (other than `r_except`) whose last answer, to the pilot
+-- or to the conversation registering it, is no later than `r_before`. NULL when it was not; else who had started
+-- the draft and its name, so that they can be told.
 CREATE FUNCTION lastmile_release_name(r_ws TEXT, r_key TEXT, r_except BIGINT, r_before TIMESTAMPTZ, r_actor TEXT,
-    r_now TIMESTAMPTZ) RETURNS BOOLEAN LANGUAGE plpgsql AS $fn$
+    r_now TIMESTAMPTZ) RETURNS JSONB LANGUAGE plpgsql AS $fn$
 DECLARE
     gone_id   BIGINT;
     gone_name TEXT;
+    gone_by   TEXT;
 BEGIN
     IF r_before IS NULL THEN
-        RETURN FALSE;
+        RETURN NULL;
     END IF;
     DELETE FROM pilots p
     WHERE p.workspace = r_ws AND p.name_key = r_key AND p.stage = 'draft' AND p.id IS DISTINCT FROM r_except
         AND p.updated_at <= r_before
         AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.pilot_id = p.id AND c.updated_at > r_before)
-    RETURNING p.id, p.name INTO gone_id, gone_name;
+    RETURNING p.id, p.name, p.registered_by INTO gone_id, gone_name, gone_by;
     IF gone_id IS NULL THEN
-        RETURN FALSE;
+        RETURN NULL;
     END IF;
     INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at)
     VALUES (r_ws, gone_id, r_actor, 'abandoned', 'name', gone_name, NULL, r_now);
-    RETURN TRUE;
+    RETURN jsonb_build_object('registrant', gone_by, 'name', gone_name);
 END
 $fn$;
 
@@ -44,6 +47,7 @@ DECLARE
     old_text TEXT;
     new_text TEXT;
     abandoned_before TIMESTAMPTZ;
+    released JSONB;
 BEGIN
     w := t->>'ws';
     a := t->>'actor';
@@ -88,8 +92,11 @@ BEGIN
             -- Checked first so a taken name consumes no id; the unique index still settles races. A name an
             -- abandoned draft holds is freed.
             PERFORM 1 FROM pilots WHERE workspace = w AND name_key = e->>'key';
-            IF FOUND AND NOT lastmile_release_name(w, e->>'key', NULL, abandoned_before, a, moment) THEN
-                RAISE EXCEPTION USING ERRCODE = 'LMNAM';
+            IF FOUND THEN
+                released := lastmile_release_name(w, e->>'key', NULL, abandoned_before, a, moment);
+                IF released IS NULL THEN
+                    RAISE EXCEPTION USING ERRCODE = 'LMNAM';
+                END IF;
             END IF;
             INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at)
             VALUES (w, e->>'name', e->>'key', 'draft', a, moment, t->>'channel', moment)
@@ -100,8 +107,11 @@ BEGIN
         WHEN 'set' THEN
             IF e->>'field' = 'name' THEN
                 PERFORM 1 FROM pilots WHERE workspace = w AND name_key = e->>'key' AND id <> pid;
-                IF FOUND AND NOT lastmile_release_name(w, e->>'key', pid, abandoned_before, a, moment) THEN
-                    RAISE EXCEPTION USING ERRCODE = 'LMNAM';
+                IF FOUND THEN
+                    released := lastmile_release_name(w, e->>'key', pid, abandoned_before, a, moment);
+                    IF released IS NULL THEN
+                        RAISE EXCEPTION USING ERRCODE = 'LMNAM';
+                    END IF;
                 END IF;
             END IF;
             -- A P&L line's old and new values are written alike, by this function, so they compare.
@@ -278,6 +288,6 @@ BEGIN
     IF pid IS NOT NULL AND after IS NULL THEN
         SELECT to_jsonb(p) INTO after FROM pilots p WHERE workspace = w AND id = pid;
     END IF;
-    RETURN jsonb_build_object('pilot', pid, 'row', CASE WHEN pid IS NOT NULL THEN after END);
+    RETURN jsonb_build_object('pilot', pid, 'row', CASE WHEN pid IS NOT NULL THEN after END, 'released', released);
 END
 $fn$;

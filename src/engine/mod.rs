@@ -618,6 +618,7 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             };
+        let released = after_id.released.clone();
         let after = match after_id {
             crate::store::Applied { pilot: Some(pilot), .. } => Some(pilot),
             crate::store::Applied { id: Some(id), .. } => self.store.pilot(&req.workspace, id).await?,
@@ -659,6 +660,12 @@ impl Engine {
                 _ => None,
             };
             ask_again(&mut replies, again, refused);
+        }
+        // Whoever left the registration whose name this one took is told, by direct message.
+        if let (Some(r), Some(pilot)) = (released, &after) {
+            let text =
+                self.prompts.render(Key::DraftTakenOver, context! { pilot => r.name, user => req.user.mention() });
+            replies.push(self.dm(pilot, &r.registrant, text, Vec::new()));
         }
         Ok(replies)
     }

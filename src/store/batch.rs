@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::commit::{OwnedGuard, Turn};
 use super::rows::{PilotRow, flow_str};
-use super::{Applied, StoreError, merged_save, scratch_json};
+use super::{Applied, Released, StoreError, merged_save, scratch_json};
 use crate::dialogue::{Change, Conversation, Effect};
 use crate::domain::{DecisionKind, EvidenceKind, PilotId, UserId};
 
@@ -40,6 +40,15 @@ struct Answer {
     pilot: Option<i64>,
     #[serde(default)]
     row: Option<PilotRow>,
+    /// The abandoned registration whose name the turn took over.
+    #[serde(default)]
+    released: Option<ReleasedAnswer>,
+}
+
+#[derive(Deserialize)]
+struct ReleasedAnswer {
+    registrant: String,
+    name: String,
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -175,9 +184,11 @@ fn plan(turn: &Turn) -> Result<Plan, StoreError> {
 
 fn outcome(answer: Answer) -> Result<Applied, StoreError> {
     match answer.error.as_deref() {
-        None => {
-            Ok(Applied { id: answer.pilot.map(PilotId), pilot: answer.row.map(PilotRow::into_domain).transpose()? })
-        }
+        None => Ok(Applied {
+            id: answer.pilot.map(PilotId),
+            pilot: answer.row.map(PilotRow::into_domain).transpose()?,
+            released: answer.released.map(|r| Released { registrant: UserId::new(r.registrant), name: r.name }),
+        }),
         Some("conflict") => Err(StoreError::Conflict),
         Some("name_taken") => Err(StoreError::NameTaken),
         Some("pilot_gone") => Err(StoreError::PilotGone),

@@ -16,7 +16,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::rows::{self, PilotRow};
-use super::{Applied, BeginWrite, Guard, Pool, StoreError, is_unique_violation, merged_save, scratch_json};
+use super::{Applied, BeginWrite, Guard, Pool, Released, StoreError, is_unique_violation, merged_save, scratch_json};
 use crate::dialogue::{Change, Conversation, Effect};
 use crate::domain::pilot::DRAFT_ABANDONED_AFTER;
 use crate::domain::{DecisionKind, EvidenceKind, PilotId, Stage, UserId, WorkspaceId};
@@ -334,7 +334,7 @@ async fn apply_turn_fast(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcom
         Change::Name(_) | Change::Pnl(_) => return apply_turn(tx, turn).await,
     };
     match q.fetch_optional(&mut *tx).await? {
-        Some(row) => Ok(Applied { id: Some(id), pilot: Some(row.into_domain()?) }),
+        Some(row) => Ok(Applied { id: Some(id), pilot: Some(row.into_domain()?), released: None }),
         None => Err(StoreError::Conflict),
     }
 }
@@ -352,18 +352,18 @@ async fn pilot_text(
 
 /// Frees the name `key`, taken, when an abandoned draft holds it ([`DRAFT_ABANDONED_AFTER`]): the draft goes, with
 /// the unfinished conversation that was registering it (the foreign key cascades), and the turn's actor is audited
-/// as having released it. Whether it was freed. `except`: the turn's own pilot, never abandoned by its own turn.
+/// as having released it. What was freed, if it was. `except`: the turn's own pilot, never abandoned by its turn.
 /// PostgreSQL does the same in `lastmile_release_name` (migrations/postgres/0014_abandoned_drafts.sql).
 async fn release_abandoned_name(
     tx: &mut sqlx::SqliteConnection,
     turn: &Turn,
     key: String,
     except: Option<i64>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Released>, StoreError> {
     let w = turn.ws.as_str();
     let cutoff = turn.now - DRAFT_ABANDONED_AFTER;
-    let abandoned: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, name FROM pilots p WHERE workspace = $1 AND name_key = $2 AND stage = 'draft' AND id IS NOT $3 \
+    let abandoned: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, name, registered_by FROM pilots p WHERE workspace = $1 AND name_key = $2 AND stage = 'draft' AND id IS NOT $3 \
          AND updated_at <= $4 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.pilot_id = p.id AND c.updated_at > $4)",
     )
     .bind(w)
@@ -372,7 +372,7 @@ async fn release_abandoned_name(
     .bind(cutoff)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, name)) = abandoned else { return Ok(false) };
+    let Some((id, name, registrant)) = abandoned else { return Ok(None) };
     sqlx::query("DELETE FROM pilots WHERE workspace = $1 AND id = $2").bind(w).bind(id).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) \
@@ -381,11 +381,11 @@ async fn release_abandoned_name(
     .bind(w)
     .bind(id)
     .bind(turn.actor.as_str())
-    .bind(name)
+    .bind(&name)
     .bind(turn.now)
     .execute(&mut *tx)
     .await?;
-    Ok(true)
+    Ok(Some(Released { registrant: UserId::new(registrant), name }))
 }
 
 /// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
@@ -400,6 +400,7 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
     let effects = turn.effects.as_slice();
     // The pilot as this turn's last write left it, when that write returned it.
     let mut after: Option<PilotRow> = None;
+    let mut released = None;
     // A turn that moves an existing conversation on saves it with the guard's own write: one statement.
     let mut merged = None;
     match guard {
@@ -458,8 +459,9 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                         .bind(name.key())
                         .fetch_optional(&mut *tx)
                         .await?;
-                if taken.is_some() && !release_abandoned_name(tx, turn, name.key(), None).await? {
-                    return Err(StoreError::NameTaken);
+                if taken.is_some() {
+                    released =
+                        Some(release_abandoned_name(tx, turn, name.key(), None).await?.ok_or(StoreError::NameTaken)?);
                 }
                 let id: i64 = sqlx::query_scalar(
                                     "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, updated_at) \
@@ -484,8 +486,10 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
                             .bind(id)
                             .fetch_optional(&mut *tx)
                             .await?;
-                    if taken.is_some() && !release_abandoned_name(tx, turn, n.key(), Some(id)).await? {
-                        return Err(StoreError::NameTaken);
+                    if taken.is_some() {
+                        released = Some(
+                            release_abandoned_name(tx, turn, n.key(), Some(id)).await?.ok_or(StoreError::NameTaken)?,
+                        );
                     }
                 }
                 // The audit row takes the old value from the pilot's row as it is, before the update:
@@ -746,5 +750,5 @@ async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
         (Some(_), Some(row)) => Some(row.into_domain()?),
         _ => None,
     };
-    Ok(Applied { id: pilot, pilot: after })
+    Ok(Applied { id: pilot, pilot: after, released })
 }

@@ -172,6 +172,16 @@ pub struct Applied {
     pub id: Option<PilotId>,
     /// The pilot as written, when the turn's last change to it returned it (else read it when needed).
     pub pilot: Option<Pilot>,
+    /// The abandoned registration whose name this turn took over, if it did.
+    pub released: Option<Released>,
+}
+
+/// A registration removed because it was abandoned and another took its name: who had started it, and the name
+/// as they had written it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub registrant: UserId,
+    pub name: String,
 }
 
 /// What the conversation must still be for a turn's effects to apply.
