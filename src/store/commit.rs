@@ -389,7 +389,7 @@ async fn release_abandoned_name(
 }
 
 /// A turn's statements on SQLite, in the writer's transaction. PostgreSQL runs the same writes in
-/// `lastmile_apply` (migrations/postgres/0009_apply_function.sql): keep the two in step.
+/// `lastmile_turn` (its latest version is in migrations/postgres/0014_abandoned_drafts.sql): keep the two in step.
 async fn apply_turn(tx: &mut sqlx::SqliteConnection, turn: &Turn) -> Outcome {
     let w = turn.ws.as_str();
     let a = turn.actor.as_str();
