@@ -177,10 +177,10 @@ proptest! {
                 }
             }
             let ws = WorkspaceId::new("prop");
-            let pilot_before = ENGINE.store().find_pilot(&ws, &name).await.unwrap().unwrap();
+            let pilot_before = ENGINE.store().find_pilot(&ws, &lastmile::domain::pilot::PilotQuery::parse(&name)).await.unwrap().unwrap();
             let conv_before = snapshot(&speaker).await.0;
             let replies = send(&speaker, Input::Text(text.clone())).await;
-            let pilot_after = ENGINE.store().find_pilot(&ws, &name).await.unwrap().unwrap();
+            let pilot_after = ENGINE.store().find_pilot(&ws, &lastmile::domain::pilot::PilotQuery::parse(&name)).await.unwrap().unwrap();
             let conv_after = snapshot(&speaker).await.0;
             assert!(!replies.is_empty(), "no reply to {text:?}");
             for r in &replies {

@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestDb;
+use lastmile::domain::pilot::PilotQuery;
 use lastmile::domain::{ChannelId, PilotId, Stage, UserId, WorkspaceId};
 use lastmile::engine::{Destination, Engine, Input, Reply, Request};
 
@@ -88,7 +89,7 @@ async fn names_are_unique_ignoring_case_and_a_refusal_changes_nothing(url: &str)
     assert!(out.contains("Fraud scoring"), "{out}");
     let out = text(&say(&engine, "acme", "carol", "CLAIMS triage").await);
     assert!(out.contains("already exists"), "{out}");
-    let fraud = store.find_pilot(&ws, "fraud scoring").await.unwrap().unwrap();
+    let fraud = store.find_pilot(&ws, &PilotQuery::parse("fraud scoring")).await.unwrap().unwrap();
     assert_eq!(fraud.name, "Fraud scoring");
 
     // Empty, over-long and control-character answers are refused and change nothing.
@@ -307,52 +308,147 @@ async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
     engine.store().close().await;
 }
 
+/// The write of one answer, as the engine works it out: the workflow set on the pilot as read, the conversation
+/// moved on from where it was.
+fn workflow_answer(
+    ws: &WorkspaceId,
+    user: &UserId,
+    pilot: &lastmile::domain::Pilot,
+    conv: &lastmile::dialogue::Conversation,
+    workflow: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> lastmile::store::TurnWrite {
+    use lastmile::dialogue::At;
+    use lastmile::domain::{Change, Command, Step};
+    use lastmile::store::{ConversationGuard, ConversationWrite, PilotRef, PilotUpdate, TurnWrite};
+    let changes = lastmile::domain::rules::apply(pilot, &Command::Set(Change::Workflow(workflow.to_owned())), now);
+    let mut write = TurnWrite::new(ws.clone(), user.clone(), now, ConversationGuard::At(conv.clone()));
+    let next = lastmile::dialogue::Conversation { at: At::Ask(Step::Owner), ..conv.clone() };
+    write.conversation = ConversationWrite::Save { conversation: next, created: false };
+    write.audit = changes.audit.into_iter().map(|a| (PilotRef::Id(pilot.id), a)).collect();
+    write.update = Some(PilotUpdate { before: pilot.clone(), after: changes.pilot });
+    write
+}
+
 /// The same answer sent ten times at once (a user clicking again and again): the turns share the writers' batches,
 /// exactly one is written, and every other one is told that the conversation moved, so that it is decided again.
 async fn one_answer_sent_ten_times_is_written_once(url: &str) {
-    use lastmile::dialogue::{At, Change, Effect};
+    use lastmile::dialogue::At;
     use lastmile::domain::Step;
-    use lastmile::store::Guard;
     let engine = common::engine(url).await;
     say(&engine, "acme", "bob", "/pilot register Claims triage").await;
     let ws = WorkspaceId::new("acme");
     let bob = UserId::new("bob");
     let conv = engine.store().conversation(&ws, &bob).await.unwrap().expect("a registration waits for its workflow");
     assert_eq!(conv.at, At::Ask(Step::Workflow));
+    let pilot = engine.store().pilot(&ws, conv.pilot.unwrap()).await.unwrap().unwrap();
     let now = chrono::Utc::now();
     let workflow = "Claims intake team triages motor claims by hand; the model pre-sorts them.";
-    let effects = vec![
-        Effect::Set(Change::Workflow(workflow.to_owned())),
-        Effect::SaveConversation(lastmile::dialogue::Conversation { at: At::Ask(Step::Owner), ..conv.clone() }),
-    ];
     let tries: Vec<_> = (0..10)
         .map(|_| {
-            let (engine, ws, bob, conv, effects) =
-                (engine.clone(), ws.clone(), bob.clone(), conv.clone(), effects.clone());
-            tokio::spawn(async move {
-                let store = engine.store();
-                store.apply(&ws, &bob, now, conv.pilot, "general", Guard::At(&conv), &effects).await
-            })
+            let engine = engine.clone();
+            let write = workflow_answer(&ws, &bob, &pilot, &conv, workflow, now);
+            tokio::spawn(async move { engine.store().write(write).await })
         })
         .collect();
     let mut written = 0;
     for t in tries {
         match t.await.unwrap() {
-            Ok(applied) => {
-                written += 1;
-                let pilot = applied.pilot.expect("the pilot as written");
-                assert_eq!(pilot.workflow.as_deref(), Some(workflow));
-            }
+            Ok(_) => written += 1,
             Err(lastmile::store::StoreError::Conflict) => {}
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(written, 1, "exactly one of the ten is written");
+    let after = engine.store().pilot(&ws, pilot.id).await.unwrap().unwrap();
+    assert_eq!((after.workflow.as_deref(), after.version), (Some(workflow), pilot.version + 1));
     let audit = engine.store().audit(&ws, None).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.field.as_deref() == Some("workflow")).count(), 1, "{audit:#?}");
     let moved = engine.store().conversation(&ws, &bob).await.unwrap().unwrap();
     assert_eq!(moved.at, At::Ask(Step::Owner));
     engine.store().close().await;
+}
+
+/// Turns written together in one batch: one computed from a pilot that has changed since is refused and leaves
+/// nothing behind; one the database itself refuses (a name another pilot took, past the engine's check) leaves
+/// nothing either; the turns around them are written all the same.
+async fn a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others(url: &str) {
+    use lastmile::domain::{Change, Command, PilotName};
+    use lastmile::store::{ConversationGuard, PilotRef, PilotUpdate, StoreError, TurnWrite};
+    let engine = common::engine(url).await;
+    let ws = WorkspaceId::new("acme");
+    for (user, name) in [("bob", "Claims triage"), ("carol", "Fraud scoring"), ("dave", "Invoice matcher")] {
+        register(&engine, "acme", user, name).await;
+    }
+    let store = engine.store();
+    let pilots = store.all_pilots(Some(&ws)).await.unwrap();
+    let audit_before = store.audit(&ws, None).await.unwrap().len();
+    let now = common::now();
+    let set = |user: &str, pilot: &lastmile::domain::Pilot, change: Change| {
+        let changes = lastmile::domain::rules::apply(pilot, &Command::Set(change), now);
+        let mut write = TurnWrite::new(ws.clone(), UserId::new(user), now, ConversationGuard::Any);
+        write.audit = changes.audit.into_iter().map(|a| (PilotRef::Id(pilot.id), a)).collect();
+        write.update = Some(PilotUpdate { before: pilot.clone(), after: changes.pilot });
+        write
+    };
+    let stale = lastmile::domain::Pilot { version: pilots[1].version - 1, ..pilots[1].clone() };
+    let writes = vec![
+        set("bob", &pilots[0], Change::Workflow("first turn".into())),
+        set("carol", &stale, Change::Workflow("computed from an old version".into())),
+        set("dave", &pilots[2], Change::Name(PilotName::parse("claims TRIAGE").unwrap())),
+        set("erin", &pilots[1], Change::Sponsor(Some(UserId::new("erin")))),
+    ];
+    let outcomes = futures_join(writes.into_iter().map(|w| {
+        let engine = engine.clone();
+        async move { engine.store().write(w).await }
+    }))
+    .await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Err(StoreError::Conflict)), "{:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Err(StoreError::NameTaken)), "{:?}", outcomes[2]);
+    assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);
+    let after = store.all_pilots(Some(&ws)).await.unwrap();
+    assert_eq!(after[0].workflow.as_deref(), Some("first turn"));
+    assert_eq!(
+        (after[1].workflow.clone(), after[1].sponsor.clone()),
+        (pilots[1].workflow.clone(), Some(UserId::new("erin")))
+    );
+    assert_eq!(after[2], pilots[2], "the refused rename changed nothing");
+    let audit = store.audit(&ws, None).await.unwrap();
+    let new: Vec<_> =
+        audit[audit_before..].iter().map(|a| (a.actor.clone(), a.field.clone().unwrap_or_default())).collect();
+    assert_eq!(
+        new,
+        [("bob".into(), "workflow".into()), ("erin".into(), "sponsor".into())],
+        "only written turns are audited"
+    );
+    store.close().await;
+}
+
+/// Runs the futures at once (so that the store's writers take them in one batch) and returns their outputs in order.
+async fn futures_join<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others_sqlite() {
+    a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others_postgres() {
+    if let Some(db) = TestDb::postgres("a_refused_turn_in_a_batch_postgres").await {
+        a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others(&db.url).await;
+        db.cleanup().await;
+    }
 }
 
 #[tokio::test]
@@ -408,7 +504,7 @@ async fn an_abandoned_draft_gives_its_name_back(url: &str) {
     say_at("alice", "/pilot register Fraud scoring", 0).await;
     say_at("alice", "Card payments team (8, Cardiff) reviews flagged transactions by hand; the model ranks them.", 1)
         .await;
-    let abandoned = store.find_pilot(&ws, "Fraud scoring").await.unwrap().unwrap();
+    let abandoned = store.find_pilot(&ws, &PilotQuery::parse("Fraud scoring")).await.unwrap().unwrap();
 
     // Carol's registration is renamed to the held name a day too early: refused, and nothing changes.
     say_at("carol", "/pilot register Fraud model", 7).await;
@@ -417,7 +513,7 @@ async fn an_abandoned_draft_gives_its_name_back(url: &str) {
     let out = text(&say_at("carol", "FRAUD scoring", 7).await);
     assert!(out.contains("<@alice> started registering **FRAUD scoring** and has not finished"), "{out}");
     assert!(out.contains("from 2026-12-03 10:00 UTC"), "{out}");
-    assert_eq!(store.find_pilot(&ws, "Fraud scoring").await.unwrap().unwrap(), abandoned);
+    assert_eq!(store.find_pilot(&ws, &PilotQuery::parse("Fraud scoring")).await.unwrap().unwrap(), abandoned);
     assert_eq!(store.audit(&ws, None).await.unwrap().len(), audit_before);
 
     // A week after Alice's last answer, the same answer takes the name over, and Alice is told.
@@ -427,7 +523,7 @@ async fn an_abandoned_draft_gives_its_name_back(url: &str) {
         replies.iter().filter(|r| r.to == Destination::Dm(UserId::new("alice"))).map(|r| r.text.as_str()).collect();
     assert_eq!(told.len(), 1, "{}", text(&replies));
     assert!(told[0].starts_with("Your registration of **Fraud scoring** had no answer for a week"), "{}", told[0]);
-    let taken = store.find_pilot(&ws, "fraud scoring").await.unwrap().unwrap();
+    let taken = store.find_pilot(&ws, &PilotQuery::parse("fraud scoring")).await.unwrap().unwrap();
     assert_eq!((taken.name.as_str(), taken.registered_by.as_str()), ("FRAUD scoring", "carol"));
     assert_eq!(store.pilot(&ws, abandoned.id).await.unwrap(), None);
     assert_eq!(store.conversation(&ws, &UserId::new("alice")).await.unwrap(), None);
@@ -496,70 +592,6 @@ async fn a_bad_database_url_is_a_clear_error_without_the_password() {
     assert!(!shown.contains("hunter2"), "{shown}");
     let err = lastmile::open_store("postgres://u:hunter2@127.0.0.1:1/x").await.unwrap_err();
     assert!(!format!("{err:#}").contains("hunter2"));
-}
-
-/// PostgreSQL writes a batch of turns in one call to `lastmile_apply`, each turn in its own subtransaction: a turn
-/// the database refuses leaves nothing behind (not even its writes before the failing one), and the turns around
-/// it are written all the same.
-#[tokio::test]
-async fn a_refused_turn_in_a_postgres_batch_leaves_nothing_and_spares_the_others() {
-    use sqlx::Connection;
-    let Some(db) = TestDb::postgres("a_refused_turn_in_a_postgres_batch").await else {
-        return;
-    };
-    let engine = common::engine(&db.url).await;
-    register(&engine, "acme", "bob", "Claims triage").await;
-    let ws = WorkspaceId::new("acme");
-    let audit_before = engine.store().audit(&ws, None).await.unwrap().len();
-    let turn = |effects: serde_json::Value| {
-        serde_json::json!({
-            "ws": "acme", "actor": "bob", "now": "2026-11-25T10:00:00Z", "pilot": 1, "channel": "general",
-            "guard": {"kind": "any"}, "effects": effects,
-        })
-    };
-    let set =
-        |field: &str, value: &str| serde_json::json!({"kind": "set", "field": field, "value": value, "audit": value});
-    let batch = serde_json::json!([
-        turn(serde_json::json!([set("workflow", "first turn")])),
-        // A valid write, then one the database refuses (no such effect): the whole turn must go.
-        turn(serde_json::json!([set("owner", "mallory"), {"kind": "no_such_effect"}])),
-        turn(serde_json::json!([set("sponsor", "carol")])),
-    ]);
-    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    // The writer's first try runs the batch without a subtransaction per turn: one refused turn fails it whole,
-    // and nothing of it stays.
-    let together = sqlx::query_scalar::<_, String>("SELECT lastmile_apply_together($1::jsonb)::text")
-        .bind(batch.to_string())
-        .fetch_one(&mut c)
-        .await;
-    assert!(together.is_err(), "{together:?}");
-    let pilot = engine.store().all_pilots(Some(&ws)).await.unwrap().remove(0);
-    assert_eq!(
-        (pilot.workflow.as_deref(), pilot.sponsor.as_ref()),
-        (Some("Claims intake team triages motor claims by hand; the model pre-sorts them."), None)
-    );
-    assert_eq!(engine.store().audit(&ws, None).await.unwrap().len(), audit_before, "a failed batch leaves no audit");
-    // Then turn by turn: each turn is written or refused on its own.
-    let answer: String = sqlx::query_scalar("SELECT lastmile_apply($1::jsonb)::text")
-        .bind(batch.to_string())
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    c.close().await.ok();
-    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer[0]["row"]["workflow"], "first turn", "{answer}");
-    assert_eq!(answer[1]["error"], "database", "{answer}");
-    assert_eq!(answer[2]["row"]["sponsor"], "carol", "{answer}");
-    assert_eq!(answer[2]["row"]["workflow"], "first turn", "a turn sees the turns before it: {answer}");
-
-    let pilot = engine.store().all_pilots(Some(&ws)).await.unwrap().remove(0);
-    assert_eq!(pilot.owner, Some(UserId::new("alice")), "the refused turn's first write was rolled back");
-    assert_eq!((pilot.workflow.as_deref(), pilot.sponsor), (Some("first turn"), Some(UserId::new("carol"))));
-    let audit = engine.store().audit(&ws, None).await.unwrap();
-    let new: Vec<_> = audit[audit_before..].iter().map(|a| a.field.clone().unwrap_or_default()).collect();
-    assert_eq!(new, ["workflow", "sponsor"], "only the written turns are audited");
-    engine.store().close().await;
-    db.cleanup().await;
 }
 
 /// One pilot is found through an index on both its workspace and its id, even in a new database whose tables

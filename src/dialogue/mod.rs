@@ -11,10 +11,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ChannelId, DecisionKind, EvidenceKind, KillCategory, OwnerStatus, PilotId, PilotName, PnlTarget, Rules, Stage,
-    Step, UserId,
+    ChannelId, DecisionKind, EvidenceKind, KillCategory, OwnerStatus, PilotId, PilotName, Rules, Stage, Step, UserId,
 };
 use crate::prompts::Key;
+
+pub use crate::domain::change::{Change, Decision, EvidenceItem};
 
 /// Which conversation a user is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,30 +124,6 @@ pub struct Conversation {
     pub scratch: Scratch,
 }
 
-/// One answer's worth of change to a pilot.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Name(PilotName),
-    Workflow(String),
-    Owner(UserId),
-    Pnl(PnlTarget),
-    Sponsor(Option<UserId>),
-    ReviewDate(NaiveDate),
-}
-
-impl Change {
-    pub fn step(&self) -> Step {
-        match self {
-            Change::Name(_) => Step::Name,
-            Change::Workflow(_) => Step::Workflow,
-            Change::Owner(_) => Step::Owner,
-            Change::Pnl(_) => Step::Pnl,
-            Change::Sponsor(_) => Step::Sponsor,
-            Change::ReviewDate(_) => Step::ReviewDate,
-        }
-    }
-}
-
 /// What the store must do, all in one transaction, before anything is said.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -176,27 +153,6 @@ pub enum Effect {
     Snooze {
         until: DateTime<Utc>,
     },
-}
-
-/// One item of production evidence as recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvidenceItem {
-    pub kind: EvidenceKind,
-    pub note: String,
-    pub value: Option<f64>,
-    pub period: Option<String>,
-    pub source: Option<String>,
-}
-
-/// A review decision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub kind: DecisionKind,
-    pub reason: String,
-    pub category: Option<KillCategory>,
-    pub new_date: Option<NaiveDate>,
-    /// Scaled without 3/3 evidence.
-    pub override_evidence: bool,
 }
 
 /// Questions asked by direct message, answered outside any conversation.

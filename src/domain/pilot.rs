@@ -3,6 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::due::ScheduleState;
 use super::lifecycle::{DecisionKind, EvidenceState, KillCategory, OwnerStatus};
 use super::{PnlTarget, UserId};
 
@@ -136,6 +137,23 @@ pub fn name_key(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
+/// A pilot reference as typed: `#12`, `12`, or a name (case ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PilotQuery<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
+impl<'a> PilotQuery<'a> {
+    pub fn parse(text: &'a str) -> Self {
+        let t = text.trim();
+        match t.trim_start_matches('#').parse::<i64>() {
+            Ok(id) if !t.is_empty() => PilotQuery::Id(id),
+            _ => PilotQuery::Name(t),
+        }
+    }
+}
+
 /// A pilot as stored: the draft's answers are filled in one step at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pilot {
@@ -164,6 +182,14 @@ pub struct Pilot {
     pub extensions: u32,
     pub evidence: EvidenceState,
     pub nudges_sent: u32,
+    /// The counters of the current review cycle (what has been sent, answered, snoozed).
+    pub schedule: ScheduleState,
+    /// When the next scheduled message is due (None: nothing is).
+    pub next_action_at: Option<DateTime<Utc>>,
+    /// When the pilot's answers last changed (a draft's last answer counts for abandonment).
+    pub updated_at: DateTime<Utc>,
+    /// Counts every write: a change computed from an older version is not written (it is computed again).
+    pub version: i64,
 }
 
 impl Pilot {
@@ -177,13 +203,14 @@ impl Pilot {
 #[cfg(test)]
 pub(crate) fn sample(name: &str, stage: Stage) -> Pilot {
     let date: NaiveDate = "2027-01-06".parse().unwrap_or_default();
+    let registered = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").map(|d| d.to_utc()).unwrap_or_default();
     Pilot {
         id: PilotId(1),
         workspace: WorkspaceId::new("w"),
         name: name.into(),
         stage,
         registered_by: UserId::new("bob"),
-        registered_at: DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").map(|d| d.to_utc()).unwrap_or_default(),
+        registered_at: registered,
         home_channel: ChannelId::new("general"),
         workflow: Some("w".into()),
         owner: Some(UserId::new("alice")),
@@ -199,6 +226,10 @@ pub(crate) fn sample(name: &str, stage: Stage) -> Pilot {
         extensions: 0,
         evidence: EvidenceState::default(),
         nudges_sent: 0,
+        schedule: ScheduleState::default(),
+        next_action_at: None,
+        updated_at: registered,
+        version: 1,
     }
 }
 

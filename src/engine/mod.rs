@@ -8,20 +8,20 @@ use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use crate::commands::{self, COMMANDS, Command, ListScope, ParseError};
-use crate::dialogue::{
-    At, Conversation, Ctx, Effect, Flow, Refusal, Say, Scratch, Turn, asks, evidence, review, scoping,
-};
+use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, Refusal, Say, Scratch, asks, evidence, review, scoping};
 use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::pilot::NAME_MAX_CHARS;
+use crate::domain::pilot::PilotQuery;
 use crate::domain::{
     AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
     UserId, WorkspaceId, WorkspaceSettings,
 };
 use crate::prompts::{Key, Prompts};
-use crate::store::{Guard, Store, StoreError};
+use crate::store::{ConversationGuard, ConversationWrite, Store, StoreError, TurnWrite};
 
 mod lifecycle;
 mod portfolio;
+mod turn;
 
 /// Settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -267,7 +267,7 @@ impl Engine {
                     return self.abandon(req).await;
                 }
                 let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req, &settings));
-                self.run(req, &conv, Guard::At(&conv), pilot, turn).await
+                self.run(req, &settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await
             }
         }
     }
@@ -281,8 +281,7 @@ impl Engine {
         text: &str,
     ) -> Result<Vec<Reply>, StoreError> {
         let pilot = self.store.pilot(&req.workspace, ask.pilot).await?;
-        let snoozes = self.store.schedule_state(&req.workspace, ask.pilot).await?;
-        let snoozes = pilot.as_ref().and_then(|p| p.due_date()).map_or(0, |d| snoozes.for_cycle(d).snoozes);
+        let snoozes = pilot.as_ref().and_then(|p| Some(p.schedule.for_cycle(p.due_date()?).snoozes)).unwrap_or(0);
         let turn = asks::answer(&ask, pilot.as_ref(), text, snoozes, &self.ctx(req, settings));
         let still_open = !turn.effects.iter().any(|e| matches!(e, Effect::CloseAsk(_)));
         let conv = Conversation {
@@ -296,7 +295,7 @@ impl Engine {
         let reference = pilot
             .as_ref()
             .map(|p| AskRef { kind: ask.kind.name().to_owned(), pilot: p.id, user: req.user.clone() }.to_string());
-        let mut replies = self.run(req, &conv, Guard::Any, pilot, turn).await?;
+        let mut replies = self.run(req, settings, &conv, ConversationGuard::Any, pilot, turn).await?;
         if still_open {
             // The question is still open: offer its choices again with the answer.
             let choices = asks::choices(&ask.kind).iter().map(|k| self.prompts.text(*k)).collect();
@@ -342,17 +341,9 @@ impl Engine {
 
     /// The conversation's pilot disappeared: end the conversation rather than leave the user stuck.
     async fn abandon(&self, req: &Request) -> Result<Vec<Reply>, StoreError> {
-        self.store
-            .apply(
-                &req.workspace,
-                &req.user,
-                req.now,
-                None,
-                req.channel.as_str(),
-                Guard::Any,
-                &[Effect::EndConversation],
-            )
-            .await?;
+        let mut end = TurnWrite::new(req.workspace.clone(), req.user.clone(), req.now, ConversationGuard::Any);
+        end.conversation = ConversationWrite::End;
+        self.store.write(end).await?;
         Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))])
     }
 
@@ -400,7 +391,7 @@ impl Engine {
                     return_to_confirm: false,
                     scratch: Default::default(),
                 };
-                self.run(req, &conv, Guard::NoConversation, None, turn).await
+                self.run(req, &settings, &conv, ConversationGuard::Absent, None, turn).await
             }
             Command::Resume => match pending {
                 None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))]),
@@ -420,9 +411,9 @@ impl Engine {
                     Ok(replies)
                 }
             },
-            Command::Status { pilot } => match self.store.find_pilot(&req.workspace, &pilot).await? {
+            Command::Status { pilot } => match self.find_pilot(req, &pilot).await? {
                 Ok(p) => Ok(vec![Reply { card: true, ..self.ephemeral(req, self.card(&p, req.now.date_naive())) }]),
-                Err(suggestion) => Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                Err(not_found) => Ok(vec![not_found]),
             },
             Command::List { scope } => self.list(req, scope).await,
             Command::Edit { pilot, step } => {
@@ -432,9 +423,9 @@ impl Engine {
                         self.ephemeral(req, self.prompts.render(Key::EditUnknownStep, context! { step, steps })),
                     ]);
                 };
-                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                let p = match self.find_pilot(req, &pilot).await? {
                     Ok(p) => p,
-                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                    Err(not_found) => return Ok(vec![not_found]),
                 };
                 if p.stage == Stage::Draft {
                     let text = self
@@ -455,6 +446,7 @@ impl Engine {
                 if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &conv).await;
                 }
+                let settings = self.settings_of(req, settings).await?;
                 let turn = scoping::start_edit(p.id, step, req.channel.clone());
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Edit,
@@ -464,13 +456,13 @@ impl Engine {
                     return_to_confirm: false,
                     scratch: Default::default(),
                 };
-                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
+                self.run(req, &settings, &conv, ConversationGuard::Absent, Some(p), turn).await
             }
             Command::Evidence { pilot } => {
                 let settings = self.settings_of(req, settings).await?;
-                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                let p = match self.find_pilot(req, &pilot).await? {
                     Ok(p) => p,
-                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                    Err(not_found) => return Ok(vec![not_found]),
                 };
                 if !matches!(p.stage, Stage::Scoped | Stage::InProduction) {
                     return Ok(vec![self.not_open(req, &p)]);
@@ -484,13 +476,13 @@ impl Engine {
                 }
                 let turn = evidence::start(&p, req.channel.clone());
                 let conv = self.placeholder(req, &p);
-                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
+                self.run(req, &settings, &conv, ConversationGuard::Absent, Some(p), turn).await
             }
             Command::Review { pilot, decision } => {
                 let settings = self.settings_of(req, settings).await?;
-                let p = match self.store.find_pilot(&req.workspace, &pilot).await? {
+                let p = match self.find_pilot(req, &pilot).await? {
                     Ok(p) => p,
-                    Err(suggestion) => return Ok(vec![self.not_found(req, &pilot, suggestion)]),
+                    Err(not_found) => return Ok(vec![not_found]),
                 };
                 if p.is_decided() {
                     let text = self
@@ -516,7 +508,7 @@ impl Engine {
                 }
                 let turn = review::start(&p, decision, req.channel.clone());
                 let conv = self.placeholder(req, &p);
-                self.run(req, &conv, Guard::NoConversation, Some(p), turn).await
+                self.run(req, &settings, &conv, ConversationGuard::Absent, Some(p), turn).await
             }
             Command::Help => Ok(vec![self.ephemeral(req, self.help())]),
             Command::Portfolio => self.portfolio_command(req).await,
@@ -554,120 +546,6 @@ impl Engine {
             .prompts
             .render(Key::AlreadyInProgress, context! { pilot => name, step => self.position_label(conv.at) });
         Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)])
-    }
-
-    /// Saves a turn's effects, then says what the turn says about the pilot as saved.
-    async fn run(
-        &self,
-        req: &Request,
-        conv: &Conversation,
-        guard: Guard<'_>,
-        before: Option<Pilot>,
-        turn: Turn,
-    ) -> Result<Vec<Reply>, StoreError> {
-        let Turn { effects, says } = turn;
-        // Where the conversation waits after this turn, if it still waits.
-        let waits_at = effects
-            .iter()
-            .rev()
-            .find_map(|e| match e {
-                Effect::SaveConversation(c) => Some(Some(c.at)),
-                Effect::EndConversation => Some(None),
-                _ => None,
-            })
-            .unwrap_or_else(|| matches!(guard, Guard::At(_)).then_some(conv.at));
-        // A registration is only confirmed when every required answer is on record.
-        if effects.contains(&Effect::SetStage(Stage::Scoped))
-            && let Some(missing) = before.as_ref().and_then(first_missing)
-        {
-            let back = [Effect::SaveConversation(Conversation { at: At::Ask(missing), ..conv.clone() })];
-            let id = before.as_ref().map(|p| p.id);
-            self.store.apply(&req.workspace, &req.user, req.now, id, conv.channel.as_str(), guard, &back).await?;
-            return Ok(vec![self.ask(req, At::Ask(missing), before.as_ref(), &conv.scratch)]);
-        }
-        let channel = before.as_ref().map(|p| p.home_channel.as_str()).unwrap_or(conv.channel.as_str()).to_owned();
-        let pilot_id = before.as_ref().map(|p| p.id);
-        let after_id =
-            match self.store.apply(&req.workspace, &req.user, req.now, pilot_id, &channel, guard, &effects).await {
-                Ok(id) => id,
-                Err(StoreError::NameTaken) => {
-                    let name = effects.iter().find_map(|e| match e {
-                        Effect::CreateDraft(n) | Effect::Set(crate::dialogue::Change::Name(n)) => Some(n),
-                        _ => None,
-                    });
-                    let mut replies = vec![self.ephemeral(req, self.name_taken(req, name).await?)];
-                    if before.is_none()
-                        && effects.iter().any(|e| matches!(e, Effect::CreateDraft(_)))
-                        && conv.pilot.is_none()
-                    {
-                        // Make sure a registration started with a taken name still waits for a name.
-                        self.store
-                            .apply(
-                                &req.workspace,
-                                &req.user,
-                                req.now,
-                                None,
-                                &channel,
-                                Guard::Any,
-                                &[Effect::SaveConversation(conv.clone())],
-                            )
-                            .await?;
-                    }
-                    replies.push(self.ask(req, conv.at, before.as_ref(), &conv.scratch));
-                    return Ok(replies);
-                }
-                Err(e) => return Err(e),
-            };
-        let released = after_id.released.clone();
-        let after = match after_id {
-            crate::store::Applied { pilot: Some(pilot), .. } => Some(pilot),
-            crate::store::Applied { id: Some(id), .. } => self.store.pilot(&req.workspace, id).await?,
-            crate::store::Applied { id: None, .. } => None,
-        };
-        // Anything that moves a review date, settles a pilot or adds evidence changes what is due and when.
-        let schedule_changed = effects.iter().any(|e| {
-            matches!(
-                e,
-                Effect::SetStage(_)
-                    | Effect::Set(_)
-                    | Effect::Decide(_)
-                    | Effect::AddEvidence(_)
-                    | Effect::Snooze { .. }
-            )
-        });
-        if let (true, Some(pilot)) = (schedule_changed, &after) {
-            self.reschedule_pilot(pilot).await?;
-        }
-        // Questions asked next may quote answers the conversation keeps (an extension's date, a kill's category).
-        let scratch = effects
-            .iter()
-            .rev()
-            .find_map(|e| match e {
-                Effect::SaveConversation(c) => Some(c.scratch.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| conv.scratch.clone());
-        let mut replies = Vec::new();
-        for say in says {
-            self.say(req, say, before.as_ref(), after.as_ref(), &scratch, &mut replies);
-        }
-        if let Some(at) = waits_at {
-            // A refused or vague answer leaves the question open: say how to answer it again, starting from the
-            // text just given when it was refused as typed.
-            let again = self.ask(req, at, after.as_ref().or(before.as_ref()), &scratch);
-            let refused = match &req.input {
-                Input::Text(text) if at == conv.at => Some(text.clone()),
-                _ => None,
-            };
-            ask_again(&mut replies, again, refused);
-        }
-        // Whoever left the registration whose name this one took is told, by direct message.
-        if let (Some(r), Some(pilot)) = (released, &after) {
-            let text =
-                self.prompts.render(Key::DraftTakenOver, context! { pilot => r.name, user => req.user.mention() });
-            replies.push(self.dm(pilot, &r.registrant, text, Vec::new()));
-        }
-        Ok(replies)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -893,23 +771,6 @@ impl Engine {
         user.map(UserId::mention).unwrap_or_else(|| self.prompts.text(Key::NotSet))
     }
 
-    /// Why a name cannot be had: another pilot has it, or someone's unfinished registration holds it until it
-    /// has been left untouched for [`DRAFT_ABANDONED_AFTER`](crate::domain::pilot::DRAFT_ABANDONED_AFTER).
-    async fn name_taken(&self, req: &Request, name: Option<&crate::domain::PilotName>) -> Result<String, StoreError> {
-        let Some(name) = name else { return Ok(self.prompts.render(Key::NameTaken, context! { pilot => "" })) };
-        Ok(match self.store.draft_holding(&req.workspace, &name.key()).await? {
-            Some((by, last)) if by != req.user => self.prompts.render(
-                Key::NameHeldByDraft,
-                context! {
-                    pilot => name.as_str(), user => by.mention(),
-                    since => last.format("%Y-%m-%d %H:%M UTC").to_string(),
-                    until => crate::domain::pilot::abandoned_from(last).format("%Y-%m-%d %H:%M UTC").to_string(),
-                },
-            ),
-            _ => self.prompts.render(Key::NameTaken, context! { pilot => name.as_str() }),
-        })
-    }
-
     fn date(&self, date: Option<chrono::NaiveDate>) -> String {
         date.map(|d| d.to_string()).unwrap_or_else(|| self.prompts.text(Key::NotSet))
     }
@@ -944,8 +805,15 @@ impl Engine {
         Ok(vec![self.ephemeral(req, lines.join("\n"))])
     }
 
-    fn not_found(&self, req: &Request, query: &str, suggestion: Option<String>) -> Reply {
-        self.ephemeral(req, self.prompts.render(Key::PilotNotFound, context! { query, suggestion }))
+    /// The pilot a user named (`#3`, `3` or its name), or the reply that says none is called that, with the closest
+    /// name as a suggestion.
+    async fn find_pilot(&self, req: &Request, query: &str) -> Result<Result<Pilot, Reply>, StoreError> {
+        if let Some(p) = self.store.find_pilot(&req.workspace, &PilotQuery::parse(query)).await? {
+            return Ok(Ok(p));
+        }
+        let names = self.store.pilot_names(&req.workspace).await?;
+        let suggestion = commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned);
+        Ok(Err(self.ephemeral(req, self.prompts.render(Key::PilotNotFound, context! { query, suggestion }))))
     }
 
     /// The help text, from the command description.

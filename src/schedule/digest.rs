@@ -4,8 +4,8 @@
 use chrono::{DateTime, Duration, Utc};
 use croner::Cron;
 
-use super::due::zone;
 use super::runner::Outbox;
+use crate::domain::due::zone;
 use crate::domain::{ChannelId, WorkspaceId, WorkspaceSettings};
 use crate::engine::Engine;
 use crate::store::StoreError;

@@ -1,7 +1,7 @@
-//! The review schedule: what is due and why (pure, in `due`), and the runner that claims due pilots and sends.
+//! The review schedule: the runner that claims due pilots and sends (what is due and why is the domain's: `domain::due`),
+//! and the digest.
 
 pub mod digest;
-pub mod due;
 pub mod runner;
 
-pub use due::{Due, DueKind, ScheduleState, next_due};
+pub use crate::domain::due::{Due, DueKind, ScheduleState, next_due};

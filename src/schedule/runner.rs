@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use minijinja::context;
 
-use super::Due;
-use super::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, zone};
 use crate::dialogue::AskKind;
+use crate::domain::Due;
+use crate::domain::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, own_or_workspace_zone};
 use crate::domain::lifecycle::outcome;
 use crate::domain::{Pilot, WorkspaceId, WorkspaceSettings};
 use crate::engine::{Engine, Reply};
@@ -63,7 +63,8 @@ impl Engine {
             if claimed.is_empty() {
                 break;
             }
-            for (pilot, state) in claimed {
+            for pilot in claimed {
+                let state = pilot.schedule.clone();
                 let key = pilot.workspace.as_str().to_owned();
                 if !settings.contains_key(&key) {
                     settings.insert(key.clone(), self.store().settings(&pilot.workspace).await?);
@@ -224,26 +225,6 @@ impl Engine {
         out
     }
 
-    /// Recomputes when a pilot's next message is due, after anything that may change it.
-    pub async fn reschedule(&self, ws: &WorkspaceId, id: crate::domain::PilotId) -> Result<(), StoreError> {
-        match self.store().pilot(ws, id).await? {
-            Some(pilot) => self.reschedule_pilot(&pilot).await,
-            None => Ok(()),
-        }
-    }
-
-    /// As [`Engine::reschedule`], for a pilot as just read. A draft has no schedule: nothing to write.
-    pub async fn reschedule_pilot(&self, pilot: &Pilot) -> Result<(), StoreError> {
-        if pilot.stage == crate::domain::Stage::Draft {
-            return Ok(());
-        }
-        let ws = &pilot.workspace;
-        let (state, settings, own) = self.store().schedule_inputs(ws, pilot.id, pilot.owner.as_ref()).await?;
-        let tz = own_or_workspace_zone(own, &settings);
-        let next = next_due_in(pilot, &state, &settings, tz).map(|d| d.at);
-        self.store().set_next_action(ws, pilot.id, next, false).await
-    }
-
     /// The zone messages to a pilot's owner follow: their own when they set one, else the workspace's.
     async fn owner_zone(&self, pilot: &Pilot, settings: &WorkspaceSettings) -> Result<chrono_tz::Tz, StoreError> {
         let own = match &pilot.owner {
@@ -252,9 +233,4 @@ impl Engine {
         };
         Ok(own_or_workspace_zone(own, settings))
     }
-}
-
-/// A person's own time zone when they set a valid one, else the workspace's.
-fn own_or_workspace_zone(own: Option<String>, settings: &WorkspaceSettings) -> chrono_tz::Tz {
-    own.and_then(|tz| tz.parse().ok()).unwrap_or_else(|| zone(settings))
 }

@@ -12,15 +12,17 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::dialogue::Ask;
-use crate::dialogue::{Conversation, Effect};
+use crate::dialogue::{Ask, Conversation};
+use crate::domain::pilot::PilotQuery;
 use crate::domain::portfolio::{Bet, Funnel, Overdue, PnlMovement, Portfolio, Risk};
-use crate::domain::{Pilot, PilotId, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key};
-use rows::{AskRow, ClaimedRow, ConversationRow, PilotRow, ScheduleRow};
-
-use crate::schedule::{Due, ScheduleState};
+use crate::domain::rules::NameHolder;
+use crate::domain::{
+    Due, Pilot, PilotId, ScheduleState, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
+};
+use rows::{AskRow, ConversationRow, PilotRow};
 
 pub use rows::AuditEntry;
+pub use write::{AskWrite, ConversationGuard, ConversationWrite, NewDraft, PilotRef, PilotUpdate, TurnWrite, Written};
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -76,20 +78,6 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// The conversation a turn saves, when saving it can be the guard's write: the turn saves it once, does not end
-/// it, and neither creates nor deletes the pilot it points to. Returns it with its pilot id.
-fn merged_save(effects: &[Effect], pilot: Option<PilotId>) -> Option<(&Conversation, Option<i64>)> {
-    let mut saves = effects.iter().filter_map(|e| match e {
-        Effect::SaveConversation(c) => Some(c),
-        _ => None,
-    });
-    let save = saves.next()?;
-    let single = saves.next().is_none();
-    let simple =
-        !effects.iter().any(|e| matches!(e, Effect::EndConversation | Effect::CreateDraft(_) | Effect::DeleteDraft));
-    (single && simple).then(|| (save, save.pilot.or(pilot).map(|p| p.0)))
-}
-
 /// A workspace's settings as stored (JSON), or the defaults when it has none.
 fn parse_settings(ws: &WorkspaceId, json: Option<String>) -> Result<WorkspaceSettings, StoreError> {
     match json {
@@ -100,36 +88,9 @@ fn parse_settings(ws: &WorkspaceId, json: Option<String>) -> Result<WorkspaceSet
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn scratch_json(c: &Conversation) -> String {
-    serde_json::to_string(&c.scratch).unwrap_or_else(|_| "{}".into())
-}
-
-/// Writes one line of the audit trail in the transaction `$tx` (a macro: the same code serves both dialects).
-macro_rules! audit_row {
-    ($tx:expr, $w:expr, $pilot:expr, $actor:expr, $action:expr, $field:expr, $old:expr, $new:expr, $now:expr) => {
-        sqlx::query(
-            "INSERT INTO audit (workspace, pilot_id, actor, action, field, old_value, new_value, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind($w)
-        .bind($pilot)
-        .bind($actor)
-        .bind($action)
-        .bind($field)
-        .bind($old)
-        .bind($new)
-        .bind($now)
-        .execute($tx)
-    };
-}
-
-mod batch;
 mod commit;
 mod reads;
+mod write;
 
 pub use reads::AnswerContext;
 
@@ -164,52 +125,6 @@ const PNL_MOVED: &str = "pnl_realised IS NOT NULL AND ((pnl_target > pnl_baselin
 
 /// A review cycle's date, as the deliveries table keys it.
 pub type NaiveDateKey = chrono::NaiveDate;
-
-/// What a turn's writes left behind.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// The turn's pilot afterwards (a created draft's included; None once deleted).
-    pub id: Option<PilotId>,
-    /// The pilot as written, when the turn's last change to it returned it (else read it when needed).
-    pub pilot: Option<Pilot>,
-    /// The abandoned registration whose name this turn took over, if it did.
-    pub released: Option<Released>,
-}
-
-/// A registration removed because it was abandoned and another took its name: who had started it, and the name
-/// as they had written it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Released {
-    pub registrant: UserId,
-    pub name: String,
-}
-
-/// What the conversation must still be for a turn's effects to apply.
-#[derive(Debug, Clone, Copy)]
-pub enum Guard<'a> {
-    /// Apply whatever the conversation is.
-    Any,
-    /// The user must have no conversation (a command starting one).
-    NoConversation,
-    /// The conversation must still be exactly this one (an answer to it).
-    At(&'a Conversation),
-}
-
-/// A pilot reference as typed: `#12`, `12`, or a name (case ignored).
-pub enum PilotQuery<'a> {
-    Id(i64),
-    Name(&'a str),
-}
-
-impl<'a> PilotQuery<'a> {
-    pub fn parse(text: &'a str) -> Self {
-        let t = text.trim();
-        match t.trim_start_matches('#').parse::<i64>() {
-            Ok(id) if !t.is_empty() => PilotQuery::Id(id),
-            _ => PilotQuery::Name(t),
-        }
-    }
-}
 
 impl Store {
     /// Opens the database named by `url`, creating an SQLite file when missing. A bare path means SQLite.
@@ -308,40 +223,40 @@ impl Store {
         row.map(PilotRow::into_domain).transpose()
     }
 
-    /// When an unfinished registration holds the name `key`: who started it, and when it last moved (its last
-    /// answer, whether that changed the draft or only the conversation).
-    pub async fn draft_holding(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-    ) -> Result<Option<(UserId, DateTime<Utc>)>, StoreError> {
-        let sql = "SELECT p.registered_by, p.updated_at, \
+    /// The pilot that holds the name `key` in a workspace, if one does, with what deciding whether it may be taken
+    /// needs: a draft's last answer is its pilot's or its conversation's last change, whichever is later.
+    pub async fn name_holder(&self, ws: &WorkspaceId, key: &str) -> Result<Option<NameHolder>, StoreError> {
+        let sql = "SELECT p.id, p.name, p.stage, p.registered_by, p.version, p.updated_at, \
                    (SELECT MAX(c.updated_at) FROM conversations c WHERE c.pilot_id = p.id) \
-                   FROM pilots p WHERE p.workspace = $1 AND p.name_key = $2 AND p.stage = 'draft'";
-        type Row = (String, DateTime<Utc>, Option<DateTime<Utc>>);
+                   FROM pilots p WHERE p.workspace = $1 AND p.name_key = $2";
+        type Row = (i64, String, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>);
         let row: Option<Row> = with_pool!(self, pool => {
             sqlx::query_as(sql).bind(ws.as_str()).bind(key).fetch_optional(pool).await?
         });
-        Ok(row.map(|(by, pilot, conversation)| (UserId::new(by), conversation.map_or(pilot, |c| c.max(pilot)))))
+        let Some((id, name, stage, by, version, pilot, conversation)) = row else { return Ok(None) };
+        let stage = Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("pilot {id}: stage {stage}")))?;
+        Ok(Some(NameHolder {
+            id: PilotId(id),
+            name,
+            stage,
+            registered_by: UserId::new(by),
+            version,
+            last_answer: conversation.map_or(pilot, |c| c.max(pilot)),
+        }))
     }
 
-    /// Finds a pilot by id or name; when none matches, the closest name as a suggestion.
-    pub async fn find_pilot(&self, ws: &WorkspaceId, query: &str) -> Result<Result<Pilot, Option<String>>, StoreError> {
-        let found = match PilotQuery::parse(query) {
-            PilotQuery::Id(id) => self.pilot(ws, PilotId(id)).await?,
+    /// Finds a pilot by id or name (case ignored).
+    pub async fn find_pilot(&self, ws: &WorkspaceId, query: &PilotQuery<'_>) -> Result<Option<Pilot>, StoreError> {
+        match query {
+            PilotQuery::Id(id) => self.pilot(ws, PilotId(*id)).await,
             PilotQuery::Name(name) => {
                 let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND name_key = $2", rows::PILOT_COLUMNS);
                 let row: Option<PilotRow> = with_pool!(self, pool => {
                     sqlx::query_as(&sql).bind(ws.as_str()).bind(name_key(name)).fetch_optional(pool).await?
                 });
-                row.map(PilotRow::into_domain).transpose()?
+                row.map(PilotRow::into_domain).transpose()
             }
-        };
-        if let Some(p) = found {
-            return Ok(Ok(p));
         }
-        let names = self.pilot_names(ws).await?;
-        Ok(Err(crate::commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned)))
     }
 
     /// Every pilot name of the workspace (for suggestions and autocomplete).
@@ -399,44 +314,6 @@ impl Store {
             sqlx::query_as(&sql).bind(ws.map(WorkspaceId::as_str)).fetch_all(pool).await?
         });
         rows.into_iter().map(PilotRow::into_domain).collect()
-    }
-
-    /// The schedule counters of a pilot's current review cycle.
-    pub async fn schedule_state(&self, ws: &WorkspaceId, id: PilotId) -> Result<ScheduleState, StoreError> {
-        let sql = format!("SELECT {} FROM pilots WHERE workspace = $1 AND id = $2", rows::SCHEDULE_COLUMNS);
-        let row: Option<ScheduleRow> = with_pool!(self, pool => {
-            sqlx::query_as(&sql).bind(ws.as_str()).bind(id.0).fetch_optional(pool).await?
-        });
-        Ok(row.map(ScheduleRow::into_domain).unwrap_or_default())
-    }
-
-    /// What working out a pilot's next message needs, read in one query: the schedule counters of its review cycle,
-    /// the workspace's settings, and the time zone `owner` set for themselves, if any.
-    pub async fn schedule_inputs(
-        &self,
-        ws: &WorkspaceId,
-        id: PilotId,
-        owner: Option<&UserId>,
-    ) -> Result<(ScheduleState, WorkspaceSettings, Option<String>), StoreError> {
-        use sqlx::{FromRow, Row};
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let schedule = rows::SCHEDULE_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect::<Vec<_>>();
-            format!(
-                "SELECT p.id, {}, s.settings AS workspace_settings, u.timezone AS owner_timezone FROM (SELECT 1 AS one) k \
-                 LEFT JOIN pilots p ON p.workspace = $1 AND p.id = $2 \
-                 LEFT JOIN workspace_settings s ON s.workspace = $1 \
-                 LEFT JOIN user_settings u ON u.workspace = $1 AND u.user_id = $3",
-                schedule.join(", ")
-            )
-        });
-        let owner = owner.map(|o| o.as_str());
-        let (state, settings, zone): (Option<ScheduleRow>, Option<String>, Option<String>) = with_pool!(self, pool => {
-            let row = sqlx::query(&SQL).bind(ws.as_str()).bind(id.0).bind(owner).fetch_one(pool).await?;
-            let found: Option<i64> = row.try_get("id")?;
-            let state = found.is_some().then(|| ScheduleRow::from_row(&row)).transpose()?;
-            (state, row.try_get("workspace_settings")?, row.try_get("owner_timezone")?)
-        });
-        Ok((state.map(ScheduleRow::into_domain).unwrap_or_default(), parse_settings(ws, settings)?, zone))
     }
 
     /// Sets when a pilot's next message is due (None: nothing is); `release` also gives up a claim on it.
@@ -680,12 +557,12 @@ impl Store {
         worker: &str,
         limit: i64,
         ws: Option<&WorkspaceId>,
-    ) -> Result<Vec<(Pilot, ScheduleState)>, StoreError> {
+    ) -> Result<Vec<Pilot>, StoreError> {
         let due =
             "next_action_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) AND ($5 IS NULL OR workspace = $5)";
-        let columns = format!("{}, {}", rows::PILOT_COLUMNS, rows::SCHEDULE_COLUMNS);
+        let columns = rows::PILOT_COLUMNS;
         // The outer condition repeats the inner one: PostgreSQL re-checks it on a row another worker just claimed.
-        let rows: Vec<ClaimedRow> = match &self.pool {
+        let rows: Vec<PilotRow> = match &self.pool {
             Pool::Sqlite(pool) => {
                 let sql = format!(
                     "UPDATE pilots SET claimed_until = $1, claimed_by = $2 WHERE id IN \
@@ -719,7 +596,7 @@ impl Store {
                     .await?
             }
         };
-        rows.into_iter().map(|r| Ok((r.pilot.into_domain()?, r.schedule.into_domain()))).collect()
+        rows.into_iter().map(PilotRow::into_domain).collect()
     }
 
     /// The query plan of the sweep's search for due pilots (benchmarks show it uses the index).
@@ -765,9 +642,10 @@ impl Store {
                       ON CONFLICT (pilot_id, kind, cycle, seq) DO NOTHING";
         let update = "UPDATE pilots SET cycle = $3, heads_up_sent = $4, cycle_nudges = $5, unanswered = $6, last_nudge_at = $7, \
                       escalated = $8, posted = $9, snoozes = $10, snoozed_until = $11, next_action_at = $12, \
-                      nudges_sent = nudges_sent + $13, claimed_until = NULL, claimed_by = NULL WHERE workspace = $1 AND id = $2";
+                      nudges_sent = nudges_sent + $13, claimed_until = NULL, claimed_by = NULL, version = version + 1 \
+                      WHERE workspace = $1 AND id = $2";
         let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-        let nudged = i32::from(due.kind == crate::schedule::DueKind::Nudge);
+        let nudged = i32::from(due.kind == crate::domain::DueKind::Nudge);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query(insert).bind(w).bind(p.id.0).bind(due.kind.as_str()).bind(due.cycle).bind(n(due.seq)).bind(now).bind(worker)
@@ -846,31 +724,11 @@ impl Store {
         }))
     }
 
-    /// Applies one turn's effects in one transaction, with an audit row for every change.
-    /// `pilot` is the conversation's pilot; returns the pilot afterwards (a created draft's id included).
-    /// `guard` is the conversation the turn was computed from: when another request of the same user moved it
-    /// first, nothing is written and [`StoreError::Conflict`] says to compute the turn again.
-    /// Turns arriving together share one commit ([`commit`]); each is answered once that commit is durable.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn apply(
-        &self,
-        ws: &WorkspaceId,
-        actor: &UserId,
-        now: DateTime<Utc>,
-        pilot: Option<PilotId>,
-        channel: &str,
-        guard: Guard<'_>,
-        effects: &[Effect],
-    ) -> Result<Applied, StoreError> {
-        let turn = commit::Turn {
-            ws: ws.clone(),
-            actor: actor.clone(),
-            now,
-            pilot,
-            channel: channel.to_owned(),
-            guard: guard.into(),
-            effects: effects.to_vec(),
-        };
-        self.commits().apply(turn).await
+    /// Writes one turn's changes in one transaction, if what it was computed from still holds: its conversation
+    /// ([`ConversationGuard`]) and the version of each pilot it changes. Otherwise nothing is written and
+    /// [`StoreError::Conflict`] says to compute the turn again on the state as it is now. Turns arriving together
+    /// share one commit ([`commit`]); each is answered once that commit is durable.
+    pub async fn write(&self, turn: TurnWrite) -> Result<Written, StoreError> {
+        self.commits().write(turn).await
     }
 }

@@ -4,27 +4,21 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::StoreError;
 use crate::dialogue::{Ask, AskKind, Scratch};
-use crate::dialogue::{At, Change, Conversation, Decision, Flow};
+use crate::dialogue::{At, Conversation, Flow};
 use crate::domain::{
-    ChannelId, DecisionKind, EvidenceState, KillCategory, OwnerStatus, Pilot, PilotId, PnlTarget, Stage, UserId,
-    WorkspaceId,
+    ChannelId, DecisionKind, EvidenceState, KillCategory, OwnerStatus, Pilot, PilotId, PnlTarget, ScheduleState, Stage,
+    UserId, WorkspaceId,
 };
 
-/// The columns of a [`PilotRow`], as a literal (for `concat!`).
-macro_rules! pilot_columns {
-    () => {
-        "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
+/// The columns of a [`PilotRow`].
+pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
      sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, owner_status, next_review_date, decision, \
      decision_reason, kill_category, scale_override, extensions, evidence_workflow_live, evidence_owner_running, \
-     pnl_realised, nudges_sent"
-    };
-}
-pub(super) use pilot_columns;
+     pnl_realised, nudges_sent, cycle, heads_up_sent, cycle_nudges, unanswered, last_nudge_at, escalated, posted, \
+     snoozes, snoozed_until, next_action_at, updated_at, version";
 
-pub const PILOT_COLUMNS: &str = pilot_columns!();
-
-/// Read by sqlx from a row, or by serde from the JSON PostgreSQL's `to_jsonb` makes of one (see `batch`).
-#[derive(sqlx::FromRow, serde::Deserialize)]
+/// A pilot's row as read.
+#[derive(sqlx::FromRow)]
 pub struct PilotRow {
     id: i64,
     workspace: String,
@@ -52,6 +46,11 @@ pub struct PilotRow {
     evidence_owner_running: bool,
     pnl_realised: Option<f64>,
     nudges_sent: i32,
+    #[sqlx(flatten)]
+    schedule: ScheduleRow,
+    next_action_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 impl PilotRow {
@@ -98,6 +97,10 @@ impl PilotRow {
                 pnl_realised: self.pnl_realised,
             },
             nudges_sent: u32::try_from(self.nudges_sent).unwrap_or(0),
+            schedule: self.schedule.into_domain(),
+            next_action_at: self.next_action_at,
+            updated_at: self.updated_at,
+            version: self.version,
         })
     }
 }
@@ -110,10 +113,6 @@ pub struct ConversationRow {
     channel: String,
     return_to_confirm: bool,
     scratch: String,
-}
-
-pub fn flow_str(flow: Flow) -> &'static str {
-    flow.as_str()
 }
 
 impl ConversationRow {
@@ -162,56 +161,6 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
 }
 
-fn pnl_text(p: &PnlTarget) -> String {
-    serde_json::json!({"line": p.line, "unit": p.unit, "baseline": p.baseline, "target": p.target}).to_string()
-}
-
-/// The old and new value of a change, as the audit trail records them.
-pub fn audit_values(before: &Pilot, change: &Change) -> (Option<String>, Option<String>) {
-    let old = match change {
-        Change::Name(_) => Some(before.name.clone()),
-        Change::Workflow(_) => before.workflow.clone(),
-        Change::Owner(_) => before.owner.as_ref().map(|u| u.0.clone()),
-        Change::Sponsor(_) => before.sponsor.as_ref().map(|u| u.0.clone()),
-        Change::Pnl(_) => before.pnl.as_ref().map(pnl_text),
-        Change::ReviewDate(_) => before.review_date.map(|d| d.to_string()),
-    };
-    (old, audit_new_value(change))
-}
-
-/// The value a change writes, as the audit trail shows it.
-pub fn audit_new_value(change: &Change) -> Option<String> {
-    match change {
-        Change::Name(n) => Some(n.as_str().to_owned()),
-        Change::Workflow(t) => Some(t.clone()),
-        Change::Owner(u) => Some(u.0.clone()),
-        Change::Sponsor(u) => u.as_ref().map(|u| u.0.clone()),
-        Change::Pnl(p) => Some(pnl_text(p)),
-        Change::ReviewDate(d) => Some(d.to_string()),
-    }
-}
-
-/// A decision as the audit trail records it.
-pub fn decision_audit(d: &Decision) -> String {
-    match (d.kind, d.category, d.new_date) {
-        (DecisionKind::Kill, Some(c), _) => format!("kill ({}): {}", c.as_str(), d.reason),
-        (DecisionKind::Extend, _, Some(date)) => format!("extend to {date}: {}", d.reason),
-        (DecisionKind::Scale, _, _) if d.override_evidence => format!("scale (override): {}", d.reason),
-        _ => d.kind.as_str().to_owned(),
-    }
-}
-
-/// An owner's answer as the audit trail records it.
-pub fn owner_status_audit(status: OwnerStatus, reason: Option<&str>) -> String {
-    match reason {
-        Some(r) => format!("{}: {r}", status.as_str()),
-        None => status.as_str().to_owned(),
-    }
-}
-
-pub const SCHEDULE_COLUMNS: &str = "cycle, heads_up_sent, cycle_nudges, unanswered, last_nudge_at, escalated, posted, \
-     snoozes, snoozed_until";
-
 #[derive(sqlx::FromRow)]
 pub struct ScheduleRow {
     cycle: Option<NaiveDate>,
@@ -226,9 +175,9 @@ pub struct ScheduleRow {
 }
 
 impl ScheduleRow {
-    pub fn into_domain(self) -> crate::schedule::ScheduleState {
+    pub fn into_domain(self) -> ScheduleState {
         let n = |v: i32| u32::try_from(v).unwrap_or(0);
-        crate::schedule::ScheduleState {
+        ScheduleState {
             cycle: self.cycle,
             heads_up_sent: self.heads_up_sent,
             cycle_nudges: n(self.cycle_nudges),
@@ -240,13 +189,4 @@ impl ScheduleRow {
             snoozed_until: self.snoozed_until,
         }
     }
-}
-
-/// A pilot row with its schedule columns, as the runner claims it.
-#[derive(sqlx::FromRow)]
-pub struct ClaimedRow {
-    #[sqlx(flatten)]
-    pub pilot: PilotRow,
-    #[sqlx(flatten)]
-    pub schedule: ScheduleRow,
 }

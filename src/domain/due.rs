@@ -53,6 +53,11 @@ pub struct Due {
     pub seq: u32,
 }
 
+/// A person's own time zone when they set a valid one, else the workspace's.
+pub fn own_or_workspace_zone(own: Option<String>, settings: &WorkspaceSettings) -> Tz {
+    own.and_then(|tz| tz.parse().ok()).unwrap_or_else(|| zone(settings))
+}
+
 /// The workspace's time zone (UTC when the setting does not name one).
 pub fn zone(settings: &WorkspaceSettings) -> Tz {
     settings.timezone.parse().unwrap_or(Tz::UTC)

@@ -1,0 +1,9 @@
+-- The rules of a turn are decided once, in Rust (src/domain/rules.rs), and the store writes the changes it is
+-- given. A pilot's version counts its writes: a change decided on an older version is not written but decided
+-- again on the pilot as it is, so that who may do what is checked against the state the change is committed on.
+ALTER TABLE pilots ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+
+-- Evidence is bound to what it proves: the answer it proves, as the pilot had it when it was recorded, and when a
+-- change of that answer voided it (a voided record stays in the history and no longer counts).
+ALTER TABLE evidence ADD COLUMN proves TEXT;
+ALTER TABLE evidence ADD COLUMN voided_at TEXT;
