@@ -168,8 +168,11 @@ async fn a_registration_through_forms_buttons_and_the_user_menu() {
     let (_, modal) = f.interact(f.click(BOB, &pnl_q, &pnl_q.button("Answer"), false)).await;
     let (_, sponsor_q) = f.interact(f.submit(BOB, &modal, "Claims handling cost: £4.2m -> £3.6m", false)).await;
     assert!(text_of(&sponsor_q).contains("executive sponsor"), "{}", text_of(&sponsor_q));
-    // The sponsor may be skipped with a button.
-    let (_, date_q) = f.interact(f.click(BOB, &sponsor_q, &sponsor_q.button("Skip"), false)).await;
+    // The sponsor is picked in a user menu too, with no Skip button (a pilot needs one), and it is not the owner.
+    assert!(!sponsor_q.components().iter().any(|c| c["label"] == "Skip"), "{}", sponsor_q.message());
+    let (_, refused) = f.interact(f.pick_user(BOB, &sponsor_q, &sponsor_q.component(5), DAVE)).await;
+    assert!(text_of(&refused).contains("the sponsor must be someone else"), "{}", text_of(&refused));
+    let (_, date_q) = f.interact(f.pick_user(BOB, &refused, &refused.component(5), ERIN)).await;
     assert!(text_of(&date_q).contains("first be reviewed"), "{}", text_of(&date_q));
     let (_, modal) = f.interact(f.click(BOB, &date_q, &date_q.button("Answer"), false)).await;
     assert_eq!(modal.body["data"]["components"][0]["components"][0]["style"], 1);
@@ -200,7 +203,7 @@ async fn a_registration_through_forms_buttons_and_the_user_menu() {
     assert!(text_of(&accepted).contains("you own the last mile"), "{}", text_of(&accepted));
     let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
     assert_eq!(pilot.owner.as_ref().map(|u| u.as_str().to_owned()), Some(DAVE.id.to_string()));
-    assert_eq!(pilot.sponsor, None);
+    assert_eq!(pilot.sponsor.as_ref().map(|u| u.as_str().to_owned()), Some(ERIN.id.to_string()));
     assert_eq!(pilot.workflow.as_deref(), Some(workflow));
     t.stop().await;
 }

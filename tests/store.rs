@@ -32,7 +32,7 @@ async fn register(engine: &Engine, ws: &str, user: &str, name: &str) {
         "Claims intake team triages motor claims by hand; the model pre-sorts them.",
         "<@alice>",
         "Claims handling cost: £4.2m -> £3.6m",
-        "skip",
+        "<@carol>",
         "2027-03-31",
         "Confirm",
     ] {
@@ -135,7 +135,7 @@ async fn every_change_is_audited(url: &str) {
     );
     assert_eq!(lines[2], ("bob".into(), "set".into(), s("owner"), None, s("alice")));
     assert_eq!(lines[3].2, s("pnl"));
-    assert_eq!(lines[4], ("bob".into(), "set".into(), s("sponsor"), None, None));
+    assert_eq!(lines[4], ("bob".into(), "set".into(), s("sponsor"), None, s("carol")));
     assert_eq!(lines[5], ("bob".into(), "set".into(), s("review_date"), None, s("2027-03-31")));
     assert_eq!(lines[6], ("bob".into(), "stage".into(), s("stage"), s("draft"), s("scoped")));
     assert_eq!(lines[7], ("alice".into(), "set".into(), s("owner"), s("alice"), s("dave")));
@@ -172,7 +172,7 @@ async fn concurrent_requests_of_one_user_act_once(url: &str) {
         "Claims intake team triages motor claims by hand; the model pre-sorts them.",
         "<@alice>",
         "Claims handling cost: £4.2m -> £3.6m",
-        "skip",
+        "<@carol>",
         "2027-03-31",
     ] {
         say(&engine, "acme", "bob", line).await;
@@ -263,7 +263,7 @@ async fn register_rest(engine: &Engine, user: &str, u: usize) {
         &format!("Claims intake team {u} triages motor claims by hand; the model pre-sorts them.") as &str,
         "<@alice>",
         "Claims handling cost: £4.2m -> £3.6m",
-        "skip",
+        "<@carol>",
         "2027-03-31",
         "Confirm",
     ] {
@@ -295,7 +295,7 @@ async fn a_name_with_everyone_and_a_role_is_kept_and_pings_only_the_owner() {
         "Claims intake team triages motor claims by hand; the model pre-sorts them.",
         "<@alice>",
         "Claims handling cost: £4.2m -> £3.6m",
-        "skip",
+        "<@carol>",
         "2027-03-31",
         "Confirm",
     ] {
@@ -321,7 +321,10 @@ fn workflow_answer(
     use lastmile::dialogue::At;
     use lastmile::domain::{Change, Command, Step};
     use lastmile::store::{ConversationGuard, ConversationWrite, PilotRef, PilotUpdate, TurnWrite};
-    let changes = lastmile::domain::rules::apply(pilot, &Command::Set(Change::Workflow(workflow.to_owned())), now);
+    let actor = lastmile::domain::rules::Actor { user, platform_admin: false };
+    let settings = lastmile::domain::WorkspaceSettings::default();
+    let cmd = Command::Set(Change::Workflow(workflow.to_owned()));
+    let changes = lastmile::domain::rules::apply(pilot, &cmd, &actor, &settings, now).unwrap();
     let mut write = TurnWrite::new(ws.clone(), user.clone(), now, ConversationGuard::At(conv.clone()));
     let next = lastmile::dialogue::Conversation { at: At::Ask(Step::Owner), ..conv.clone() };
     write.conversation = ConversationWrite::Save { conversation: next, created: false };
@@ -385,8 +388,10 @@ async fn a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others(url: &st
     let audit_before = store.audit(&ws, None).await.unwrap().len();
     let now = common::now();
     let set = |user: &str, pilot: &lastmile::domain::Pilot, change: Change| {
-        let changes = lastmile::domain::rules::apply(pilot, &Command::Set(change), now);
-        let mut write = TurnWrite::new(ws.clone(), UserId::new(user), now, ConversationGuard::Any);
+        let (user, settings) = (UserId::new(user), lastmile::domain::WorkspaceSettings::default());
+        let actor = lastmile::domain::rules::Actor { user: &user, platform_admin: true };
+        let changes = lastmile::domain::rules::apply(pilot, &Command::Set(change), &actor, &settings, now).unwrap();
+        let mut write = TurnWrite::new(ws.clone(), user.clone(), now, ConversationGuard::Any);
         write.audit = changes.audit.into_iter().map(|a| (PilotRef::Id(pilot.id), a)).collect();
         write.update = Some(PilotUpdate { before: pilot.clone(), after: changes.pilot });
         write

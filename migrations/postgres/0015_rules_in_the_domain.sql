@@ -13,3 +13,12 @@ ALTER TABLE pilots ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 -- change of that answer voided it (a voided record stays in the history and no longer counts).
 ALTER TABLE evidence ADD COLUMN proves TEXT;
 ALTER TABLE evidence ADD COLUMN voided_at TIMESTAMPTZ;
+
+-- An override is a debt: a pilot scaled without 3/3 evidence owes the missing items by this date.
+ALTER TABLE pilots ADD COLUMN evidence_due DATE;
+
+-- "Owner runs it" counts only when recorded by the owner in place, who has accepted: earlier rows that say
+-- otherwise (an owner changed or declined after the record) no longer count.
+UPDATE pilots SET evidence_owner_running = FALSE
+WHERE evidence_owner_running AND (owner_status <> 'accepted' OR NOT EXISTS (
+    SELECT 1 FROM evidence e WHERE e.pilot_id = pilots.id AND e.kind = 'owner_running' AND e.recorded_by = pilots.owner));

@@ -3,7 +3,7 @@
 //! the period it covers and its source. Usage and adoption are not evidence (the vague-answer rules say so).
 
 use super::{At, Conversation, Ctx, Effect, EvidenceItem, Flow, Refusal, Say, Turn, pick};
-use crate::domain::{Answer, ChannelId, EvidenceKind, Pilot, Quantity};
+use crate::domain::{Answer, ChannelId, EvidenceKind, Pilot, Quantity, rules};
 use crate::prompts::Key;
 
 pub fn label_key(kind: EvidenceKind) -> Key {
@@ -43,10 +43,20 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
             let options: Vec<(EvidenceKind, String)> =
                 EvidenceKind::ALL.iter().map(|k| (*k, ctx.labels.label(label_key(*k)))).collect();
             match pick(answer.as_str(), &options, EvidenceKind::parse) {
-                Some(EvidenceKind::OwnerRunning) if pilot.owner.as_ref() != Some(ctx.user) => {
-                    Turn::say(vec![Say::Refused(Refusal::OnlyOwner), Say::Ask(conv.at)])
-                }
                 Some(kind) => {
+                    // Checked again when the answer is saved, against the pilot as it is then.
+                    match rules::check_evidence(pilot, &ctx.actor(), ctx.settings, Some(kind)) {
+                        Ok(()) => {}
+                        Err(r @ (rules::Refusal::OnlyOwner | rules::Refusal::OwnerNotAccepted)) => {
+                            return Turn::say(vec![Say::Refused(Refusal::Rule(r)), Say::Ask(conv.at)]);
+                        }
+                        Err(r) => {
+                            return Turn {
+                                effects: vec![Effect::EndConversation],
+                                says: vec![Say::Refused(Refusal::Rule(r))],
+                            };
+                        }
+                    }
                     Turn { effects: vec![move_to(conv, At::Evidence(kind))], says: vec![Say::Ask(At::Evidence(kind))] }
                 }
                 None => Turn::say(vec![Say::Refused(Refusal::Choice {

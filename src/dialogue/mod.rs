@@ -211,8 +211,8 @@ pub enum Refusal {
         unit: String,
         line_unit: String,
     },
-    /// Only the owner may record that the owner runs it.
-    OnlyOwner,
+    /// A rule of the review refuses it (who may do what, what a pilot needs).
+    Rule(crate::domain::rules::Refusal),
     /// An extension beyond the limit needs a sponsor, and there is none.
     NoSponsorForExtension {
         limit: u32,
@@ -293,6 +293,13 @@ pub fn pick<T: Copy>(answer: &str, options: &[(T, String)], also: impl Fn(&str) 
     options.iter().find(|(_, label)| label.eq_ignore_ascii_case(text)).map(|(t, _)| *t).or_else(|| also(text))
 }
 
+impl Ctx<'_> {
+    /// The user, as the rules see who acts.
+    pub fn actor(&self) -> crate::domain::rules::Actor<'_> {
+        crate::domain::rules::Actor { user: self.user, platform_admin: self.admin }
+    }
+}
+
 /// What a conversation needs to know about the world.
 pub struct Ctx<'a> {
     pub user: &'a UserId,
@@ -303,6 +310,8 @@ pub struct Ctx<'a> {
     pub rules: &'a Rules,
     /// Mentioned users the adapter knows to be bots.
     pub bots: &'a [UserId],
+    /// Whether the platform counts the user as an admin (Discord's Manage Server, the console's `console.admins`).
+    pub admin: bool,
     /// Choice labels as shown to users, so typed labels are recognised in any wording.
     pub labels: &'a dyn Labels,
     pub settings: &'a crate::domain::WorkspaceSettings,

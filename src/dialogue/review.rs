@@ -62,11 +62,12 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
             if let Some(t) = vague(ctx, "scale_override", text) {
                 return t;
             }
+            // An override is a debt: the missing evidence is due a review interval from now.
             let decision = Decision {
                 kind: DecisionKind::Scale,
                 reason: text.to_owned(),
                 category: None,
-                new_date: None,
+                new_date: Some(super::scoping::default_review_date(ctx.today, ctx.default_review_weeks)),
                 override_evidence: true,
             };
             Turn {
@@ -104,6 +105,7 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
             // when there is no sponsor for a request); beyond the limit without a sponsor, nobody can confirm it.
             let beyond = pilot.extensions >= limit;
             let approver = match (&pilot.sponsor, beyond) {
+                // The same approver as `rules::extension_approver`, but beyond the limit only a sponsor confirms.
                 (Some(sponsor), _) => Some(sponsor.clone()),
                 (None, false) => Some(pilot.registered_by.clone()),
                 (None, true) => None,

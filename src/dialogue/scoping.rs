@@ -168,6 +168,9 @@ pub const SKIP: &str = "skip";
 pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say> {
     let text = answer.as_str();
     if step == Step::Sponsor && answer.is_keyword(SKIP) {
+        if ctx.settings.sponsor_required {
+            return Err(Say::Refused(Refusal::Rule(crate::domain::rules::Refusal::SponsorRequired)));
+        }
         return Ok(Change::Sponsor(None));
     }
     if let Some(rule) = ctx.rules.check(step.as_str(), text) {

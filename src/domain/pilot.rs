@@ -179,6 +179,8 @@ pub struct Pilot {
     pub kill_category: Option<KillCategory>,
     /// Scaled without 3/3 evidence, by an explicit override.
     pub scale_override: bool,
+    /// An override is a debt: the date by which the missing evidence is due (until it is recorded).
+    pub evidence_due: Option<NaiveDate>,
     pub extensions: u32,
     pub evidence: EvidenceState,
     pub nudges_sent: u32,
@@ -223,6 +225,7 @@ pub(crate) fn sample(name: &str, stage: Stage) -> Pilot {
         decision_reason: None,
         kill_category: None,
         scale_override: false,
+        evidence_due: None,
         extensions: 0,
         evidence: EvidenceState::default(),
         nudges_sent: 0,

@@ -11,6 +11,8 @@ pub struct WorkspaceSettings {
     pub admins: Vec<UserId>,
     /// Who may decide at a review: any of `sponsor`, `registrant`, `owner`, `admins`.
     pub deciders: Vec<String>,
+    /// A pilot is scoped only with a sponsor (senior ownership is not optional) unless an admin turns this off.
+    pub sponsor_required: bool,
     /// Extensions beyond this many need the sponsor's confirmation.
     pub extension_limit: u32,
     /// Where escalations and digests are posted (a channel id); none: the pilot's home channel.
@@ -43,6 +45,7 @@ impl Default for WorkspaceSettings {
         Self {
             admins: Vec::new(),
             deciders: ["sponsor", "registrant", "admins"].map(String::from).to_vec(),
+            sponsor_required: true,
             extension_limit: 2,
             review_channel: None,
             timezone: "UTC".into(),
@@ -65,17 +68,6 @@ impl WorkspaceSettings {
     pub fn is_admin(&self, user: &UserId) -> bool {
         self.admins.contains(user)
     }
-
-    /// Whether `user` may decide on `pilot` at a review, by the roles `deciders` names.
-    pub fn may_decide(&self, pilot: &super::Pilot, user: &UserId) -> bool {
-        self.deciders.iter().any(|role| match role.as_str() {
-            "sponsor" => pilot.sponsor.as_ref() == Some(user),
-            "registrant" => &pilot.registered_by == user,
-            "owner" => pilot.owner.as_ref() == Some(user),
-            "admins" => self.is_admin(user),
-            _ => false,
-        })
-    }
 }
 
 /// The settings `/lastmile config` can change, in the order it shows them.
@@ -95,6 +87,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "digest",
     "admins",
     "deciders",
+    "sponsor_required",
 ];
 
 const DECIDER_ROLES: [&str; 4] = ["sponsor", "registrant", "owner", "admins"];
@@ -188,6 +181,13 @@ impl WorkspaceSettings {
                 self.deciders =
                     DECIDER_ROLES.iter().filter(|r| roles.iter().any(|x| x == *r)).map(|r| r.to_string()).collect();
             }
+            "sponsor_required" => {
+                self.sponsor_required = match v.to_lowercase().as_str() {
+                    "on" | "yes" | "true" => true,
+                    "off" | "no" | "false" => false,
+                    _ => return Err(SettingError::Invalid),
+                }
+            }
             _ => return Err(SettingError::Unknown),
         }
         Ok(())
@@ -214,6 +214,7 @@ impl WorkspaceSettings {
                     "extension_limit" => self.extension_limit.to_string(),
                     "digest" => self.digest_cron.clone(),
                     "deciders" => self.deciders.join(","),
+                    "sponsor_required" => if self.sponsor_required { "on" } else { "off" }.into(),
                     _ if self.admins.is_empty() => "none".into(),
                     _ => self.admins.iter().map(UserId::mention).collect::<Vec<_>>().join(" "),
                 };
@@ -244,6 +245,8 @@ mod tests {
         assert_eq!(s.admins.len(), 2);
         s.set("deciders", "admins, sponsor").unwrap();
         assert_eq!(s.deciders, vec!["sponsor", "admins"]);
+        s.set("sponsor_required", "off").unwrap();
+        assert!(!s.sponsor_required);
         let before = s.clone();
         for (name, value) in [
             ("timezone", "Mars/Olympus"),
@@ -255,6 +258,7 @@ mod tests {
             ("review_channel", ""),
             ("deciders", "everyone"),
             ("deciders", ""),
+            ("sponsor_required", "maybe"),
         ] {
             assert_eq!(s.set(name, value), Err(SettingError::Invalid), "{name} {value}");
         }

@@ -8,7 +8,9 @@ use super::{AskRef, Destination, Engine, Expect, Reply, Request, Shortcut};
 use crate::dialogue::{AskKind, At, Say, Scratch, asks, evidence, review};
 use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::lifecycle::{Flag, Outcome, RiskReason, flags, outcome};
-use crate::domain::{DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId};
+use crate::domain::{
+    DecisionKind, EvidenceKind, KillCategory, OwnerStatus, Pilot, ReviewWindow, UserId, WorkspaceSettings,
+};
 use crate::prompts::Key;
 
 fn outcome_key(o: Outcome) -> Key {
@@ -190,7 +192,14 @@ impl Engine {
     }
 
     /// The questions of the evidence and review conversations.
-    pub(super) fn ask_lifecycle(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
+    pub(super) fn ask_lifecycle(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        at: At,
+        pilot: Option<&Pilot>,
+        scratch: &Scratch,
+    ) -> Reply {
         let p = &self.prompts;
         let Some(pl) = pilot else {
             return self.ephemeral(req, p.text(Key::AskVoid));
@@ -267,7 +276,7 @@ impl Engine {
                 vec![],
                 reason(),
             ),
-            At::Ask(_) | At::Confirm | At::PickEdit => return self.question(req, at, pilot, scratch),
+            At::Ask(_) | At::Confirm | At::PickEdit => return self.question(req, settings, at, pilot, scratch),
         };
         Reply { choices, expect, ..self.ephemeral(req, text) }
     }
@@ -276,6 +285,7 @@ impl Engine {
     pub(super) fn say_lifecycle(
         &self,
         req: &Request,
+        settings: &WorkspaceSettings,
         say: Say,
         before: Option<&Pilot>,
         after: Option<&Pilot>,
@@ -390,10 +400,19 @@ impl Engine {
                 }
             }
             Say::OwnerDeclined { reason } => {
-                out.push(self.ephemeral(req, p.render(Key::OwnerDeclinedReply, context! { pilot => name })));
-                let text =
-                    p.render(Key::OwnerDeclinedNotice, context! { pilot => name, owner => req.user.mention(), reason });
+                let sponsor = pilot.sponsor.as_ref().filter(|s| **s != pilot.registered_by);
+                out.push(self.ephemeral(
+                    req,
+                    p.render(Key::OwnerDeclinedReply, context! { pilot => name, sponsor => sponsor.is_some() }),
+                ));
+                // No one owns the last mile now: those who can name an owner are asked to.
+                let owner = req.user.mention();
+                let text = p.render(Key::OwnerDeclinedNotice, context! { pilot => name, owner, reason });
                 out.push(dm(&pilot.registered_by, text, vec![]));
+                if let Some(sponsor) = sponsor {
+                    let text = p.render(Key::OwnerDeclinedSponsorNotice, context! { pilot => name, owner, reason });
+                    out.push(dm(sponsor, text, vec![]));
+                }
             }
             Say::ExtensionApproved { requested_by } => {
                 out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));
@@ -402,7 +421,7 @@ impl Engine {
                     context! { pilot => name, sponsor => req.user.mention(), date => self.date(pilot.due_date()) },
                 );
                 out.push(dm(&requested_by, text, vec![]));
-                self.say_lifecycle(req, Say::Decided(DecisionKind::Extend), before, after, out);
+                self.say_lifecycle(req, settings, Say::Decided(DecisionKind::Extend), before, after, out);
             }
             Say::ExtensionRefused { requested_by } => {
                 out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));

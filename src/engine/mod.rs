@@ -12,6 +12,7 @@ use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, Refusal, Say, Scratch
 use crate::domain::answer::MAX_ANSWER_CHARS;
 use crate::domain::pilot::NAME_MAX_CHARS;
 use crate::domain::pilot::PilotQuery;
+use crate::domain::rules;
 use crate::domain::{
     AnswerError, ChannelId, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step,
     UserId, WorkspaceId, WorkspaceSettings,
@@ -261,7 +262,10 @@ impl Engine {
                     // A button or form of an earlier question: say where the conversation is instead.
                     let step = self.position_label(conv.at);
                     let text = self.prompts.render(Key::QuestionMoved, context! { step });
-                    return Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)]);
+                    return Ok(vec![
+                        self.ephemeral(req, text),
+                        self.ask(req, &settings, conv.at, pilot.as_ref(), &conv.scratch),
+                    ]);
                 }
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
@@ -357,6 +361,7 @@ impl Engine {
             default_review_weeks: self.settings.default_review_weeks,
             rules: self.prompts.rules(),
             bots: &req.bots,
+            admin: req.admin,
             labels: self.prompts.as_ref(),
         }
     }
@@ -378,10 +383,10 @@ impl Engine {
         };
         match cmd {
             Command::Register { name } => {
-                if let Some((conv, _)) = pending {
-                    return self.already_in_progress(req, &conv).await;
-                }
                 let settings = self.settings_of(req, settings).await?;
+                if let Some((conv, _)) = pending {
+                    return self.already_in_progress(req, &settings, &conv).await;
+                }
                 let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req, &settings));
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Register,
@@ -399,6 +404,7 @@ impl Engine {
                     if conv.pilot.is_some() && pilot.is_none() {
                         return self.abandon(req).await;
                     }
+                    let settings = self.settings_of(req, settings).await?;
                     let name = pilot.as_ref().map(|p| p.name.clone()).unwrap_or_default();
                     let step = self.position_label(conv.at);
                     let mut replies = Vec::new();
@@ -407,7 +413,7 @@ impl Engine {
                             self.ephemeral(req, self.prompts.render(Key::Resuming, context! { pilot => name, step })),
                         );
                     }
-                    replies.push(self.ask(req, conv.at, pilot.as_ref(), &conv.scratch));
+                    replies.push(self.ask(req, &settings, conv.at, pilot.as_ref(), &conv.scratch));
                     Ok(replies)
                 }
             },
@@ -423,6 +429,7 @@ impl Engine {
                         self.ephemeral(req, self.prompts.render(Key::EditUnknownStep, context! { step, steps })),
                     ]);
                 };
+                let settings = self.settings_of(req, settings).await?;
                 let p = match self.find_pilot(req, &pilot).await? {
                     Ok(p) => p,
                     Err(not_found) => return Ok(vec![not_found]),
@@ -433,20 +440,18 @@ impl Engine {
                         .render(Key::EditDraft, context! { pilot => p.name, registrant => p.registered_by.mention() });
                     return Ok(vec![self.ephemeral(req, text)]);
                 }
-                if !p.may_edit(&req.user) {
-                    let text = self.prompts.render(
-                        Key::EditNotAllowed,
-                        context! {
-                            pilot => p.name, registrant => p.registered_by.mention(),
-                            owner => self.person(p.owner.as_ref()), sponsor => self.person(p.sponsor.as_ref()),
-                        },
-                    );
-                    return Ok(vec![self.ephemeral(req, text)]);
+                // Checked again when the answer is saved, against the pilot and the settings as they are then.
+                let actor = self.actor(req);
+                let allowed = rules::check_edit(&p, &actor, &settings).and_then(|()| match step {
+                    Step::Sponsor => rules::check_sponsor_change(&p, &actor, &settings, None),
+                    _ => Ok(()),
+                });
+                if let Err(r) = allowed {
+                    return Ok(vec![self.ephemeral(req, self.rule_refusal(&r, Some(&p), true))]);
                 }
                 if let Some((conv, _)) = pending {
-                    return self.already_in_progress(req, &conv).await;
+                    return self.already_in_progress(req, &settings, &conv).await;
                 }
-                let settings = self.settings_of(req, settings).await?;
                 let turn = scoping::start_edit(p.id, step, req.channel.clone());
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Edit,
@@ -464,15 +469,11 @@ impl Engine {
                     Ok(p) => p,
                     Err(not_found) => return Ok(vec![not_found]),
                 };
-                if !matches!(p.stage, Stage::Scoped | Stage::InProduction) {
-                    return Ok(vec![self.not_open(req, &p)]);
-                }
-                if !p.may_edit(&req.user) && !settings.is_admin(&req.user) {
-                    let text = self.prompts.render(Key::EvidenceNotAllowed, context! { pilot => p.name });
-                    return Ok(vec![self.ephemeral(req, text)]);
+                if let Err(r) = rules::check_evidence(&p, &self.actor(req), &settings, None) {
+                    return Ok(vec![self.ephemeral(req, self.rule_refusal(&r, Some(&p), true))]);
                 }
                 if let Some((conv, _)) = pending {
-                    return self.already_in_progress(req, &conv).await;
+                    return self.already_in_progress(req, &settings, &conv).await;
                 }
                 let turn = evidence::start(&p, req.channel.clone());
                 let conv = self.placeholder(req, &p);
@@ -484,27 +485,11 @@ impl Engine {
                     Ok(p) => p,
                     Err(not_found) => return Ok(vec![not_found]),
                 };
-                if p.is_decided() {
-                    let text = self
-                        .prompts
-                        .render(Key::AlreadyDecided, context! { pilot => p.name, stage => self.stage(p.stage) });
-                    return Ok(vec![self.ephemeral(req, text)]);
-                }
-                if p.stage != Stage::Scoped {
-                    return Ok(vec![self.not_open(req, &p)]);
-                }
-                if !settings.may_decide(&p, &req.user) {
-                    let text = self.prompts.render(
-                        Key::DecideNotAllowed,
-                        context! {
-                            pilot => p.name, registrant => p.registered_by.mention(), sponsor => self.person(p.sponsor.as_ref()),
-                            owner => self.person(p.owner.as_ref()), deciders => settings.deciders,
-                        },
-                    );
-                    return Ok(vec![self.ephemeral(req, text)]);
+                if let Err(r) = rules::check_decide(&p, &self.actor(req), &settings) {
+                    return Ok(vec![self.ephemeral(req, self.rule_refusal(&r, Some(&p), true))]);
                 }
                 if let Some((conv, _)) = pending {
-                    return self.already_in_progress(req, &conv).await;
+                    return self.already_in_progress(req, &settings, &conv).await;
                 }
                 let turn = review::start(&p, decision, req.channel.clone());
                 let conv = self.placeholder(req, &p);
@@ -529,14 +514,56 @@ impl Engine {
         }
     }
 
-    fn not_open(&self, req: &Request, p: &Pilot) -> Reply {
-        self.ephemeral(
-            req,
-            self.prompts.render(Key::NotOpen, context! { pilot => p.name, stage => self.stage(p.stage) }),
-        )
+    /// The user, as the rules see who acts.
+    fn actor<'a>(&self, req: &'a Request) -> rules::Actor<'a> {
+        rules::Actor { user: &req.user, platform_admin: req.admin }
     }
 
-    async fn already_in_progress(&self, req: &Request, conv: &Conversation) -> Result<Vec<Reply>, StoreError> {
+    /// Why a rule refused: `now`, when the change was refused as it was committed (or a command started), rather
+    /// than at a question that is asked again.
+    pub(super) fn rule_refusal(&self, r: &rules::Refusal, pilot: Option<&Pilot>, now: bool) -> String {
+        let p = &self.prompts;
+        let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
+        let registrant = pilot.map(|p| p.registered_by.mention()).unwrap_or_default();
+        let owner = self.person(pilot.and_then(|p| p.owner.as_ref()));
+        let sponsor = self.person(pilot.and_then(|p| p.sponsor.as_ref()));
+        match r {
+            rules::Refusal::NotAllowedToEdit => {
+                p.render(Key::EditNotAllowed, context! { pilot => name, registrant, owner, sponsor })
+            }
+            rules::Refusal::SponsorChange => {
+                p.render(Key::SponsorChangeNotAllowed, context! { pilot => name, sponsor })
+            }
+            rules::Refusal::SponsorIsOwner => p.render(Key::SponsorIsOwner, context! { pilot => name, user => owner }),
+            rules::Refusal::OnlyOwner if now => p.render(Key::OnlyOwnerNow, context! { pilot => name, owner }),
+            rules::Refusal::OnlyOwner => p.render(Key::OnlyOwner, context! { owner }),
+            rules::Refusal::OwnerNotAccepted => p.render(Key::OwnerNotAcceptedEvidence, context! { pilot => name }),
+            rules::Refusal::EvidenceNotAllowed => p.render(Key::EvidenceNotAllowed, context! { pilot => name }),
+            rules::Refusal::NotOpen(stage) => {
+                p.render(Key::NotOpen, context! { pilot => name, stage => self.stage(*stage) })
+            }
+            rules::Refusal::AlreadyDecided(stage) => {
+                p.render(Key::AlreadyDecided, context! { pilot => name, stage => self.stage(*stage) })
+            }
+            rules::Refusal::NotDecider { deciders } => p.render(
+                Key::DecideNotAllowed,
+                context! { pilot => name, registrant, sponsor, owner, deciders => deciders.clone() },
+            ),
+            rules::Refusal::SponsorRequired => p.render(Key::SponsorRequired, context! { pilot => name }),
+            rules::Refusal::NotProven => {
+                let (count, missing) =
+                    pilot.map(|pl| (pl.evidence_count(), self.missing_evidence(pl))).unwrap_or_default();
+                p.render(Key::NotProven, context! { pilot => name, count, missing })
+            }
+        }
+    }
+
+    async fn already_in_progress(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        conv: &Conversation,
+    ) -> Result<Vec<Reply>, StoreError> {
         let pilot = self.conversation_pilot(req, conv).await?;
         if conv.pilot.is_some() && pilot.is_none() {
             return self.abandon(req).await;
@@ -545,13 +572,14 @@ impl Engine {
         let text = self
             .prompts
             .render(Key::AlreadyInProgress, context! { pilot => name, step => self.position_label(conv.at) });
-        Ok(vec![self.ephemeral(req, text), self.ask(req, conv.at, pilot.as_ref(), &conv.scratch)])
+        Ok(vec![self.ephemeral(req, text), self.ask(req, settings, conv.at, pilot.as_ref(), &conv.scratch)])
     }
 
     #[allow(clippy::too_many_arguments)]
     fn say(
         &self,
         req: &Request,
+        settings: &WorkspaceSettings,
         say: Say,
         before: Option<&Pilot>,
         after: Option<&Pilot>,
@@ -561,7 +589,7 @@ impl Engine {
         let p = &self.prompts;
         let name = after.or(before).map(|p| p.name.clone());
         match say {
-            Say::Ask(at) => out.push(self.ask(req, at, after.or(before), scratch)),
+            Say::Ask(at) => out.push(self.ask(req, settings, at, after.or(before), scratch)),
             Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r, after.or(before)))),
             Say::Vague { rule, answer } => {
                 let rule = p.rules().iter().find(|r| r.id == rule);
@@ -611,7 +639,7 @@ impl Engine {
                 );
                 out.push(self.ephemeral(req, text));
             }
-            other => self.say_lifecycle(req, other, before, after, out),
+            other => self.say_lifecycle(req, settings, other, before, after, out),
         }
     }
 
@@ -660,9 +688,7 @@ impl Engine {
             },
             Refusal::EvidenceFormat => p.text(Key::EvidenceFormat),
             Refusal::EvidenceUnit { unit, line_unit } => p.render(Key::EvidenceUnit, context! { unit, line_unit }),
-            Refusal::OnlyOwner => {
-                p.render(Key::OnlyOwner, context! { owner => self.person(pilot.and_then(|p| p.owner.as_ref())) })
-            }
+            Refusal::Rule(r) => self.rule_refusal(&r, pilot, false),
             Refusal::NoSponsorForExtension { limit } => {
                 p.render(Key::NoSponsorForExtension, context! { pilot => name, limit })
             }
@@ -673,13 +699,28 @@ impl Engine {
     }
 
     /// The question at a position, with what the user can answer.
-    fn ask(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
-        Reply { question: Some(at.as_str().to_owned()), ..self.question(req, at, pilot, scratch) }
+    fn ask(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        at: At,
+        pilot: Option<&Pilot>,
+        scratch: &Scratch,
+    ) -> Reply {
+        Reply { question: Some(at.as_str().to_owned()), ..self.question(req, settings, at, pilot, scratch) }
     }
 
-    fn question(&self, req: &Request, at: At, pilot: Option<&Pilot>, scratch: &Scratch) -> Reply {
+    fn question(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        at: At,
+        pilot: Option<&Pilot>,
+        scratch: &Scratch,
+    ) -> Reply {
         let p = &self.prompts;
         let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
+        let sponsor_optional = !settings.sponsor_required;
         match at {
             At::Ask(step) => {
                 let mut text = match step {
@@ -687,7 +728,9 @@ impl Engine {
                     Step::Workflow => p.render(Key::AskWorkflow, context! { pilot => name }),
                     Step::Owner => p.render(Key::AskOwner, context! { pilot => name }),
                     Step::Pnl => p.render(Key::AskPnl, context! { pilot => name }),
-                    Step::Sponsor => p.render(Key::AskSponsor, context! { pilot => name }),
+                    Step::Sponsor => {
+                        p.render(Key::AskSponsor, context! { pilot => name, optional => sponsor_optional })
+                    }
                     Step::ReviewDate => {
                         let today = req.now.date_naive();
                         let window = ReviewWindow::new(today, self.settings.review_horizon_days);
@@ -710,7 +753,7 @@ impl Engine {
                 let label = p.text(Key::for_step(step));
                 let expect = match step {
                     Step::Owner => Expect::Person { label, skip: None },
-                    Step::Sponsor => Expect::Person { label, skip: Some(scoping::SKIP.to_owned()) },
+                    Step::Sponsor => Expect::Person { label, skip: sponsor_optional.then(|| scoping::SKIP.to_owned()) },
                     _ => Expect::Text {
                         label,
                         current: pilot.and_then(|pl| self.value(pl, step)),
@@ -738,7 +781,7 @@ impl Engine {
                     ..self.ephemeral(req, p.render(Key::AskEditStep, context! { pilot => name }))
                 }
             }
-            other => self.ask_lifecycle(req, other, pilot, scratch),
+            other => self.ask_lifecycle(req, settings, other, pilot, scratch),
         }
     }
 
@@ -851,19 +894,4 @@ fn ask_again(replies: &mut [Reply], again: Reply, refused: Option<String>) {
     last.expect = expect;
     last.choices = again.choices;
     last.question = again.question;
-}
-
-/// The first required answer a draft is missing (the sponsor is optional).
-fn first_missing(p: &Pilot) -> Option<Step> {
-    if p.workflow.is_none() {
-        Some(Step::Workflow)
-    } else if p.owner.is_none() {
-        Some(Step::Owner)
-    } else if p.pnl.is_none() {
-        Some(Step::Pnl)
-    } else if p.review_date.is_none() {
-        Some(Step::ReviewDate)
-    } else {
-        None
-    }
 }

@@ -4,7 +4,7 @@
 
 use minijinja::context;
 
-use super::{Engine, Input, Reply, Request, ask_again, first_missing};
+use super::{Engine, Input, Reply, Request, ask_again};
 use crate::dialogue::{Change, Conversation, Effect, Turn};
 use crate::domain::change::{Changes, Command};
 use crate::domain::rules::{self, NameClaim, NameHolder};
@@ -67,6 +67,7 @@ impl Engine {
     async fn name_refused(
         &self,
         req: &Request,
+        settings: &WorkspaceSettings,
         conv: &Conversation,
         before: Option<&Pilot>,
         taken: Reply,
@@ -76,7 +77,62 @@ impl Engine {
             wait.conversation = ConversationWrite::Save { conversation: conv.clone(), created: false };
             self.store.write(wait).await?;
         }
-        Ok(vec![taken, self.ask(req, conv.at, before, &conv.scratch)])
+        Ok(vec![taken, self.ask(req, settings, conv.at, before, &conv.scratch)])
+    }
+
+    /// A rule refused the turn as it was committed: nothing of it is written. The question is asked again, or
+    /// closed when the user can no longer answer it.
+    async fn rule_refused(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        conv: &Conversation,
+        guard: ConversationGuard,
+        pilot: &Pilot,
+        refusal: rules::Refusal,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let ends = refusal.ends_conversation();
+        let open = matches!(guard, ConversationGuard::At(_));
+        let mut write = TurnWrite::new(req.workspace.clone(), req.user.clone(), req.now, guard);
+        if ends && open {
+            write.conversation = ConversationWrite::End;
+        }
+        self.store.write(write).await?;
+        let mut replies = vec![self.ephemeral(req, self.rule_refusal(&refusal, Some(pilot), true))];
+        if open && !ends {
+            // The question stays open: its controls come with the refusal, starting from the answer refused.
+            let again = self.ask(req, settings, conv.at, Some(pilot), &conv.scratch);
+            let refused = match &req.input {
+                Input::Text(text) => Some(text.clone()),
+                _ => None,
+            };
+            ask_again(&mut replies, again, refused);
+        }
+        Ok(replies)
+    }
+
+    /// What a turn's change took away from the evidence that counted: the user is told, and so is the owner (who
+    /// records it again), unless they made the change.
+    fn voided(&self, req: &Request, change: &str, before: &Pilot, after: &Pilot, out: &mut Vec<Reply>) {
+        let lost = rules::lost_evidence(before, after);
+        if lost.is_empty() || before.stage == Stage::Draft {
+            return;
+        }
+        let items = lost
+            .iter()
+            .map(|k| self.prompts.text(crate::dialogue::evidence::label_key(*k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pilot = after.name.clone();
+        let text = self.prompts.render(Key::EvidenceVoided, context! { pilot, step => change, items });
+        out.push(self.ephemeral(req, text));
+        if let Some(owner) = after.owner.as_ref().filter(|o| **o != req.user) {
+            let text = self.prompts.render(
+                Key::EvidenceVoidedDm,
+                context! { pilot => after.name, step => change, items, user => req.user.mention() },
+            );
+            out.push(self.dm(after, owner, text, Vec::new()));
+        }
     }
 
     /// When the pilot's next scheduled message is due, as `pilot` now is (a draft has none).
@@ -121,12 +177,18 @@ impl Engine {
         let mut write = TurnWrite::new(req.workspace.clone(), req.user.clone(), req.now, guard);
         // A registration is only confirmed when every required answer is on record.
         if effects.contains(&Effect::SetStage(Stage::Scoped))
-            && let Some(missing) = before.as_ref().and_then(first_missing)
+            && let Some(missing) = before.as_ref().and_then(|p| rules::first_missing(p, settings))
         {
             let back = Conversation { at: crate::dialogue::At::Ask(missing), ..conv.clone() };
             write.conversation = ConversationWrite::Save { conversation: back, created: false };
             self.store.write(write).await?;
-            return Ok(vec![self.ask(req, crate::dialogue::At::Ask(missing), before.as_ref(), &conv.scratch)]);
+            return Ok(vec![self.ask(
+                req,
+                settings,
+                crate::dialogue::At::Ask(missing),
+                before.as_ref(),
+                &conv.scratch,
+            )]);
         }
         let channel = before.as_ref().map(|p| p.home_channel.clone()).unwrap_or_else(|| conv.channel.clone());
         let mut changes = before.as_ref().map(Changes::none);
@@ -136,11 +198,18 @@ impl Engine {
                 if let Command::Set(Change::Name(name)) = &cmd {
                     match self.claim_name(req, name, Some(so_far.pilot.id)).await? {
                         Ok(release) => write.release = release,
-                        Err(taken) => return Ok(vec![taken, self.ask(req, conv.at, before.as_ref(), &conv.scratch)]),
+                        Err(taken) => {
+                            return Ok(vec![taken, self.ask(req, settings, conv.at, before.as_ref(), &conv.scratch)]);
+                        }
                     }
                 }
-                let next = rules::apply(&so_far.pilot, &cmd, req.now);
-                changes = Some(so_far.then(next));
+                let actor = rules::Actor { user: &req.user, platform_admin: req.admin };
+                match rules::apply(&so_far.pilot, &cmd, &actor, settings, req.now) {
+                    Ok(next) => changes = Some(so_far.then(next)),
+                    Err(refusal) => {
+                        return self.rule_refused(req, settings, conv, write.guard, &so_far.pilot, refusal).await;
+                    }
+                }
                 continue;
             }
             match effect {
@@ -150,7 +219,7 @@ impl Engine {
                         write.create = Some(NewDraft { name: name.clone(), channel: channel.clone() });
                         write.audit.push((PilotRef::Created, rules::created_audit(name.as_str())));
                     }
-                    Err(taken) => return self.name_refused(req, conv, before.as_ref(), taken).await,
+                    Err(taken) => return self.name_refused(req, settings, conv, before.as_ref(), taken).await,
                 },
                 Effect::DeleteDraft => {
                     let Some(p) = changes.take() else { return Err(StoreError::PilotGone) };
@@ -205,7 +274,7 @@ impl Engine {
                     _ => None,
                 });
                 let taken = self.ephemeral(req, self.name_taken(req, name.unwrap_or_default(), None));
-                return self.name_refused(req, conv, before.as_ref(), taken).await;
+                return self.name_refused(req, settings, conv, before.as_ref(), taken).await;
             }
             Err(e) => return Err(e),
         };
@@ -223,12 +292,21 @@ impl Engine {
             .unwrap_or_else(|| conv.scratch.clone());
         let mut replies = Vec::new();
         for say in says {
-            self.say(req, say, before.as_ref(), after.as_ref(), &scratch, &mut replies);
+            self.say(req, settings, say, before.as_ref(), after.as_ref(), &scratch, &mut replies);
+        }
+        if let (Some(b), Some(a)) = (&before, &after) {
+            let change = effects.iter().find_map(|e| match e {
+                Effect::Set(c) => Some(self.prompts.text(Key::for_step(c.step())).to_lowercase()),
+                _ => None,
+            });
+            if let Some(change) = change {
+                self.voided(req, &change, b, a, &mut replies);
+            }
         }
         if let Some(at) = waits_at {
             // A refused or vague answer leaves the question open: say how to answer it again, starting from the
             // text just given when it was refused as typed.
-            let again = self.ask(req, at, after.as_ref().or(before.as_ref()), &scratch);
+            let again = self.ask(req, settings, at, after.as_ref().or(before.as_ref()), &scratch);
             let refused = match &req.input {
                 Input::Text(text) if at == conv.at => Some(text.clone()),
                 _ => None,

@@ -13,7 +13,7 @@ use crate::domain::{
 /// The columns of a [`PilotRow`].
 pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
      sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, owner_status, next_review_date, decision, \
-     decision_reason, kill_category, scale_override, extensions, evidence_workflow_live, evidence_owner_running, \
+     decision_reason, kill_category, scale_override, evidence_due, extensions, evidence_workflow_live, evidence_owner_running, \
      pnl_realised, nudges_sent, cycle, heads_up_sent, cycle_nudges, unanswered, last_nudge_at, escalated, posted, \
      snoozes, snoozed_until, next_action_at, updated_at, version";
 
@@ -41,6 +41,7 @@ pub struct PilotRow {
     decision_reason: Option<String>,
     kill_category: Option<String>,
     scale_override: bool,
+    evidence_due: Option<NaiveDate>,
     extensions: i32,
     evidence_workflow_live: bool,
     evidence_owner_running: bool,
@@ -90,6 +91,7 @@ impl PilotRow {
             decision_reason: self.decision_reason,
             kill_category,
             scale_override: self.scale_override,
+            evidence_due: self.evidence_due,
             extensions: u32::try_from(self.extensions).unwrap_or(0),
             evidence: EvidenceState {
                 workflow_live: self.evidence_workflow_live,
