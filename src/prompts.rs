@@ -117,7 +117,7 @@ keys! {
     EvidenceUnit = "evidence.invalid_unit" [unit, line_unit],
     OnlyOwner = "evidence.only_owner" [owner],
     OnlyOwnerNow = "evidence.only_owner_now" [pilot, owner],
-    OwnerNotAcceptedEvidence = "evidence.owner_not_accepted" [pilot],
+    OwnerNotAcceptedEvidence = "evidence.owner_not_accepted" [pilot, declined],
     EvidenceNotAllowed = "evidence.not_allowed" [pilot],
     EvidenceVoided = "evidence.voided" [pilot, step, items],
     EvidenceVoidedDm = "evidence.voided_dm" [pilot, step, items, user],

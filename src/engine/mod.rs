@@ -537,7 +537,10 @@ impl Engine {
             rules::Refusal::SponsorIsOwner => p.render(Key::SponsorIsOwner, context! { pilot => name, user => owner }),
             rules::Refusal::OnlyOwner if now => p.render(Key::OnlyOwnerNow, context! { pilot => name, owner }),
             rules::Refusal::OnlyOwner => p.render(Key::OnlyOwner, context! { owner }),
-            rules::Refusal::OwnerNotAccepted => p.render(Key::OwnerNotAcceptedEvidence, context! { pilot => name }),
+            rules::Refusal::OwnerNotAccepted => {
+                let declined = pilot.is_some_and(|p| p.owner_status == crate::domain::OwnerStatus::Declined);
+                p.render(Key::OwnerNotAcceptedEvidence, context! { pilot => name, declined })
+            }
             rules::Refusal::EvidenceNotAllowed => p.render(Key::EvidenceNotAllowed, context! { pilot => name }),
             rules::Refusal::NotOpen(stage) => {
                 p.render(Key::NotOpen, context! { pilot => name, stage => self.stage(*stage) })

@@ -296,7 +296,7 @@ impl Engine {
         }
         if let (Some(b), Some(a)) = (&before, &after) {
             let change = effects.iter().find_map(|e| match e {
-                Effect::Set(c) => Some(self.prompts.text(Key::for_step(c.step())).to_lowercase()),
+                Effect::Set(c) => Some(lower_first(&self.prompts.text(Key::for_step(c.step())))),
                 _ => None,
             });
             if let Some(change) = change {
@@ -320,5 +320,16 @@ impl Engine {
             replies.push(self.dm(pilot, &r.registered_by, text, Vec::new()));
         }
         Ok(replies)
+    }
+}
+
+/// `Workflow` -> `workflow`, for a label inside a sentence; `P&L line` stays as it is.
+fn lower_first(label: &str) -> String {
+    let mut chars = label.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if second.is_lowercase() => {
+            first.to_lowercase().chain(label.chars().skip(1)).collect()
+        }
+        _ => label.to_owned(),
     }
 }
