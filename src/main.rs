@@ -110,7 +110,7 @@ async fn run() -> anyhow::Result<()> {
                 println!("{}", engine.prompts().text(lastmile::prompts::Key::ConsoleHelp));
             }
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = std::io::stdout();
             console::run(&engine, opts, stdin, &mut stdout).await?;
             engine.store().close().await;
         }
@@ -143,7 +143,7 @@ async fn run() -> anyhow::Result<()> {
                 admins: vec!["dana".into()],
                 chart_dir: dir.clone(),
             };
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = std::io::stdout();
             console::run(&engine, opts, script.as_bytes(), &mut stdout).await?;
             engine.store().close().await;
             eprintln!("(the demo database and chart are in {})", dir.display());

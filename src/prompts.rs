@@ -148,8 +148,10 @@ keys! {
     // The schedule: heads-ups, nudges, escalation.
     HeadsUp = "schedule.heads_up" [pilot, date, count, missing],
     NudgeDm = "schedule.nudge" [pilot, date, count, missing, nudge, snooze_days],
-    EscalationDm = "schedule.escalation" [pilot, date, owner, nudges, count, missing],
-    RiskPost = "schedule.risk_post" [pilot, date, owner, sponsor, nudges, reasons],
+    EscalationDm = "schedule.escalation" [pilot, date, owner, nudges, count, missing, owner_accepted, debt],
+    RiskPost = "schedule.risk_post" [pilot, date, owner, sponsor, nudges, reasons, owner_accepted],
+    OwnerNeededDm = "schedule.owner_needed" [pilot, date, owner, declined, overdue],
+    EvidenceDebtDm = "schedule.evidence_debt" [pilot, date, count, missing, overdue],
     DmFallback = "schedule.dm_fallback" [user, text],
     ChoiceAddEvidence = "choice.add_evidence" [],
     ChoiceNewDate = "choice.new_date" [],
@@ -206,6 +208,7 @@ keys! {
     FlagOwnerNotAccepted = "flag.owner_not_accepted" [],
     FlagOverdue = "flag.overdue" [],
     FlagScaledWithoutEvidence = "flag.scaled_without_evidence" [],
+    FlagNoSponsor = "flag.no_sponsor" [],
     ReasonNoAcceptedOwner = "reason.no_accepted_owner" [],
     ReasonNoLiveWorkflow = "reason.no_live_workflow" [],
     ReasonOwnerNotRunning = "reason.owner_not_running" [],
@@ -273,6 +276,7 @@ keys! {
     ShortcutExtend = "shortcut.extend" [],
     ShortcutKill = "shortcut.kill" [],
     ShortcutEvidence = "shortcut.evidence" [],
+    ShortcutNameOwner = "shortcut.name_owner" [],
 
     DiscordAnswer = "discord.answer" [],
     DiscordCurrent = "discord.current" [],

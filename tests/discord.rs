@@ -94,7 +94,7 @@ async fn run_script(engine: &Engine, who: Who, script: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// A scoped pilot registered by Bob, owned by Dave, sponsored by Erin, reviewed on 2027-01-06.
+/// A scoped pilot registered by Bob, owned by Dave (who accepted), sponsored by Erin, reviewed on 2027-01-06.
 fn scoped(name: &str) -> impl FnOnce(&mut Vec<String>) {
     let name = name.to_owned();
     move |s: &mut Vec<String>| {
@@ -106,6 +106,9 @@ fn scoped(name: &str) -> impl FnOnce(&mut Vec<String>) {
             format!("@{}", ERIN.id),
             "default".into(),
             "1".into(),
+            format!(":as @{}", DAVE.id),
+            "Accept".into(),
+            format!(":as @{}", BOB.id),
         ]);
     }
 }

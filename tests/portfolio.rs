@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use lastmile::domain::{ChannelId, UserId, WorkspaceId};
 use lastmile::engine::{Destination, Reply};
-use lastmile::schedule::runner::{DeliveryError, Outbox};
+use lastmile::schedule::{DeliveryError, Outbox, Scheduler};
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Reply>>);
@@ -72,6 +72,7 @@ async fn one_digest_per_period_with_two_processes(url: &str) {
     seed(url, 3).await;
     let (a, b) = (common::engine(url).await, common::engine(url).await);
     let (ra, rb) = (Recorder::default(), Recorder::default());
+    let (a, b) = (Scheduler::new(a, "a"), Scheduler::new(b, "b"));
     // Monday 30 November 2026, 09:05 UTC: the default digest (Mondays 09:00) is due.
     let now: DateTime<Utc> = "2026-11-30T09:05:00Z".parse().unwrap();
     let (x, y) = tokio::join!(a.run_digests(now, &ra, None), b.run_digests(now, &rb, None));
@@ -84,8 +85,8 @@ async fn one_digest_per_period_with_two_processes(url: &str) {
     assert_eq!(a.run_digests("2026-12-07T09:00:00Z".parse().unwrap(), &ra, None).await.unwrap(), 1);
     assert_eq!(a.run_digests("2026-12-22T10:00:00Z".parse().unwrap(), &ra, None).await.unwrap(), 1);
     assert_eq!(b.run_digests("2026-12-22T10:00:00Z".parse().unwrap(), &rb, None).await.unwrap(), 0);
-    a.store().close().await;
-    b.store().close().await;
+    a.engine().store().close().await;
+    b.engine().store().close().await;
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use crate::domain::{ChannelId, UserId, WorkspaceId};
 use crate::engine::{Destination, Engine, Input, Reply, Request};
 use crate::prompts::Key;
-use crate::schedule::runner::{DeliveryError, Outbox};
+use crate::schedule::{DeliveryError, Outbox, Scheduler};
 
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
@@ -88,22 +88,26 @@ pub fn format_reply(reply: &Reply) -> String {
     out
 }
 
-/// Runs the console until the input ends. Returns the options as the input left them (speaking user, channel).
-/// Messages the scheduler hands over, printed with their time; DMs to users who closed them are refused.
-struct ConsoleOutbox<'a> {
-    closed_dms: &'a [String],
-    delivered: Mutex<Vec<(DateTime<Utc>, Reply)>>,
+/// Messages the scheduler hands over, printed with their time as they are handed over (a message is recorded as sent
+/// only once printed); DMs to users who closed them are refused.
+struct ConsoleOutbox<'a, W: Write> {
+    engine: &'a Engine,
+    opts: &'a ConsoleOptions,
+    out: Mutex<&'a mut W>,
 }
 
-impl Outbox for ConsoleOutbox<'_> {
+impl<W: Write + Send> Outbox for ConsoleOutbox<'_, W> {
     async fn deliver(&self, at: DateTime<Utc>, _workspace: &WorkspaceId, reply: &Reply) -> Result<(), DeliveryError> {
         if let Destination::Dm(u) = &reply.to
-            && self.closed_dms.iter().any(|c| c == u.as_str())
+            && self.opts.closed_dms.iter().any(|c| c == u.as_str())
         {
             return Err(DeliveryError::DmClosed);
         }
-        self.delivered.lock().map_err(|e| DeliveryError::Failed(e.to_string()))?.push((at, reply.clone()));
-        Ok(())
+        let mut out = self.out.lock().map_err(|e| DeliveryError::Failed(e.to_string()))?;
+        let printed = writeln!(out, "[{}] {}", at.format("%Y-%m-%d %H:%M"), format_reply(reply))
+            .and_then(|()| write_attachment(self.engine, self.opts, reply, at, &mut **out))
+            .and_then(|()| out.flush());
+        printed.map_err(|e| DeliveryError::Failed(e.to_string()))
     }
 }
 
@@ -121,31 +125,27 @@ fn parse_span(s: &str) -> Option<Duration> {
     }
 }
 
-/// Runs everything the scheduler would have sent up to `now`, and prints it with its time.
-async fn run_scheduler<W: Write>(
+/// Runs everything the scheduler would have sent up to `now`, printing each message with its time as it goes.
+async fn run_scheduler<W: Write + Send>(
     engine: &Engine,
     opts: &ConsoleOptions,
     now: DateTime<Utc>,
     out: &mut W,
 ) -> std::io::Result<()> {
-    let outbox = ConsoleOutbox { closed_dms: &opts.closed_dms, delivered: Mutex::new(Vec::new()) };
+    let outbox = ConsoleOutbox { engine, opts, out: Mutex::new(out) };
     let ws = WorkspaceId::new(opts.workspace.clone());
-    if let Err(e) = engine.run_due(now, "console", &outbox, Some(&ws)).await {
+    let scheduler = Scheduler::new(engine.clone(), "console");
+    if let Err(e) = scheduler.run_due(&move || now, &outbox, Some(&ws)).await {
         tracing::error!(error = %e, "scheduler run failed");
     }
-    if let Err(e) = engine.run_digests(now, &outbox, Some(&ws)).await {
+    if let Err(e) = scheduler.run_digests(now, &outbox, Some(&ws)).await {
         tracing::error!(error = %e, "digest run failed");
-    }
-    let delivered = outbox.delivered.into_inner().unwrap_or_default();
-    for (at, reply) in delivered {
-        writeln!(out, "[{}] {}", at.format("%Y-%m-%d %H:%M"), format_reply(&reply))?;
-        write_attachment(engine, opts, &reply, at, out)?;
     }
     Ok(())
 }
 
 /// The console cannot show a picture: it writes the attachment to a file and prints its path.
-fn write_attachment<W: Write>(
+fn write_attachment<W: Write + ?Sized>(
     engine: &Engine,
     opts: &ConsoleOptions,
     reply: &Reply,
@@ -167,7 +167,7 @@ fn write_attachment<W: Write>(
 }
 
 /// Moves the simulated clock forward by `span`, firing each due item at its due time, in order.
-async fn advance<W: Write>(
+async fn advance<W: Write + Send>(
     engine: &Engine,
     opts: &mut ConsoleOptions,
     span: Duration,
@@ -180,7 +180,7 @@ async fn advance<W: Write>(
     for _ in 0..10_000 {
         let next = match engine.store().next_action_at(Some(&ws)).await {
             Ok(next) => {
-                let digest = engine.next_digest_at(&ws, clock).await.ok().flatten();
+                let digest = Scheduler::new(engine.clone(), "console").next_digest_at(&ws, clock).await.ok().flatten();
                 [next, digest].into_iter().flatten().min()
             }
             Err(e) => {
@@ -194,7 +194,7 @@ async fn advance<W: Write>(
                 run_scheduler(engine, opts, clock, out).await?;
                 if engine.store().next_action_at(Some(&ws)).await.ok().flatten() == Some(t) && t <= clock {
                     // The item could not be sent (for example a failing delivery): wait for its lease.
-                    clock += crate::schedule::runner::LEASE;
+                    clock += crate::schedule::LEASE;
                 }
             }
             _ => break,
@@ -205,7 +205,7 @@ async fn advance<W: Write>(
 }
 
 /// Runs the console until the input ends. Returns the options as the input left them (speaking user, channel).
-pub async fn run<R: AsyncBufRead + Unpin, W: Write>(
+pub async fn run<R: AsyncBufRead + Unpin, W: Write + Send>(
     engine: &Engine,
     mut opts: ConsoleOptions,
     input: R,

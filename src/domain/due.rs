@@ -121,9 +121,20 @@ fn day_start(date: NaiveDate, settings: &WorkspaceSettings, tz: Tz) -> DateTime<
     allowed(local_instant(tz, date, settings.quiet_end % 24), settings, tz)
 }
 
-/// Whether a pilot is still owed messages: scoped, undecided, with a review date and without 3/3 evidence.
+/// The date a pilot's messages count towards: the review date in force while it is scoped; for a pilot scaled by
+/// override, the date by which the evidence it owes is due.
+pub fn cycle_date(p: &Pilot) -> Option<NaiveDate> {
+    match p.stage {
+        Stage::Scoped => p.due_date(),
+        Stage::InProduction => p.evidence_due,
+        Stage::Draft | Stage::Killed => None,
+    }
+}
+
+/// Whether a pilot is still owed messages: undecided with a review date, or scaled on credit, and without 3/3
+/// evidence.
 pub fn needs_review(p: &Pilot) -> bool {
-    p.stage == Stage::Scoped && p.due_date().is_some() && p.evidence_count() < 3
+    cycle_date(p).is_some() && p.evidence_count() < 3
 }
 
 /// The next message due for a pilot, if any. Catch-up comes free: the next nudge counts from the last one
@@ -137,7 +148,7 @@ pub fn next_due_in(p: &Pilot, state: &ScheduleState, settings: &WorkspaceSetting
     if !needs_review(p) {
         return None;
     }
-    let due = p.due_date()?;
+    let due = cycle_date(p)?;
     let st = state.for_cycle(due);
     let first_nudge = day_start(due + Days::new(u64::from(settings.grace_days)), settings, tz);
     if !st.heads_up_sent && settings.heads_up_days > 0 && st.cycle_nudges == 0 {

@@ -215,6 +215,8 @@ pub enum Flag {
     OwnerNotAccepted,
     Overdue,
     ScaledWithoutEvidence,
+    /// Scoped without a sponsor (the workspace's `sponsor_required` was off).
+    NoSponsor,
 }
 
 impl Flag {
@@ -223,6 +225,7 @@ impl Flag {
             Flag::OwnerNotAccepted => "owner_not_accepted",
             Flag::Overdue => "overdue",
             Flag::ScaledWithoutEvidence => "scaled_without_evidence",
+            Flag::NoSponsor => "no_sponsor",
         }
     }
 }
@@ -266,8 +269,12 @@ pub fn flags(p: &Pilot, today: NaiveDate) -> Vec<Flag> {
     if p.is_overdue(today) {
         flags.push(Flag::Overdue);
     }
-    if p.stage == Stage::InProduction && p.scale_override {
+    // Scaled by override: a debt until the missing evidence is on record.
+    if p.stage == Stage::InProduction && p.scale_override && p.evidence_count() < 3 {
         flags.push(Flag::ScaledWithoutEvidence);
+    }
+    if matches!(p.stage, Stage::Scoped | Stage::InProduction) && p.sponsor.is_none() {
+        flags.push(Flag::NoSponsor);
     }
     flags
 }
@@ -281,7 +288,7 @@ mod tests {
     }
 
     fn scoped() -> Pilot {
-        crate::domain::pilot::sample("P", Stage::Scoped)
+        Pilot { sponsor: Some(crate::domain::UserId::new("carol")), ..crate::domain::pilot::sample("P", Stage::Scoped) }
     }
 
     #[test]
@@ -348,5 +355,7 @@ mod tests {
         assert!(flags(&accepted, d("2027-01-01")).is_empty());
         let draft = Pilot { stage: Stage::Draft, ..scoped() };
         assert!(flags(&draft, d("2027-01-01")).is_empty());
+        let unsponsored = Pilot { sponsor: None, ..accepted };
+        assert_eq!(flags(&unsponsored, d("2027-01-01")), vec![Flag::NoSponsor]);
     }
 }

@@ -315,6 +315,10 @@ pub fn apply(
                 EvidenceKind::OwnerRunning => next.evidence.owner_running = true,
                 EvidenceKind::PnlMoved => next.evidence.pnl_realised = item.value,
             }
+            // The evidence an override owed is paid once 3/3 is on record.
+            if next.evidence_count() == 3 {
+                next.evidence_due = None;
+            }
             records.push(audit("evidence", Some(item.kind.as_str()), None, Some(item.note.clone())));
             next.updated_at = now;
         }

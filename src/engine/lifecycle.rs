@@ -29,6 +29,7 @@ fn flag_key(f: Flag) -> Key {
         Flag::OwnerNotAccepted => Key::FlagOwnerNotAccepted,
         Flag::Overdue => Key::FlagOverdue,
         Flag::ScaledWithoutEvidence => Key::FlagScaledWithoutEvidence,
+        Flag::NoSponsor => Key::FlagNoSponsor,
     }
 }
 

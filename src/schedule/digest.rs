@@ -4,10 +4,9 @@
 use chrono::{DateTime, Duration, Utc};
 use croner::Cron;
 
-use super::runner::Outbox;
+use super::scheduler::{Outbox, Scheduler};
 use crate::domain::due::zone;
 use crate::domain::{ChannelId, WorkspaceId, WorkspaceSettings};
-use crate::engine::Engine;
 use crate::store::StoreError;
 
 fn schedule(settings: &WorkspaceSettings) -> Option<Cron> {
@@ -37,17 +36,17 @@ fn latest_between(
     latest
 }
 
-impl Engine {
+impl Scheduler {
     /// When the next digest of a workspace is due after `after`.
     pub async fn next_digest_at(
         &self,
         ws: &WorkspaceId,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let settings = self.store().settings(ws).await?;
+        let settings = self.engine().store().settings(ws).await?;
         let Some(cron) = schedule(&settings) else { return Ok(None) };
-        let Some((start, _)) = self.store().workspace_start(ws).await? else { return Ok(None) };
-        let last = self.store().last_digest(ws).await?;
+        let Some((start, _)) = self.engine().store().workspace_start(ws).await? else { return Ok(None) };
+        let last = self.engine().store().last_digest(ws).await?;
         let from = [Some(after), Some(start), last].into_iter().flatten().max().unwrap_or(after);
         let tz = zone(&settings);
         Ok(cron.find_next_occurrence(&from.with_timezone(&tz), false).ok().map(|t| t.with_timezone(&Utc)))
@@ -63,21 +62,21 @@ impl Engine {
     ) -> Result<usize, StoreError> {
         let workspaces = match only {
             Some(ws) => vec![ws.clone()],
-            None => self.store().workspaces().await?,
+            None => self.engine().store().workspaces().await?,
         };
         let mut posted = 0;
         for ws in workspaces {
-            let settings = self.store().settings(&ws).await?;
+            let settings = self.engine().store().settings(&ws).await?;
             let Some(cron) = schedule(&settings) else { continue };
-            let Some((start, home)) = self.store().workspace_start(&ws).await? else { continue };
-            let last = self.store().last_digest(&ws).await?;
+            let Some((start, home)) = self.engine().store().workspace_start(&ws).await? else { continue };
+            let last = self.engine().store().last_digest(&ws).await?;
             let from = [Some(start), last, Some(now - Duration::days(8))].into_iter().flatten().max().unwrap_or(now);
             let Some(period) = latest_between(&cron, &settings, from, now) else { continue };
-            if !self.store().claim_digest(&ws, period, now).await? {
+            if !self.engine().store().claim_digest(&ws, period, now).await? {
                 continue;
             }
             let channel = ChannelId::new(settings.review_channel.clone().unwrap_or(home));
-            let post = self.portfolio_post(&ws, channel, now).await?;
+            let post = self.engine().portfolio_post(&ws, channel, now).await?;
             if let Err(e) = outbox.deliver(now, &ws, &post).await {
                 tracing::warn!(workspace = ws.as_str(), error = ?e, "digest could not be posted");
                 continue;

@@ -2,6 +2,8 @@
 //! and the digest.
 
 pub mod digest;
-pub mod runner;
+pub mod scheduler;
+
+pub use scheduler::{Clock, DeliveryError, LEASE, Outbox, RunOutcome, Scheduler};
 
 pub use crate::domain::due::{Due, DueKind, ScheduleState, next_due};

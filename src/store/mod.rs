@@ -123,6 +123,16 @@ const CLAIM_DUE: &str =
 const PNL_MOVED: &str = "pnl_realised IS NOT NULL AND ((pnl_target > pnl_baseline AND pnl_realised > pnl_baseline) \
      OR (pnl_target < pnl_baseline AND pnl_realised < pnl_baseline))";
 
+/// What became of a message the scheduler sent, when it came to record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Sent,
+    /// Its idempotency key was recorded already: it had been sent before.
+    AlreadySent,
+    /// The sender's claim on the pilot ran out before it recorded: nothing was written.
+    ClaimLost,
+}
+
 /// A review cycle's date, as the deliveries table keys it.
 pub type NaiveDateKey = chrono::NaiveDate;
 
@@ -316,23 +326,44 @@ impl Store {
         rows.into_iter().map(PilotRow::into_domain).collect()
     }
 
-    /// Sets when a pilot's next message is due (None: nothing is); `release` also gives up a claim on it.
+    /// Sets when a pilot's next message is due (None: nothing is). With `claimed_by`, only while that worker holds
+    /// the pilot's claim, which it then gives up.
     pub async fn set_next_action(
         &self,
         ws: &WorkspaceId,
         id: PilotId,
         at: Option<DateTime<Utc>>,
-        release: bool,
+        claimed_by: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sql = if release {
-            "UPDATE pilots SET next_action_at = $3, claimed_until = NULL, claimed_by = NULL WHERE workspace = $1 AND id = $2"
-        } else {
-            "UPDATE pilots SET next_action_at = $3 WHERE workspace = $1 AND id = $2"
+        let sql = match claimed_by {
+            Some(_) => {
+                "UPDATE pilots SET next_action_at = $3, claimed_until = NULL, claimed_by = NULL \
+                 WHERE workspace = $1 AND id = $2 AND claimed_by = $4"
+            }
+            None => "UPDATE pilots SET next_action_at = $3 WHERE workspace = $1 AND id = $2",
         };
         with_pool!(self, pool => {
-            sqlx::query(sql).bind(ws.as_str()).bind(id.0).bind(at).execute(pool).await?;
+            sqlx::query(sql).bind(ws.as_str()).bind(id.0).bind(at).bind(claimed_by).execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Renews `worker`'s claim on a pilot until `until`, if it still holds it at `now` (its lease has not run out);
+    /// whether it does.
+    pub async fn renew_claim(
+        &self,
+        ws: &WorkspaceId,
+        id: PilotId,
+        worker: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE pilots SET claimed_until = $5 WHERE workspace = $1 AND id = $2 AND claimed_by = $3 \
+                   AND claimed_until >= $4";
+        Ok(with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(id.0).bind(worker).bind(now).bind(until).execute(pool).await?
+                .rows_affected() == 1
+        }))
     }
 
     /// Makes every scheduled pilot of a workspace due for another look (its settings changed); the runner
@@ -623,8 +654,9 @@ impl Store {
         })
     }
 
-    /// Records a message as sent under its idempotency key, with the pilot's new counters and next due time,
-    /// and releases the claim. Returns false when the key was already recorded (sent before): nothing changes.
+    /// Records a message as sent under its idempotency key, with the pilot's new counters and next due time, and
+    /// gives up the claim, if `worker` still holds it at `now`. Nothing changes when the key was recorded already
+    /// (sent before) or the claim ran out (another process may hold the pilot now).
     #[allow(clippy::too_many_arguments)]
     pub async fn record_sent(
         &self,
@@ -636,22 +668,32 @@ impl Store {
         ask: Option<(UserId, crate::dialogue::AskKind)>,
         now: DateTime<Utc>,
         worker: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let w = p.workspace.as_str();
         let insert = "INSERT INTO deliveries (workspace, pilot_id, kind, cycle, seq, sent_at, sent_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                       ON CONFLICT (pilot_id, kind, cycle, seq) DO NOTHING";
         let update = "UPDATE pilots SET cycle = $3, heads_up_sent = $4, cycle_nudges = $5, unanswered = $6, last_nudge_at = $7, \
                       escalated = $8, posted = $9, snoozes = $10, snoozed_until = $11, next_action_at = $12, \
                       nudges_sent = nudges_sent + $13, claimed_until = NULL, claimed_by = NULL, version = version + 1 \
-                      WHERE workspace = $1 AND id = $2";
+                      WHERE workspace = $1 AND id = $2 AND claimed_by = $14 AND claimed_until >= $15";
         let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         let nudged = i32::from(due.kind == crate::domain::DueKind::Nudge);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            // The claim first: a sender that no longer holds it records nothing.
+            let held = sqlx::query(update).bind(w).bind(p.id.0).bind(state.cycle).bind(state.heads_up_sent).bind(n(state.cycle_nudges))
+                .bind(n(state.unanswered)).bind(state.last_nudge_at).bind(state.escalated).bind(state.posted)
+                .bind(n(state.snoozes)).bind(state.snoozed_until).bind(next).bind(nudged).bind(worker).bind(now)
+                .execute(&mut *tx).await?.rows_affected() == 1;
+            if !held {
+                tx.rollback().await?;
+                return Ok(Recorded::ClaimLost);
+            }
             let inserted = sqlx::query(insert).bind(w).bind(p.id.0).bind(due.kind.as_str()).bind(due.cycle).bind(n(due.seq)).bind(now).bind(worker)
                 .execute(&mut *tx).await?.rows_affected() == 1;
             if !inserted {
-                return Ok(false);
+                tx.rollback().await?;
+                return Ok(Recorded::AlreadySent);
             }
             for kind in extra {
                 sqlx::query(insert).bind(w).bind(p.id.0).bind(*kind).bind(due.cycle).bind(0).bind(now).bind(worker)
@@ -665,13 +707,9 @@ impl Store {
                     .bind(w).bind(user.as_str()).bind(kind.name()).bind(p.id.0).bind(payload).bind(now)
                     .execute(&mut *tx).await?;
             }
-            sqlx::query(update).bind(w).bind(p.id.0).bind(state.cycle).bind(state.heads_up_sent).bind(n(state.cycle_nudges))
-                .bind(n(state.unanswered)).bind(state.last_nudge_at).bind(state.escalated).bind(state.posted)
-                .bind(n(state.snoozes)).bind(state.snoozed_until).bind(next).bind(nudged)
-                .execute(&mut *tx).await?;
             tx.commit().await?;
         });
-        Ok(true)
+        Ok(Recorded::Sent)
     }
 
     /// How many messages of a kind were recorded for a pilot (tests and the delivery guarantees).

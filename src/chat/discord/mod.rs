@@ -33,7 +33,7 @@ use crate::config::Secret;
 use crate::domain::{ChannelId, UserId, WorkspaceId};
 use crate::engine::{Destination, Engine, Input, Reply, Request};
 use crate::prompts::Key;
-use crate::schedule::runner::{DeliveryError, Outbox};
+use crate::schedule::{DeliveryError, Outbox, Scheduler};
 
 /// The clock the adapter reads for every request and scheduler run.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -246,14 +246,14 @@ async fn scheduler(
     mut stop: watch::Receiver<bool>,
     runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let worker = format!("discord-{}", std::process::id());
+    let worker = format!("discord-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
     let outbox = DiscordOutbox { http, engine: engine.clone(), dms };
+    let scheduler = Scheduler::new(engine, worker);
     loop {
-        let now = clock();
-        if let Err(e) = engine.run_due(now, &worker, &outbox, None).await {
+        if let Err(e) = scheduler.run_due(clock.as_ref(), &outbox, None).await {
             tracing::error!(error = %e, "scheduler run failed");
         }
-        if let Err(e) = engine.run_digests(now, &outbox, None).await {
+        if let Err(e) = scheduler.run_digests(clock(), &outbox, None).await {
             tracing::error!(error = %e, "digest run failed");
         }
         runs.fetch_add(1, Ordering::SeqCst);
