@@ -161,8 +161,8 @@ keys! {
 
     // The portfolio summary and the digest.
     PortfolioSummary = "portfolio.summary" [
-        funnel, overdue, overdue_more, risks, risks_more, bets, bets_more, healthy_kills, absorption_failures, pnl,
-        pnl_more
+        funnel, overdue, overdue_more, risks, risks_more, bets, bets_more, debts, debts_more, healthy_kills,
+        absorption_failures, pnl, pnl_more
     ],
     PortfolioChartTitle = "portfolio.chart_title" [],
     FunnelRegistered = "funnel.registered" [],
@@ -225,7 +225,8 @@ keys! {
     PilotNotFound = "pilot.not_found" [query, suggestion],
     Card = "pilot.card" [
         id, pilot, stage, workflow, owner, sponsor, pnl_line, baseline, target, review_date, registrant, registered_at,
-        owner_status, outcome, reasons, flags, evidence_count, evidence, realised, decision, extensions, next_review_date
+        owner_status, outcome, reasons, flags, evidence_count, evidence, realised, decision, extensions, next_review_date,
+        evidence_due
     ],
     ListHeader = "list.header" [scope, count],
     ListItem = "list.item" [id, pilot, stage, owner, review_date, outcome, flags, evidence_count],

@@ -56,6 +56,15 @@ pub struct Bet {
     pub due: Option<NaiveDate>,
 }
 
+/// A pilot scaled by override that still owes evidence: by when, and how much it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Debt {
+    pub name: String,
+    pub owner: Option<UserId>,
+    pub due: NaiveDate,
+    pub evidence: u8,
+}
+
 /// A P&L line's movement: targeted (target - baseline) and realised (latest measured - baseline), in its unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PnlMovement {
@@ -78,6 +87,9 @@ pub struct Portfolio {
     pub risks_total: u64,
     pub bets: Vec<Bet>,
     pub bets_total: u64,
+    /// Pilots in production by override whose evidence is still owed, soonest due first.
+    pub debts: Vec<Debt>,
+    pub debts_total: u64,
     pub healthy_kills: u64,
     pub absorption_failures: u64,
     pub pnl: Vec<PnlMovement>,
@@ -116,6 +128,11 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
         {
             p.overdue.push(Overdue { name: pilot.name.clone(), owner: pilot.owner.clone(), due, evidence });
         }
+        if pilot.stage == Stage::InProduction
+            && let Some(due) = pilot.evidence_due
+        {
+            p.debts.push(Debt { name: pilot.name.clone(), owner: pilot.owner.clone(), due, evidence });
+        }
         // Killed pilots target nothing any more; the others count towards their line.
         if pilot.stage != Stage::Killed
             && let Some(t) = &pilot.pnl
@@ -142,6 +159,8 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
     }
     p.overdue.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
     p.overdue_total = p.overdue.len() as u64;
+    p.debts.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.name.cmp(&b.name)));
+    p.debts_total = p.debts.len() as u64;
     p.risks_total = p.risks.len() as u64;
     p.bets_total = p.bets.len() as u64;
     p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()));
@@ -161,6 +180,11 @@ mod tests {
     #[test]
     fn funnel_outcomes_and_pnl_add_up() {
         let today: NaiveDate = "2027-02-01".parse().unwrap();
+        let on_credit = Pilot {
+            scale_override: true,
+            evidence_due: Some("2027-03-01".parse().unwrap()),
+            ..pilot("Credit", Stage::InProduction)
+        };
         let live = Pilot {
             stage: Stage::InProduction,
             owner_status: OwnerStatus::Accepted,
@@ -176,27 +200,28 @@ mod tests {
             ..pilot("Bet", Stage::Scoped)
         };
         let draft = pilot("Draft", Stage::Draft);
-        let p = portfolio(&[live, healthy, failed, risk, bet, draft], today);
+        let p = portfolio(&[live, healthy, failed, risk, bet, draft, on_credit], today);
         assert_eq!(
             p.funnel,
             Funnel {
-                registered: 6,
-                scoped: 5,
+                registered: 7,
+                scoped: 6,
                 owner_accepted: 1,
                 evidence_1: 1,
                 evidence_2: 1,
                 evidence_3: 1,
-                in_production: 1,
+                in_production: 2,
                 killed: 2
             }
         );
+        assert_eq!((p.debts.len(), p.debts[0].name.as_str(), p.debts[0].evidence), (1, "Credit", 0));
         assert_eq!((p.healthy_kills, p.absorption_failures), (1, 1));
         assert_eq!(p.risks.len(), 1);
         assert_eq!(p.risks[0].name, "Risky");
         assert_eq!(p.overdue.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["Risky"]);
         assert_eq!(p.bets.len(), 1);
-        // Live, Risky and Bet target -20 each (drafts and kills do not count); only Live realised -15.
+        // Live, Risky, Bet and Credit target -20 each (drafts and kills do not count); only Live realised -15.
         assert_eq!(p.pnl.len(), 1);
-        assert_eq!((p.pnl[0].pilots, p.pnl[0].targeted, p.pnl[0].realised, p.pnl[0].measured), (3, -60.0, -15.0, 1));
+        assert_eq!((p.pnl[0].pilots, p.pnl[0].targeted, p.pnl[0].realised, p.pnl[0].measured), (4, -80.0, -15.0, 1));
     }
 }

@@ -174,6 +174,7 @@ impl Engine {
                 flags => self.join_labels(flags(pilot, today).into_iter().map(flag_key)),
                 evidence_count => pilot.evidence_count(), evidence => self.evidence_line(pilot),
                 decision => self.decision_text(pilot), extensions => pilot.extensions,
+                evidence_due => pilot.evidence_due.map(|d| d.to_string()),
                 next_review_date => self.date(pilot.due_date()),
             },
         )

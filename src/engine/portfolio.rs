@@ -77,6 +77,17 @@ impl Engine {
                 detail: b.extensions.to_string(),
             })
             .collect();
+        let debts: Vec<Item> = p
+            .debts
+            .iter()
+            .take(limit)
+            .map(|d| Item {
+                pilot: d.name.clone(),
+                owner: self.person(d.owner.as_ref()),
+                date: d.due.to_string(),
+                detail: format!("{}/3", d.evidence),
+            })
+            .collect();
         let pnl: Vec<_> = p
             .pnl
             .iter()
@@ -94,7 +105,8 @@ impl Engine {
             context! {
                 overdue_more => more(p.overdue_total, overdue.len()), risks_more => more(p.risks_total, risks.len()),
                 bets_more => more(p.bets_total, bets.len()), pnl_more => more(p.pnl.len() as u64, pnl.len()),
-                funnel, overdue, risks, bets, healthy_kills => p.healthy_kills,
+                debts_more => more(p.debts_total, debts.len()),
+                funnel, overdue, risks, bets, debts, healthy_kills => p.healthy_kills,
                 absorption_failures => p.absorption_failures, pnl,
             },
         )

@@ -287,7 +287,8 @@ impl Scheduler {
         }
         if esc.escalate {
             // The sponsor steps in (the registrant when there is none); never the owner who did not answer.
-            let to = pilot.sponsor.clone().unwrap_or_else(|| pilot.registered_by.clone());
+            let to = pilot.sponsor.clone().filter(|s| pilot.owner.as_ref() != Some(s));
+            let to = to.unwrap_or_else(|| pilot.registered_by.clone());
             let text = p.render(
                 Key::EscalationDm,
                 context! {

@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::dialogue::{Ask, Conversation};
 use crate::domain::pilot::PilotQuery;
-use crate::domain::portfolio::{Bet, Funnel, Overdue, PnlMovement, Portfolio, Risk};
+use crate::domain::portfolio::{Bet, Debt, Funnel, Overdue, PnlMovement, Portfolio, Risk};
 use crate::domain::rules::NameHolder;
 use crate::domain::{
     Due, Pilot, PilotId, ScheduleState, Stage, UserId, WorkspaceId, WorkspaceSettings, pilot::name_key,
@@ -508,16 +508,31 @@ impl Store {
         let overdue_sql = list("next_review_date < $2");
         let risks_sql = list(&format!("next_review_date < $2 AND {evidence} < 3"));
         let bets_sql = list(&format!("extensions > 0 AND NOT (next_review_date < $2 AND {evidence} < 3)"));
+        // Pilots in production on credit: the evidence an override owes, soonest due first.
+        let debts_sql = format!(
+            "SELECT {} FROM pilots WHERE workspace = $1 AND stage = 'in_production' AND evidence_due IS NOT NULL \
+             ORDER BY evidence_due, name LIMIT $2",
+            rows::PILOT_COLUMNS
+        );
+        let debts_count = "SELECT COUNT(*) FROM pilots WHERE workspace = $1 AND stage = 'in_production' \
+                           AND evidence_due IS NOT NULL";
         type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
         type PnlRow = (Option<String>, Option<String>, i64, Option<f64>, Option<f64>, i64);
         // The two scans and the lists are independent reads: run them at once, each on its own connection.
-        let (c, pnl_rows, overdue, risks, bets): (Counts, Vec<PnlRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>) = with_pool!(self, pool => {
+        type Lists = (Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>, i64);
+        let (c, pnl_rows, (overdue, risks, bets, debts, debts_total)): (Counts, Vec<PnlRow>, Lists) = with_pool!(self, pool => {
             tokio::try_join!(
                 sqlx::query_as(&counts).bind(ws.as_str()).bind(today).fetch_one(pool),
                 sqlx::query_as(pnl).bind(ws.as_str()).fetch_all(pool),
-                sqlx::query_as(&overdue_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
-                sqlx::query_as(&risks_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
-                sqlx::query_as(&bets_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                async {
+                    tokio::try_join!(
+                        sqlx::query_as(&overdue_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                        sqlx::query_as(&risks_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                        sqlx::query_as(&bets_sql).bind(ws.as_str()).bind(today).bind(limit).fetch_all(pool),
+                        sqlx::query_as(&debts_sql).bind(ws.as_str()).bind(limit).fetch_all(pool),
+                        sqlx::query_scalar(debts_count).bind(ws.as_str()).fetch_one(pool),
+                    )
+                },
             )?
         });
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -556,6 +571,14 @@ impl Store {
             .into_iter()
             .map(|pl| Bet { extensions: pl.extensions, due: pl.due_date(), name: pl.name })
             .collect();
+        p.debts = pilots(debts)?
+            .into_iter()
+            .filter_map(|pl| {
+                let due = pl.evidence_due?;
+                Some(Debt { evidence: pl.evidence_count(), name: pl.name, owner: pl.owner, due })
+            })
+            .collect();
+        p.debts_total = n(debts_total);
         p.pnl = pnl_rows
             .into_iter()
             .map(|(line, unit, pilots, targeted, realised, measured)| PnlMovement {
