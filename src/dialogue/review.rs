@@ -67,7 +67,7 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
                 kind: DecisionKind::Scale,
                 reason: text.to_owned(),
                 category: None,
-                new_date: Some(super::scoping::default_review_date(ctx.today, ctx.default_review_weeks)),
+                new_date: Some(crate::domain::review_date::default_review_date(ctx.today, ctx.default_review_weeks)),
                 override_evidence: true,
             };
             Turn {

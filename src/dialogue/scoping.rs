@@ -1,8 +1,6 @@
 //! The scoping conversation: `/pilot register` asks the questions in order and ends on a confirmation;
 //! `/pilot edit` asks one question again. Every answer is validated before anything moves.
 
-use chrono::Days;
-
 use super::{AskKind, At, Change, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn, pick};
 use crate::domain::{Answer, ChannelId, OwnerStatus, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step};
 use crate::domain::{Pilot, PilotId};
@@ -190,7 +188,10 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
         Step::ReviewDate => {
             let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
             if answer.is_keyword("default") {
-                return Ok(Change::ReviewDate(default_review_date(ctx.today, ctx.default_review_weeks)));
+                return Ok(Change::ReviewDate(crate::domain::review_date::default_review_date(
+                    ctx.today,
+                    ctx.default_review_weeks,
+                )));
             }
             window
                 .parse(text)
@@ -198,11 +199,6 @@ pub fn read_answer(step: Step, answer: &Answer, ctx: &Ctx) -> Result<Change, Say
                 .map_err(|error| Say::Refused(Refusal::Date { answer: text.to_owned(), error }))
         }
     }
-}
-
-/// The review date proposed when none is given.
-pub fn default_review_date(today: chrono::NaiveDate, weeks: u32) -> chrono::NaiveDate {
-    today + Days::new(7 * u64::from(weeks))
 }
 
 /// The choices offered at the confirmation, in order.

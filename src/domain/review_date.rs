@@ -79,6 +79,11 @@ impl ReviewWindow {
     }
 }
 
+/// The review date proposed when none is given, `weeks` from `today` (also when an override's evidence is due).
+pub fn default_review_date(today: NaiveDate, weeks: u32) -> NaiveDate {
+    today + chrono::Days::new(7 * u64::from(weeks))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

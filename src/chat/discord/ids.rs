@@ -54,7 +54,7 @@ impl Action {
             Kind::Skip { word } => format!("{PREFIX}:s:{workspace}:{question}:{word}"),
             Kind::Run { command } => format!("{PREFIX}:r:{workspace}:{question}:{command}"),
         };
-        super::render::cut(&id, MAX_ID)
+        cut(&id, MAX_ID)
     }
 
     /// Reads a custom id; anything not made by [`Action::encode`] is None.
@@ -87,6 +87,16 @@ impl Action {
         };
         Some(Action { workspace, question, kind })
     }
+}
+
+/// `text` cut to `max` characters, ending with "…" when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 #[cfg(test)]

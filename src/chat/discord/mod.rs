@@ -575,10 +575,8 @@ impl Handler {
                         vec![]
                     }
                 };
-            choices = names
-                .into_iter()
-                .map(|n| AutocompleteChoice::new(render::cut(&n, 100), render::cut(&n, 100)))
-                .collect();
+            choices =
+                names.into_iter().map(|n| AutocompleteChoice::new(ids::cut(&n, 100), ids::cut(&n, 100))).collect();
         }
         let response = CreateInteractionResponse::Autocomplete(CreateAutocompleteResponse::new().set_choices(choices));
         self.respond(ctx, c.id, &c.token, response).await
@@ -599,7 +597,7 @@ impl Handler {
                     .message
                     .embeds
                     .iter()
-                    .find(|e| e.title.as_deref() == Some(render::cut(&current, render::MAX_EMBED_TITLE).as_str()))
+                    .find(|e| e.title.as_deref() == Some(ids::cut(&current, render::MAX_EMBED_TITLE).as_str()))
                     .and_then(|e| e.description.clone());
                 let modal = render::modal(
                     &workspace,

@@ -11,7 +11,7 @@ use serenity::all::{
     CreateSelectMenuKind, InputTextStyle, UserId as DiscordUser,
 };
 
-use super::ids::{Action, Kind};
+use super::ids::{Action, Kind, cut};
 use crate::commands::{COMMANDS, OptionKind};
 use crate::domain::Step;
 use crate::engine::{Expect, Reply};
@@ -39,16 +39,6 @@ pub struct Message {
     pub components: Vec<CreateActionRow>,
     pub mentions: CreateAllowedMentions,
     pub file: Option<CreateAttachment>,
-}
-
-/// `text` cut to `max` characters, ending with "…" when cut.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// `text` within `max` characters: whole lines while they fit, then "…and N more lines".

@@ -1,0 +1,65 @@
+//! Settings as stored: a workspace's (JSON, the defaults until an admin changes one) and each person's time zone.
+
+use chrono::{DateTime, Utc};
+
+use super::{Pool, Store, StoreError};
+use crate::domain::{UserId, WorkspaceId, WorkspaceSettings};
+
+/// A workspace's settings as stored (JSON), or the defaults when it has none.
+pub(super) fn parse_settings(ws: &WorkspaceId, json: Option<String>) -> Result<WorkspaceSettings, StoreError> {
+    match json {
+        Some(j) => {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))
+        }
+        None => Ok(WorkspaceSettings::default()),
+    }
+}
+
+impl Store {
+    /// A person's own time zone in a workspace, if they set one.
+    pub async fn user_timezone(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT timezone FROM user_settings WHERE workspace = $1 AND user_id = $2";
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(ws.as_str()).bind(user.as_str()).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn set_user_timezone(
+        &self,
+        ws: &WorkspaceId,
+        user: &UserId,
+        tz: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO user_settings (workspace, user_id, timezone, updated_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (workspace, user_id) DO UPDATE SET timezone = $3, updated_at = $4";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(user.as_str()).bind(tz).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The workspace's settings (the defaults until an admin changes one).
+    pub async fn settings(&self, ws: &WorkspaceId) -> Result<WorkspaceSettings, StoreError> {
+        let sql = "SELECT settings FROM workspace_settings WHERE workspace = $1";
+        let json: Option<String> = with_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(ws.as_str()).fetch_optional(pool).await?
+        });
+        parse_settings(ws, json)
+    }
+
+    pub async fn save_settings(
+        &self,
+        ws: &WorkspaceId,
+        settings: &WorkspaceSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = "INSERT INTO workspace_settings (workspace, settings, updated_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (workspace) DO UPDATE SET settings = $2, updated_at = $3";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(json).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+}
