@@ -309,6 +309,50 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write + Send>(
 mod tests {
     use super::*;
 
+    /// A writer that refuses everything, as a closed terminal would.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The console hands a message over by printing it: one it could not print is not handed over, so the
+    /// scheduler does not record it as sent.
+    #[tokio::test]
+    async fn a_message_the_console_cannot_print_is_not_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = crate::open_store(&url).await.unwrap();
+        let prompts = std::sync::Arc::new(crate::prompts::Prompts::embedded().unwrap());
+        let engine = Engine::new(store, prompts, crate::engine::EngineSettings::default());
+        let opts = ConsoleOptions {
+            workspace: "w".into(),
+            user: "bob".into(),
+            channel: "general".into(),
+            now: None,
+            bots: vec![],
+            interactive: false,
+            closed_dms: vec![],
+            admins: vec![],
+            chart_dir: dir.path().to_owned(),
+        };
+        let (mut closed, mut open) = (Closed, Vec::new());
+        let reply = Reply::new(Destination::Dm(UserId::new("alice")), "Heads-up".into());
+        let at = Utc::now();
+        let ws = WorkspaceId::new("w");
+        let outbox = ConsoleOutbox { engine: &engine, opts: &opts, out: Mutex::new(&mut closed) };
+        assert!(matches!(outbox.deliver(at, &ws, &reply).await, Err(DeliveryError::Failed(_))));
+        let outbox = ConsoleOutbox { engine: &engine, opts: &opts, out: Mutex::new(&mut open) };
+        assert_eq!(outbox.deliver(at, &ws, &reply).await, Ok(()));
+        assert!(String::from_utf8(open).unwrap().contains("[dm @alice] Heads-up"));
+        engine.store().close().await;
+    }
+
     #[test]
     fn mentions_translate_both_ways() {
         assert_eq!(mentions_in("@alice and @&leads"), "<@alice> and <@&leads>");

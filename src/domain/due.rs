@@ -315,6 +315,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pilot_scaled_by_override_is_reminded_of_the_evidence_it_owes_until_it_is_on_record() {
+        let s = WorkspaceSettings::default();
+        let scaled = Pilot {
+            stage: Stage::InProduction,
+            scale_override: true,
+            evidence_due: Some(d("2027-02-17")),
+            ..pilot("2027-01-06")
+        };
+        assert_eq!(cycle_date(&scaled), Some(d("2027-02-17")));
+        let due = next_due(&scaled, &ScheduleState::default(), &s).unwrap();
+        assert_eq!((due.kind, due.cycle), (DueKind::HeadsUp, d("2027-02-17")));
+        let paid = Pilot {
+            evidence: EvidenceState { workflow_live: true, owner_running: true, pnl_realised: Some(90.0) },
+            ..scaled.clone()
+        };
+        assert_eq!(next_due(&paid, &ScheduleState::default(), &s), None);
+        let scaled_proven = Pilot { evidence_due: None, ..scaled };
+        assert_eq!(next_due(&scaled_proven, &ScheduleState::default(), &s), None, "no debt, no reminder");
+    }
+
+    #[test]
     fn escalation_after_unanswered_nudges() {
         let s = WorkspaceSettings::default(); // escalate after 2, post after 3
         let due = Due { at: t("2027-01-14T08:00:00Z"), kind: DueKind::Nudge, cycle: d("2027-01-06"), seq: 2 };
