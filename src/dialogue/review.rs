@@ -49,7 +49,9 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, answer: &Answer, ctx: 
     let Some(pilot) = pilot else {
         return Turn::say(vec![Say::AskVoid]);
     };
-    if pilot.is_decided() {
+    // A decision is final, but for a kill of a pilot in production on credit (the rules check it again).
+    let killing = matches!(conv.at, At::KillCategory | At::KillReason);
+    if pilot.is_decided() && !(killing && crate::domain::rules::on_credit(pilot)) {
         return Turn { effects: vec![Effect::EndConversation], says: vec![Say::AskVoid] };
     }
     let text = answer.as_str();

@@ -167,9 +167,17 @@ pub fn check_evidence(
     Ok(())
 }
 
-/// Whether `actor` may decide on `p` at a review, by the roles the workspace's `deciders` names.
-pub fn check_decide(p: &Pilot, actor: &Actor, settings: &WorkspaceSettings) -> Result<(), Refusal> {
+/// Whether a pilot went into production by override and still owes the evidence: it may be decided again, by a
+/// kill.
+pub fn on_credit(p: &Pilot) -> bool {
+    p.stage == Stage::InProduction && p.evidence_due.is_some()
+}
+
+/// Whether `actor` may decide `kind` on `p` at a review, by the roles the workspace's `deciders` names. A decision is
+/// final, but for a pilot in production on credit, which may still be killed.
+pub fn check_decide(p: &Pilot, kind: DecisionKind, actor: &Actor, settings: &WorkspaceSettings) -> Result<(), Refusal> {
     match p.stage {
+        Stage::InProduction if kind == DecisionKind::Kill && on_credit(p) => {}
         Stage::InProduction | Stage::Killed => return Err(Refusal::AlreadyDecided(p.stage)),
         Stage::Draft => return Err(Refusal::NotOpen(p.stage)),
         Stage::Scoped => {}
@@ -324,7 +332,7 @@ pub fn apply(
         }
         Command::Decide(d) => {
             let approves = d.kind == DecisionKind::Extend && extension_approver(p) == actor.user;
-            match check_decide(p, actor, settings) {
+            match check_decide(p, d.kind, actor, settings) {
                 Err(Refusal::NotDecider { .. }) if approves => {}
                 other => other?,
             }
@@ -636,6 +644,15 @@ mod tests {
         assert!(apply(&p, &decision(DecisionKind::Kill, false), &platform, &s, now()).is_ok());
         // An extension's approver approves even where they are not a decider.
         assert!(run(&p, decision(DecisionKind::Extend, false), "carol", &s).is_ok());
+        // A pilot in production on credit may still be killed, and nothing else.
+        let credit =
+            run(&p, decision(DecisionKind::Scale, true), "carol", &WorkspaceSettings::default()).unwrap().pilot;
+        let credit =
+            Pilot { evidence: EvidenceState::default(), evidence_due: Some("2027-02-01".parse().unwrap()), ..credit };
+        let r = run(&credit, decision(DecisionKind::Extend, false), "carol", &WorkspaceSettings::default());
+        assert_eq!(r, Err(Refusal::AlreadyDecided(Stage::InProduction)));
+        let killed = ok(&credit, decision(DecisionKind::Kill, false), "carol");
+        assert_eq!((killed.stage, killed.evidence_due), (Stage::Killed, None));
         let killed = ok(&p, decision(DecisionKind::Kill, false), "carol");
         let r = run(&killed, decision(DecisionKind::Scale, false), "carol", &WorkspaceSettings::default());
         assert_eq!(r, Err(Refusal::AlreadyDecided(Stage::Killed)));

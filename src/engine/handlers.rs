@@ -132,7 +132,7 @@ impl Engine {
                     Ok(p) => p,
                     Err(not_found) => return Ok(vec![not_found]),
                 };
-                if let Err(r) = rules::check_decide(&p, &self.actor(req), &settings) {
+                if let Err(r) = rules::check_decide(&p, decision, &self.actor(req), &settings) {
                     return Ok(vec![self.ephemeral(req, self.rule_refusal(&r, Some(&p), true))]);
                 }
                 if let Some((conv, _)) = pending {

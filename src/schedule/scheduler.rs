@@ -296,7 +296,9 @@ impl Scheduler {
                     missing, owner_accepted => owner.is_some(), debt,
                 },
             );
-            let shortcuts = if debt { vec![] } else { e.decide_shortcuts(pilot) };
+            // A pilot in production on credit may still be killed; nothing else is left to decide.
+            let shortcuts = e.decide_shortcuts(pilot).into_iter().filter(|s| !debt || s.command.ends_with(" kill"));
+            let shortcuts = shortcuts.collect();
             out.push(Engine::with_shortcuts(dm(&to, text), shortcuts));
         }
         if esc.post && !debt {
