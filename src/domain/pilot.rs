@@ -195,6 +195,45 @@ pub struct Pilot {
 }
 
 impl Pilot {
+    /// A new draft: named and registered, nothing else on record yet.
+    pub fn draft(
+        id: PilotId,
+        workspace: WorkspaceId,
+        name: &str,
+        registered_by: UserId,
+        registered_at: DateTime<Utc>,
+        home_channel: ChannelId,
+    ) -> Pilot {
+        Pilot {
+            id,
+            workspace,
+            name: name.to_owned(),
+            stage: Stage::Draft,
+            registered_by,
+            registered_at,
+            home_channel,
+            workflow: None,
+            owner: None,
+            sponsor: None,
+            pnl: None,
+            review_date: None,
+            owner_status: OwnerStatus::Pending,
+            next_review_date: None,
+            decision: None,
+            decision_reason: None,
+            kill_category: None,
+            scale_override: false,
+            evidence_due: None,
+            extensions: 0,
+            evidence: EvidenceState::default(),
+            nudges_sent: 0,
+            schedule: ScheduleState::default(),
+            next_action_at: None,
+            updated_at: registered_at,
+            version: 1,
+        }
+    }
+
     /// Registrant, owner and sponsor may change a pilot's answers.
     pub fn may_edit(&self, user: &UserId) -> bool {
         &self.registered_by == user || self.owner.as_ref() == Some(user) || self.sponsor.as_ref() == Some(user)
@@ -206,33 +245,22 @@ impl Pilot {
 pub(crate) fn sample(name: &str, stage: Stage) -> Pilot {
     let date: NaiveDate = "2027-01-06".parse().unwrap_or_default();
     let registered = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").map(|d| d.to_utc()).unwrap_or_default();
+    let draft = Pilot::draft(
+        PilotId(1),
+        WorkspaceId::new("w"),
+        name,
+        UserId::new("bob"),
+        registered,
+        ChannelId::new("general"),
+    );
     Pilot {
-        id: PilotId(1),
-        workspace: WorkspaceId::new("w"),
-        name: name.into(),
         stage,
-        registered_by: UserId::new("bob"),
-        registered_at: registered,
-        home_channel: ChannelId::new("general"),
         workflow: Some("w".into()),
         owner: Some(UserId::new("alice")),
-        sponsor: None,
         pnl: Some(PnlTarget { line: "Claims cost".into(), unit: "GBP".into(), baseline: 100.0, target: 80.0 }),
         review_date: Some(date),
-        owner_status: OwnerStatus::Pending,
         next_review_date: Some(date),
-        decision: None,
-        decision_reason: None,
-        kill_category: None,
-        scale_override: false,
-        evidence_due: None,
-        extensions: 0,
-        evidence: EvidenceState::default(),
-        nudges_sent: 0,
-        schedule: ScheduleState::default(),
-        next_action_at: None,
-        updated_at: registered,
-        version: 1,
+        ..draft
     }
 }
 

@@ -19,8 +19,7 @@ use super::{Pool, StoreError};
 use crate::dialogue::Conversation;
 use crate::domain::rules::NameHolder;
 use crate::domain::{
-    AuditRecord, ChannelId, EvidenceKind, EvidenceRecord, EvidenceState, OwnerStatus, Pilot, PilotId, PilotName,
-    ScheduleState, Stage, UserId, WorkspaceId,
+    AuditRecord, ChannelId, EvidenceKind, EvidenceRecord, Pilot, PilotId, PilotName, Stage, UserId, WorkspaceId,
 };
 
 /// The pilot a record belongs to: one that exists, or the one the turn creates.
@@ -693,10 +692,10 @@ async fn checked_writes(tx: &mut Tx, turns: &[&TurnWrite], which: &[usize]) -> R
     let mut by_columns: HashMap<Vec<&'static str>, Vec<(usize, Map<String, Value>)>> = HashMap::new();
     for &i in &ok {
         let Some(u) = &turns[i].update else { continue };
-        let (before, after) = (columns(&u.before), columns(&u.after));
+        let (before, after) = (values(&u.before), values(&u.after));
         let mut row = Map::new();
         let mut changed = Vec::new();
-        for ((name, _, old), (_, _, new)) in before.into_iter().zip(after) {
+        for (((name, _), old), new) in COLUMNS.into_iter().zip(before).zip(after) {
             if old != new {
                 changed.push(name);
                 row.insert(name.to_owned(), new);
@@ -710,7 +709,7 @@ async fn checked_writes(tx: &mut Tx, turns: &[&TurnWrite], which: &[usize]) -> R
         row.insert("version".into(), u.before.version.into());
         by_columns.entry(changed).or_default().push((i, row));
     }
-    let types: HashMap<&str, &str> = columns(&blank()).into_iter().map(|(n, t, _)| (n, t)).collect();
+    let types: HashMap<&str, &str> = COLUMNS.into_iter().collect();
     let mut sets: Vec<_> = by_columns.into_iter().collect();
     sets.sort_by(|a, b| a.0.cmp(&b.0));
     for (changed, rows) in sets {
@@ -872,93 +871,89 @@ fn audit_row(t: &TurnWrite, pilot: Option<i64>, line: &AuditRecord) -> Value {
 
 /// The draft a turn created, as the database now has it.
 fn new_draft(t: &TurnWrite, c: &NewDraft, id: PilotId) -> Pilot {
-    Pilot {
-        id,
-        workspace: t.ws.clone(),
-        name: c.name.as_str().to_owned(),
-        stage: Stage::Draft,
-        registered_by: t.actor.clone(),
-        registered_at: t.now,
-        home_channel: c.channel.clone(),
-        updated_at: t.now,
-        version: 1,
-        ..blank()
-    }
+    Pilot::draft(id, t.ws.clone(), c.name.as_str(), t.actor.clone(), t.now, c.channel.clone())
 }
 
-/// A pilot's writable columns: name, PostgreSQL type, value as JSON. The id, workspace, registrant and the
-/// schedule's claim are never rewritten.
-fn columns(p: &Pilot) -> Vec<(&'static str, &'static str, Value)> {
+/// A pilot's writable columns, with their PostgreSQL types. The id, workspace, registrant and the schedule's claim are
+/// never rewritten.
+const COLUMNS: [(&str, &str); 35] = [
+    ("name", "TEXT"),
+    ("name_key", "TEXT"),
+    ("stage", "TEXT"),
+    ("home_channel", "TEXT"),
+    ("workflow", "TEXT"),
+    ("owner", "TEXT"),
+    ("sponsor", "TEXT"),
+    ("pnl_line", "TEXT"),
+    ("pnl_unit", "TEXT"),
+    ("pnl_baseline", "DOUBLE PRECISION"),
+    ("pnl_target", "DOUBLE PRECISION"),
+    ("review_date", "DATE"),
+    ("owner_status", "TEXT"),
+    ("next_review_date", "DATE"),
+    ("decision", "TEXT"),
+    ("decision_reason", "TEXT"),
+    ("kill_category", "TEXT"),
+    ("scale_override", "BOOLEAN"),
+    ("evidence_due", "DATE"),
+    ("extensions", "INTEGER"),
+    ("evidence_workflow_live", "BOOLEAN"),
+    ("evidence_owner_running", "BOOLEAN"),
+    ("pnl_realised", "DOUBLE PRECISION"),
+    ("nudges_sent", "INTEGER"),
+    ("cycle", "DATE"),
+    ("heads_up_sent", "BOOLEAN"),
+    ("cycle_nudges", "INTEGER"),
+    ("unanswered", "INTEGER"),
+    ("last_nudge_at", "TIMESTAMPTZ"),
+    ("escalated", "BOOLEAN"),
+    ("posted", "BOOLEAN"),
+    ("snoozes", "INTEGER"),
+    ("snoozed_until", "TIMESTAMPTZ"),
+    ("next_action_at", "TIMESTAMPTZ"),
+    ("updated_at", "TIMESTAMPTZ"),
+];
+
+/// A pilot's values for [`COLUMNS`], in order, as JSON.
+fn values(p: &Pilot) -> [Value; 35] {
     let pnl = p.pnl.as_ref();
     let n = |v: u32| Value::from(v);
     let s = &p.schedule;
-    vec![
-        ("name", "TEXT", p.name.clone().into()),
-        ("name_key", "TEXT", crate::domain::pilot::name_key(&p.name).into()),
-        ("stage", "TEXT", p.stage.as_str().into()),
-        ("home_channel", "TEXT", p.home_channel.as_str().into()),
-        ("workflow", "TEXT", p.workflow.clone().into()),
-        ("owner", "TEXT", p.owner.as_ref().map(|u| u.as_str().to_owned()).into()),
-        ("sponsor", "TEXT", p.sponsor.as_ref().map(|u| u.as_str().to_owned()).into()),
-        ("pnl_line", "TEXT", pnl.map(|t| t.line.clone()).into()),
-        ("pnl_unit", "TEXT", pnl.map(|t| t.unit.clone()).into()),
-        ("pnl_baseline", "DOUBLE PRECISION", pnl.map(|t| t.baseline).into()),
-        ("pnl_target", "DOUBLE PRECISION", pnl.map(|t| t.target).into()),
-        ("review_date", "DATE", date(p.review_date)),
-        ("owner_status", "TEXT", p.owner_status.as_str().into()),
-        ("next_review_date", "DATE", date(p.next_review_date)),
-        ("decision", "TEXT", p.decision.map(|d| d.as_str()).into()),
-        ("decision_reason", "TEXT", p.decision_reason.clone().into()),
-        ("kill_category", "TEXT", p.kill_category.map(|k| k.as_str()).into()),
-        ("scale_override", "BOOLEAN", p.scale_override.into()),
-        ("evidence_due", "DATE", date(p.evidence_due)),
-        ("extensions", "INTEGER", n(p.extensions)),
-        ("evidence_workflow_live", "BOOLEAN", p.evidence.workflow_live.into()),
-        ("evidence_owner_running", "BOOLEAN", p.evidence.owner_running.into()),
-        ("pnl_realised", "DOUBLE PRECISION", p.evidence.pnl_realised.into()),
-        ("nudges_sent", "INTEGER", n(p.nudges_sent)),
-        ("cycle", "DATE", date(s.cycle)),
-        ("heads_up_sent", "BOOLEAN", s.heads_up_sent.into()),
-        ("cycle_nudges", "INTEGER", n(s.cycle_nudges)),
-        ("unanswered", "INTEGER", n(s.unanswered)),
-        ("last_nudge_at", "TIMESTAMPTZ", s.last_nudge_at.map_or(Value::Null, ts)),
-        ("escalated", "BOOLEAN", s.escalated.into()),
-        ("posted", "BOOLEAN", s.posted.into()),
-        ("snoozes", "INTEGER", n(s.snoozes)),
-        ("snoozed_until", "TIMESTAMPTZ", s.snoozed_until.map_or(Value::Null, ts)),
-        ("next_action_at", "TIMESTAMPTZ", p.next_action_at.map_or(Value::Null, ts)),
-        ("updated_at", "TIMESTAMPTZ", ts(p.updated_at)),
+    [
+        p.name.clone().into(),
+        crate::domain::pilot::name_key(&p.name).into(),
+        p.stage.as_str().into(),
+        p.home_channel.as_str().into(),
+        p.workflow.clone().into(),
+        p.owner.as_ref().map(|u| u.as_str().to_owned()).into(),
+        p.sponsor.as_ref().map(|u| u.as_str().to_owned()).into(),
+        pnl.map(|t| t.line.clone()).into(),
+        pnl.map(|t| t.unit.clone()).into(),
+        pnl.map(|t| t.baseline).into(),
+        pnl.map(|t| t.target).into(),
+        date(p.review_date),
+        p.owner_status.as_str().into(),
+        date(p.next_review_date),
+        p.decision.map(|d| d.as_str()).into(),
+        p.decision_reason.clone().into(),
+        p.kill_category.map(|k| k.as_str()).into(),
+        p.scale_override.into(),
+        date(p.evidence_due),
+        n(p.extensions),
+        p.evidence.workflow_live.into(),
+        p.evidence.owner_running.into(),
+        p.evidence.pnl_realised.into(),
+        n(p.nudges_sent),
+        date(s.cycle),
+        s.heads_up_sent.into(),
+        n(s.cycle_nudges),
+        n(s.unanswered),
+        s.last_nudge_at.map_or(Value::Null, ts),
+        s.escalated.into(),
+        s.posted.into(),
+        n(s.snoozes),
+        s.snoozed_until.map_or(Value::Null, ts),
+        p.next_action_at.map_or(Value::Null, ts),
+        ts(p.updated_at),
     ]
-}
-
-/// A pilot with nothing on record (the columns' defaults), to fill in.
-fn blank() -> Pilot {
-    Pilot {
-        id: PilotId(0),
-        workspace: WorkspaceId::new(""),
-        name: String::new(),
-        stage: Stage::Draft,
-        registered_by: UserId::new(""),
-        registered_at: DateTime::<Utc>::UNIX_EPOCH,
-        home_channel: ChannelId::new(""),
-        workflow: None,
-        owner: None,
-        sponsor: None,
-        pnl: None,
-        review_date: None,
-        owner_status: OwnerStatus::Pending,
-        next_review_date: None,
-        decision: None,
-        decision_reason: None,
-        kill_category: None,
-        scale_override: false,
-        evidence_due: None,
-        extensions: 0,
-        evidence: EvidenceState::default(),
-        nudges_sent: 0,
-        schedule: ScheduleState::default(),
-        next_action_at: None,
-        updated_at: DateTime::<Utc>::UNIX_EPOCH,
-        version: 1,
-    }
 }
