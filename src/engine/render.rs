@@ -121,7 +121,7 @@ impl Engine {
                 );
                 out.push(self.ephemeral(req, text));
             }
-            other => self.say_lifecycle(req, settings, other, before, after, out),
+            other => self.say_lifecycle(req, other, before, after, out),
         }
     }
 

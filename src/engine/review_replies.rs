@@ -287,7 +287,6 @@ impl Engine {
     pub(super) fn say_lifecycle(
         &self,
         req: &Request,
-        settings: &WorkspaceSettings,
         say: Say,
         before: Option<&Pilot>,
         after: Option<&Pilot>,
@@ -423,7 +422,7 @@ impl Engine {
                     context! { pilot => name, sponsor => req.user.mention(), date => self.date(pilot.due_date()) },
                 );
                 out.push(dm(&requested_by, text, vec![]));
-                self.say_lifecycle(req, settings, Say::Decided(DecisionKind::Extend), before, after, out);
+                self.say_lifecycle(req, Say::Decided(DecisionKind::Extend), before, after, out);
             }
             Say::ExtensionRefused { requested_by } => {
                 out.push(self.ephemeral(req, p.text(Key::AnswerRecorded)));

@@ -155,6 +155,9 @@ pub struct Written {
 
 type Outcome = Result<Written, StoreError>;
 
+/// A turn's pilot changes as one row: the turn's position and the columns it sets.
+type ChangedRow = (usize, Map<String, Value>);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dialect {
     Sqlite,
@@ -689,7 +692,8 @@ async fn checked_writes(tx: &mut Tx, turns: &[&TurnWrite], which: &[usize]) -> R
     }
 
     // Pilots: what changed, grouped by which columns changed (one statement per set of columns).
-    let mut by_columns: HashMap<Vec<&'static str>, Vec<(usize, Map<String, Value>)>> = HashMap::new();
+    // The turns' changed values, keyed by which columns changed.
+    let mut by_columns: HashMap<Vec<&'static str>, Vec<ChangedRow>> = HashMap::new();
     for &i in &ok {
         let Some(u) = &turns[i].update else { continue };
         let (before, after) = (values(&u.before), values(&u.after));
