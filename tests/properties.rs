@@ -70,7 +70,7 @@ const SCRIPT: &[&str] = &[
     "Workflow redesign of claims intake: the intake team triages by hand; the model pre-sorts.",
     "<@alice>",
     "Claims handling cost: £4.2m -> £3.6m",
-    "skip",
+    "<@carol>",
     "2027-03-31",
     "2",
 ];

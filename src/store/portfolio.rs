@@ -6,10 +6,6 @@ use super::{Pool, Store, StoreError};
 use crate::domain::portfolio::{Bet, Debt, Funnel, Overdue, PnlMovement, Portfolio, Risk};
 use crate::domain::{Pilot, WorkspaceId};
 
-/// A measured P&L value moved its line from the baseline towards the target (as `lifecycle::pnl_moved`).
-const PNL_MOVED: &str = "pnl_realised IS NOT NULL AND ((pnl_target > pnl_baseline AND pnl_realised > pnl_baseline) \
-     OR (pnl_target < pnl_baseline AND pnl_realised < pnl_baseline))";
-
 impl Store {
     /// The portfolio of a workspace on `today`, aggregated in the database; lists hold at most `limit` items.
     pub async fn portfolio(
@@ -18,14 +14,10 @@ impl Store {
         today: chrono::NaiveDate,
         limit: i64,
     ) -> Result<Portfolio, StoreError> {
-        // One row per pilot with its evidence count and due date, then sums over them. The evidence count mirrors
-        // Pilot::evidence_count (a P&L figure counts when it moved from the baseline towards the target); the
-        // test `the_database_portfolio_equals_the_domain_one` holds the two together.
-        let per_pilot = format!(
-            "SELECT stage, owner_status, kill_category, extensions, next_review_date AS due, \
-             (CASE WHEN evidence_workflow_live THEN 1 ELSE 0 END) + (CASE WHEN evidence_owner_running THEN 1 ELSE 0 END) + \
-             (CASE WHEN {PNL_MOVED} THEN 1 ELSE 0 END) AS ev FROM pilots WHERE workspace = $1"
-        );
+        // One row per pilot with its evidence count and due date, then sums over them. The count is the domain's
+        // (`Pilot::evidence_count`), written with each change of the pilot: no rule is repeated here.
+        let per_pilot = "SELECT stage, owner_status, kill_category, extensions, next_review_date AS due, \
+                         evidence_count AS ev FROM pilots WHERE workspace = $1";
         let risky = "stage = 'scoped' AND due < $2 AND ev < 3";
         // COUNT(*) FILTER evaluates each condition once per row, a third cheaper than SUM(CASE ...) here.
         let counts = format!(
@@ -51,10 +43,7 @@ impl Store {
                    GROUP BY LOWER(TRIM(pnl_line)), pnl_unit";
         // The lists read the review date in force directly, so the (workspace, stage, next_review_date) index
         // yields them in order and LIMIT stops early.
-        let evidence = format!(
-            "(CASE WHEN evidence_workflow_live THEN 1 ELSE 0 END) + (CASE WHEN evidence_owner_running THEN 1 ELSE 0 END) \
-             + (CASE WHEN {PNL_MOVED} THEN 1 ELSE 0 END)"
-        );
+        let evidence = "evidence_count";
         let list = |condition: &str| {
             format!(
                 "SELECT {} FROM pilots WHERE workspace = $1 AND stage = 'scoped' AND {condition} \

@@ -880,7 +880,7 @@ fn new_draft(t: &TurnWrite, c: &NewDraft, id: PilotId) -> Pilot {
 
 /// A pilot's writable columns, with their PostgreSQL types. The id, workspace, registrant and the schedule's claim are
 /// never rewritten.
-const COLUMNS: [(&str, &str); 35] = [
+const COLUMNS: [(&str, &str); 36] = [
     ("name", "TEXT"),
     ("name_key", "TEXT"),
     ("stage", "TEXT"),
@@ -904,6 +904,7 @@ const COLUMNS: [(&str, &str); 35] = [
     ("evidence_workflow_live", "BOOLEAN"),
     ("evidence_owner_running", "BOOLEAN"),
     ("pnl_realised", "DOUBLE PRECISION"),
+    ("evidence_count", "INTEGER"),
     ("nudges_sent", "INTEGER"),
     ("cycle", "DATE"),
     ("heads_up_sent", "BOOLEAN"),
@@ -919,7 +920,7 @@ const COLUMNS: [(&str, &str); 35] = [
 ];
 
 /// A pilot's values for [`COLUMNS`], in order, as JSON.
-fn values(p: &Pilot) -> [Value; 35] {
+fn values(p: &Pilot) -> [Value; 36] {
     let pnl = p.pnl.as_ref();
     let n = |v: u32| Value::from(v);
     let s = &p.schedule;
@@ -947,6 +948,7 @@ fn values(p: &Pilot) -> [Value; 35] {
         p.evidence.workflow_live.into(),
         p.evidence.owner_running.into(),
         p.evidence.pnl_realised.into(),
+        Value::from(p.evidence_count()),
         n(p.nudges_sent),
         date(s.cycle),
         s.heads_up_sent.into(),
