@@ -430,6 +430,55 @@ async fn a_refused_turn_in_a_batch_leaves_nothing_and_spares_the_others(url: &st
     store.close().await;
 }
 
+/// Permissions are checked against the settings in force when a change is committed: a decision worked out on
+/// settings that an admin saved again before it was written is not written, and decided again it is refused.
+async fn a_turn_decided_on_settings_saved_since_is_not_written(url: &str) {
+    use lastmile::domain::rules::{self, Actor, Refusal};
+    use lastmile::domain::{Command, Decision, DecisionKind, KillCategory};
+    use lastmile::store::{ConversationGuard, PilotRef, PilotUpdate, StoreError, TurnWrite};
+    let engine = common::engine(url).await;
+    register(&engine, "acme", "bob", "Claims triage").await;
+    let (store, ws, bob, now) = (engine.store(), WorkspaceId::new("acme"), UserId::new("bob"), common::now());
+    let pilot = store.all_pilots(Some(&ws)).await.unwrap().remove(0);
+    let settings = store.settings(&ws).await.unwrap();
+    let kill = Command::Decide(Decision {
+        kind: DecisionKind::Kill,
+        reason: "Not worth it.".into(),
+        category: Some(KillCategory::NotWorthScaling),
+        new_date: None,
+        override_evidence: false,
+    });
+    let actor = Actor { user: &bob, platform_admin: false };
+    let changes = rules::apply(&pilot, &kill, &actor, &settings, now).expect("the registrant decides by default");
+    let mut write = TurnWrite::new(ws.clone(), bob.clone(), now, ConversationGuard::Any);
+    write.settings_revision = Some(settings.revision);
+    write.audit = changes.audit.into_iter().map(|a| (PilotRef::Id(pilot.id), a)).collect();
+    write.update = Some(PilotUpdate { before: pilot.clone(), after: changes.pilot });
+    // Meanwhile an admin narrows who decides.
+    let mut narrowed = settings.clone();
+    narrowed.set("deciders", "sponsor").unwrap();
+    store.save_settings(&ws, &narrowed, now).await.unwrap();
+    assert!(matches!(store.write(write).await, Err(StoreError::Conflict)));
+    assert_eq!(store.pilot(&ws, pilot.id).await.unwrap().unwrap(), pilot, "nothing was written");
+    let in_force = store.settings(&ws).await.unwrap();
+    assert_eq!(in_force.revision, settings.revision + 1);
+    assert!(matches!(rules::apply(&pilot, &kill, &actor, &in_force, now), Err(Refusal::NotDecider { .. })));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_turn_decided_on_settings_saved_since_is_not_written_sqlite() {
+    a_turn_decided_on_settings_saved_since_is_not_written(&TestDb::sqlite().url).await;
+}
+
+#[tokio::test]
+async fn a_turn_decided_on_settings_saved_since_is_not_written_postgres() {
+    if let Some(db) = TestDb::postgres("a_turn_decided_on_settings_saved_since_postgres").await {
+        a_turn_decided_on_settings_saved_since_is_not_written(&db.url).await;
+        db.cleanup().await;
+    }
+}
+
 /// Runs the futures at once (so that the store's writers take them in one batch) and returns their outputs in order.
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where

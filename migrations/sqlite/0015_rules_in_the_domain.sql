@@ -29,3 +29,7 @@ UPDATE pilots SET evidence_count = (CASE WHEN evidence_workflow_live THEN 1 ELSE
 DROP INDEX pilots_funnel;
 CREATE INDEX pilots_funnel ON pilots (workspace, stage, owner_status, kill_category, extensions, next_review_date,
     evidence_count);
+
+-- A workspace's settings count their saves: a turn decided on settings that were saved again before it commits is
+-- decided again (who may decide, who is an admin, whether a sponsor is required are checked as they are then).
+ALTER TABLE workspace_settings ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;

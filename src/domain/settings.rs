@@ -38,6 +38,10 @@ pub struct WorkspaceSettings {
     pub max_snoozes: u32,
     /// When the portfolio digest is posted (cron, in the workspace time zone).
     pub digest_cron: String,
+    /// How often these settings were saved (0: never, the defaults): a change decided on one revision is written
+    /// only while it is still the one in force. Kept beside the settings, not in them.
+    #[serde(skip)]
+    pub revision: i64,
 }
 
 impl Default for WorkspaceSettings {
@@ -60,6 +64,7 @@ impl Default for WorkspaceSettings {
             snooze_days: 7,
             max_snoozes: 2,
             digest_cron: "0 9 * * MON".into(),
+            revision: 0,
         }
     }
 }

@@ -204,6 +204,11 @@ impl Engine {
                     }
                 }
                 let actor = rules::Actor { user: &req.user, platform_admin: req.admin };
+                // Beyond a registrant's answers to their own draft, who may do what depends on the settings: the
+                // change is written only while the settings it was decided on are in force.
+                if so_far.pilot.stage != Stage::Draft || matches!(cmd, Command::SetStage(_)) {
+                    write.settings_revision = Some(settings.revision);
+                }
                 match rules::apply(&so_far.pilot, &cmd, &actor, settings, req.now) {
                     Ok(next) => changes = Some(so_far.then(next)),
                     Err(refusal) => {

@@ -95,13 +95,14 @@ async fn reader(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
 /// One request's row, as read.
 struct Found {
     settings: Option<String>,
+    revision: Option<i64>,
     conversation: Option<ConversationRow>,
     pilot: Option<PilotRow>,
 }
 
 impl Found {
     fn into_domain(self, ws: &WorkspaceId) -> Result<AnswerContext, StoreError> {
-        let settings = parse_settings(ws, self.settings)?;
+        let settings = parse_settings(ws, self.settings.zip(self.revision))?;
         let Some(conversation) = self.conversation else { return Ok((settings, None)) };
         Ok((settings, Some((conversation.into_domain()?, self.pilot.map(PilotRow::into_domain).transpose()?))))
     }
@@ -111,14 +112,14 @@ impl Found {
 static COLUMNS: LazyLock<String> = LazyLock::new(|| {
     let pilot = rows::PILOT_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect::<Vec<_>>();
     format!(
-        "s.settings AS workspace_settings, c.flow, c.at, c.pilot_id, c.channel, c.return_to_confirm, c.scratch, {}",
+        "s.settings AS workspace_settings, s.revision AS settings_revision, c.flow, c.at, c.pilot_id, c.channel, c.return_to_confirm, c.scratch, {}",
         pilot.join(", ")
     )
 });
 
 /// Each key's rows, looked up by their primary keys: `LIMIT 1` keeps each lookup a lookup (the planner may not
 /// turn it into a join that scans a whole table, as it did on PostgreSQL for tables it had no statistics of).
-const LOOKUPS: &str = "LEFT JOIN LATERAL (SELECT settings FROM workspace_settings WHERE workspace = k.ws LIMIT 1) s ON TRUE \
+const LOOKUPS: &str = "LEFT JOIN LATERAL (SELECT settings, revision FROM workspace_settings WHERE workspace = k.ws LIMIT 1) s ON TRUE \
      LEFT JOIN LATERAL (SELECT * FROM conversations WHERE workspace = k.ws AND user_id = k.usr LIMIT 1) c ON TRUE \
      LEFT JOIN LATERAL (SELECT * FROM pilots WHERE workspace = k.ws AND id = c.pilot_id LIMIT 1) p ON TRUE";
 
@@ -153,7 +154,8 @@ async fn read(pool: &Pool, keys: &[(&str, &str)]) -> Result<Vec<Found>, StoreErr
                 let conversation = flow.is_some().then(|| ConversationRow::from_row(&row)).transpose()?;
                 let id: Option<i64> = row.try_get("id")?;
                 let pilot = id.is_some().then(|| PilotRow::from_row(&row)).transpose()?;
-                *slot = Some(Found { settings: row.try_get("workspace_settings")?, conversation, pilot });
+                let (settings, revision) = (row.try_get("workspace_settings")?, row.try_get("settings_revision")?);
+                *slot = Some(Found { settings, revision, conversation, pilot });
             }
         };
     }

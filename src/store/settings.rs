@@ -5,11 +5,13 @@ use chrono::{DateTime, Utc};
 use super::{Pool, Store, StoreError};
 use crate::domain::{UserId, WorkspaceId, WorkspaceSettings};
 
-/// A workspace's settings as stored (JSON), or the defaults when it has none.
-pub(super) fn parse_settings(ws: &WorkspaceId, json: Option<String>) -> Result<WorkspaceSettings, StoreError> {
-    match json {
-        Some(j) => {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))
+/// A workspace's settings as stored (JSON, with their revision), or the defaults when it has none.
+pub(super) fn parse_settings(ws: &WorkspaceId, stored: Option<(String, i64)>) -> Result<WorkspaceSettings, StoreError> {
+    match stored {
+        Some((json, revision)) => {
+            let settings: WorkspaceSettings = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", ws.as_str())))?;
+            Ok(WorkspaceSettings { revision, ..settings })
         }
         None => Ok(WorkspaceSettings::default()),
     }
@@ -41,11 +43,11 @@ impl Store {
 
     /// The workspace's settings (the defaults until an admin changes one).
     pub async fn settings(&self, ws: &WorkspaceId) -> Result<WorkspaceSettings, StoreError> {
-        let sql = "SELECT settings FROM workspace_settings WHERE workspace = $1";
-        let json: Option<String> = with_pool!(self, pool => {
-            sqlx::query_scalar(sql).bind(ws.as_str()).fetch_optional(pool).await?
+        let sql = "SELECT settings, revision FROM workspace_settings WHERE workspace = $1";
+        let stored: Option<(String, i64)> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(ws.as_str()).fetch_optional(pool).await?
         });
-        parse_settings(ws, json)
+        parse_settings(ws, stored)
     }
 
     pub async fn save_settings(
@@ -55,8 +57,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = "INSERT INTO workspace_settings (workspace, settings, updated_at) VALUES ($1, $2, $3) \
-                   ON CONFLICT (workspace) DO UPDATE SET settings = $2, updated_at = $3";
+        let sql = "INSERT INTO workspace_settings (workspace, settings, updated_at, revision) VALUES ($1, $2, $3, 1) \
+                   ON CONFLICT (workspace) DO UPDATE SET settings = $2, updated_at = $3, \
+                   revision = workspace_settings.revision + 1";
         with_pool!(self, pool => {
             sqlx::query(sql).bind(ws.as_str()).bind(json).bind(now).execute(pool).await?;
         });

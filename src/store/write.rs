@@ -82,6 +82,9 @@ pub struct TurnWrite {
     pub actor: UserId,
     pub now: DateTime<Utc>,
     pub guard: ConversationGuard,
+    /// The revision of the workspace's settings the turn's rules were decided on, when they depended on them: the
+    /// turn is written only while it is still the one in force (0: the defaults, never saved).
+    pub settings_revision: Option<i64>,
     pub conversation: ConversationWrite,
     /// An abandoned registration whose name this turn takes: removed if it is still as it was read.
     pub release: Option<NameHolder>,
@@ -103,6 +106,7 @@ impl TurnWrite {
             actor,
             now,
             guard,
+            settings_revision: None,
             conversation: ConversationWrite::Keep,
             release: None,
             create: None,
@@ -258,6 +262,12 @@ struct ConversationCheck {
     at: String,
     return_to_confirm: bool,
     pilot_id: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct RevisionCheck {
+    ws: String,
+    revision: i64,
 }
 
 #[derive(FromRow)]
@@ -436,6 +446,30 @@ async fn checked_writes(tx: &mut Tx, turns: &[&TurnWrite], which: &[usize]) -> R
             };
             if !holds {
                 failed.insert(i, StoreError::Conflict);
+            }
+        }
+    }
+
+    // The settings a turn was decided on must still be in force (an admin saving them waits for this commit on
+    // PostgreSQL, which shares the rows it checks; SQLite's writer holds the whole database).
+    let revisions: Vec<(usize, i64)> =
+        which.iter().filter_map(|&i| turns[i].settings_revision.map(|r| (i, r))).collect();
+    if !revisions.is_empty() {
+        let sql = format!(
+            "SELECT s.workspace AS ws, s.revision FROM workspace_settings s WHERE s.workspace IN (SELECT ws FROM {}) \
+             ORDER BY s.workspace{}",
+            source(d, &[("ws", "TEXT")]),
+            match d {
+                Dialect::Postgres => " FOR SHARE OF s",
+                Dialect::Sqlite => "",
+            }
+        );
+        let rows = revisions.iter().map(|(i, _)| json!({"ws": turns[*i].ws.as_str()})).collect();
+        let found: HashMap<String, i64> =
+            tx.rows::<RevisionCheck>(&sql, rows).await?.into_iter().map(|r| (r.ws, r.revision)).collect();
+        for (i, revision) in revisions {
+            if found.get(turns[i].ws.as_str()).copied().unwrap_or(0) != revision {
+                failed.entry(i).or_insert(StoreError::Conflict);
             }
         }
     }
