@@ -358,6 +358,21 @@ impl std::fmt::Debug for Prompts {
     }
 }
 
+/// The longest piece of a user's own text a reply repeats: what they typed is quoted back to show what was not
+/// understood, never whole (an answer may be a thousand characters).
+pub const ECHO_MAX_CHARS: usize = 60;
+
+/// `text` as a reply quotes it: on one line, cut to [`ECHO_MAX_CHARS`] with "…".
+pub fn echo(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= ECHO_MAX_CHARS {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(ECHO_MAX_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 impl Prompts {
     /// The prompts compiled into the binary (a copy of this repository's `prompts/`).
     pub fn embedded() -> Result<Self, PromptError> {

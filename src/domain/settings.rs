@@ -107,6 +107,20 @@ pub enum SettingError {
     Invalid,
 }
 
+/// The longest value a setting takes (the longest is a list of admins' mentions).
+const MAX_VALUE_CHARS: usize = 1000;
+const MAX_CHANNEL_CHARS: usize = 80;
+const MAX_ADMINS: usize = 25;
+
+/// A digest is a digest: no two of a schedule's runs in the coming year fall on the same day.
+fn at_most_daily(cron: &croner::Cron) -> bool {
+    let Some(from) = chrono::NaiveDate::from_ymd_opt(2027, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)) else {
+        return false;
+    };
+    let mut days = std::collections::HashSet::new();
+    cron.iter_after(from.and_utc()).take(370).all(|t| days.insert(t.date_naive()))
+}
+
 fn number(value: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, SettingError> {
     value.trim().parse().ok().filter(|n| range.contains(n)).ok_or(SettingError::Invalid)
 }
@@ -136,12 +150,17 @@ impl WorkspaceSettings {
     /// Changes one setting from its text form; nothing changes when the value is invalid.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
         let v = value.trim();
+        if v.chars().count() > MAX_VALUE_CHARS {
+            return Err(SettingError::Invalid);
+        }
         let none = v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("off");
         match name {
             "review_channel" if none => self.review_channel = None,
             "review_channel" => {
+                // A channel: a platform's mention of one (`<#123>`), or its name or id (`#ai-reviews`, `C024BE91L`).
                 let id = v.trim_start_matches("<#").trim_end_matches('>').trim_start_matches('#');
-                if id.is_empty() || id.contains(char::is_whitespace) {
+                let channel_like = |c: char| c.is_alphanumeric() || "-_.".contains(c);
+                if id.is_empty() || id.chars().count() > MAX_CHANNEL_CHARS || !id.chars().all(channel_like) {
                     return Err(SettingError::Invalid);
                 }
                 self.review_channel = Some(id.to_owned());
@@ -166,13 +185,16 @@ impl WorkspaceSettings {
             "extension_limit" => self.extension_limit = number(v, 0..=20)?,
             "digest" if none => self.digest_cron = "off".into(),
             "digest" => {
-                croner::Cron::new(v).parse().map_err(|_| SettingError::Invalid)?;
+                let cron = croner::Cron::new(v).parse().map_err(|_| SettingError::Invalid)?;
+                if !at_most_daily(&cron) {
+                    return Err(SettingError::Invalid);
+                }
                 self.digest_cron = v.to_owned();
             }
             "admins" if none => self.admins.clear(),
             "admins" => {
                 let users = super::person::mentioned_users(v);
-                if users.is_empty() {
+                if users.is_empty() || users.len() > MAX_ADMINS {
                     return Err(SettingError::Invalid);
                 }
                 self.admins = users;
@@ -246,6 +268,8 @@ mod tests {
         s.set("review_channel", "#ai-reviews").unwrap();
         assert_eq!(s.review_channel.as_deref(), Some("ai-reviews"));
         s.set("digest", "0 9 * * MON").unwrap();
+        s.set("digest", "30 8 * * *").unwrap();
+        s.set("review_channel", "<#810000000000000001>").unwrap();
         s.set("admins", "<@alice> <@bob>").unwrap();
         assert_eq!(s.admins.len(), 2);
         s.set("deciders", "admins, sponsor").unwrap();
@@ -264,6 +288,12 @@ mod tests {
             ("deciders", "everyone"),
             ("deciders", ""),
             ("sponsor_required", "maybe"),
+            ("review_channel", &"c".repeat(81)),
+            ("review_channel", "#reviews; DROP"),
+            ("digest", "0 9,17 * * *"),
+            ("digest", "*/5 * * * *"),
+            ("admins", &(0..26).map(|i| format!("<@u{i}>")).collect::<Vec<_>>().join(" ")),
+            ("timezone", &"x".repeat(2000)),
         ] {
             assert_eq!(s.set(name, value), Err(SettingError::Invalid), "{name} {value}");
         }

@@ -9,7 +9,7 @@ use crate::dialogue::{At, Conversation, Flow, evidence, review, scoping};
 use crate::domain::pilot::PilotQuery;
 use crate::domain::rules;
 use crate::domain::{Pilot, Stage, Step, WorkspaceSettings};
-use crate::prompts::Key;
+use crate::prompts::{Key, echo};
 use crate::store::{ConversationGuard, StoreError};
 
 impl Engine {
@@ -72,9 +72,10 @@ impl Engine {
             Command::Edit { pilot, step } => {
                 let Some(step) = Step::parse(&step) else {
                     let steps = Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                    return Ok(vec![
-                        self.ephemeral(req, self.prompts.render(Key::EditUnknownStep, context! { step, steps })),
-                    ]);
+                    return Ok(vec![self.ephemeral(
+                        req,
+                        self.prompts.render(Key::EditUnknownStep, context! { step => echo(&step), steps }),
+                    )]);
                 };
                 let settings = self.settings_of(req, settings).await?;
                 let p = match self.find_pilot(req, &pilot).await? {
@@ -212,7 +213,9 @@ impl Engine {
         }
         let names = self.store.pilot_names(&req.workspace).await?;
         let suggestion = commands::closest(query, names.iter().map(String::as_str)).map(str::to_owned);
-        Ok(Err(self.ephemeral(req, self.prompts.render(Key::PilotNotFound, context! { query, suggestion }))))
+        Ok(Err(
+            self.ephemeral(req, self.prompts.render(Key::PilotNotFound, context! { query => echo(query), suggestion }))
+        ))
     }
 
     /// The help text, from the command description.

@@ -162,9 +162,9 @@ impl Engine {
 
     pub fn parse_error(&self, req: &Request, e: ParseError) -> Reply {
         let text = match e {
-            ParseError::Unknown { command, suggestion } => {
-                self.prompts.render(Key::UnknownCommand, context! { command, suggestion })
-            }
+            ParseError::Unknown { command, suggestion } => self
+                .prompts
+                .render(Key::UnknownCommand, context! { command => crate::prompts::echo(&command), suggestion }),
             ParseError::Usage { usage } => self.prompts.render(Key::CommandUsage, context! { usage }),
         };
         self.ephemeral(req, text)

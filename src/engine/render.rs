@@ -12,7 +12,7 @@ use crate::domain::{
     AnswerError, PersonError, Pilot, PilotNameError, PnlError, ReviewDateError, ReviewWindow, Stage, Step, UserId,
     WorkspaceSettings,
 };
-use crate::prompts::Key;
+use crate::prompts::{Key, echo};
 
 impl Engine {
     /// Why a rule refused: `now`, when the change was refused as it was committed (or a command started), rather
@@ -78,7 +78,10 @@ impl Engine {
                 if let Some(rule) = rule {
                     out.push(self.ephemeral(
                         req,
-                        p.render_rule(rule, context! { pilot => name.clone().unwrap_or_default(), answer }),
+                        p.render_rule(
+                            rule,
+                            context! { pilot => name.clone().unwrap_or_default(), answer => echo(&answer) },
+                        ),
                     ));
                 }
             }
@@ -158,7 +161,7 @@ impl Engine {
             }
             Refusal::Pnl(PnlError::SameTarget { value }) => p.render(Key::PnlSameTarget, context! { value }),
             Refusal::Date { answer, error } => match error {
-                ReviewDateError::Unparseable => p.render(Key::DateUnparseable, context! { answer }),
+                ReviewDateError::Unparseable => p.render(Key::DateUnparseable, context! { answer => echo(&answer) }),
                 ReviewDateError::NotInFuture(date) => p.render(
                     Key::DateNotFuture,
                     context! { date => date.to_string(), today => req.now.date_naive().to_string() },
@@ -175,7 +178,7 @@ impl Engine {
                 p.render(Key::NoSponsorForExtension, context! { pilot => name, limit })
             }
             Refusal::Choice { answer, choices } => {
-                p.render(Key::ChoiceUnknown, context! { answer, choices => choices.join(", ") })
+                p.render(Key::ChoiceUnknown, context! { answer => echo(&answer), choices => choices.join(", ") })
             }
         }
     }

@@ -5,7 +5,7 @@ use minijinja::context;
 use super::{Engine, Reply, Request};
 use crate::domain::rules;
 use crate::domain::settings::{SETTING_NAMES, SettingError};
-use crate::prompts::Key;
+use crate::prompts::{Key, echo};
 use crate::store::StoreError;
 
 impl Engine {
@@ -41,9 +41,10 @@ impl Engine {
                 Ok(vec![self.ephemeral(req, text)])
             }
             Err(SettingError::Unknown) => Ok(vec![self.unknown_setting(req, &setting)]),
-            Err(SettingError::Invalid) => {
-                Ok(vec![self.ephemeral(req, self.prompts().render(Key::ConfigInvalid, context! { setting, value }))])
-            }
+            Err(SettingError::Invalid) => Ok(vec![self.ephemeral(
+                req,
+                self.prompts().render(Key::ConfigInvalid, context! { setting, value => echo(&value) }),
+            )]),
         }
     }
 
@@ -58,7 +59,9 @@ impl Engine {
             return Ok(vec![self.ephemeral(req, text)]);
         };
         let Ok(tz) = zone.parse::<chrono_tz::Tz>() else {
-            return Ok(vec![self.ephemeral(req, self.prompts().render(Key::TimezoneInvalid, context! { zone }))]);
+            return Ok(vec![
+                self.ephemeral(req, self.prompts().render(Key::TimezoneInvalid, context! { zone => echo(&zone) })),
+            ]);
         };
         self.store().set_user_timezone(&req.workspace, &req.user, tz.name(), req.now).await?;
         self.store().reconsider_owner_schedule(&req.workspace, &req.user, req.now).await?;
@@ -67,9 +70,10 @@ impl Engine {
 
     fn unknown_setting(&self, req: &Request, setting: &str) -> Reply {
         let suggestion = crate::commands::closest(setting, SETTING_NAMES.iter().copied());
-        let text = self
-            .prompts()
-            .render(Key::ConfigUnknown, context! { setting, suggestion, settings => SETTING_NAMES.join(", ") });
+        let text = self.prompts().render(
+            Key::ConfigUnknown,
+            context! { setting => echo(setting), suggestion, settings => SETTING_NAMES.join(", ") },
+        );
         self.ephemeral(req, text)
     }
 }
