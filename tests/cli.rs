@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_lastmile");
 
 fn lastmile(dir: &std::path::Path) -> Command {
@@ -231,4 +233,42 @@ fn the_demo_shows_the_whole_lifecycle() {
     let chart = text.lines().find_map(|l| l.trim().strip_prefix("(chart written to ")).expect("a chart path");
     let bytes = std::fs::read(chart.trim_end_matches(')')).unwrap();
     assert!(bytes.starts_with(b"\x89PNG"));
+}
+
+/// Starts two `lastmile migrate` processes on `url` at once; both must succeed.
+fn two_migrate_at_once(dir: &std::path::Path, url: &str, attempt: usize) {
+    let start = |_| {
+        let mut c = lastmile(dir);
+        c.env("DATABASE_URL", url).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let children: Vec<_> = (0..2).map(start).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "attempt {attempt}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Two processes started together on a new database file both start: the second to migrate finds the migrations
+/// the first applied, instead of failing on them (ten tries, each on a new file).
+#[test]
+fn two_processes_starting_together_on_a_new_database_both_start() {
+    for attempt in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+        two_migrate_at_once(dir.path(), &url, attempt);
+    }
+}
+
+/// The same on PostgreSQL (five tries, each on a new database).
+#[tokio::test]
+async fn two_processes_starting_together_on_a_new_postgres_database_both_start() {
+    for attempt in 0..5 {
+        let Some(db) = common::TestDb::postgres("two_processes_starting_together_on_postgres").await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let url = db.url.clone();
+        let path = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || two_migrate_at_once(&path, &url, attempt)).await.unwrap();
+        db.cleanup().await;
+    }
 }

@@ -162,12 +162,27 @@ impl Store {
     }
 
     /// Applies the dialect's migrations that are not applied yet.
+    /// Two processes starting together on a new database may both find a migration missing: the one that applies
+    /// it second fails (SQLite has no lock for migrations), and on the next try finds it applied. A migration that
+    /// fails on its own fails every try and is reported.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        const TRIES: u64 = 5;
+        let mut tried = 0;
+        loop {
+            let outcome = match &self.pool {
+                Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+                Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(e) if tried + 1 < TRIES => {
+                    tried += 1;
+                    tracing::info!(error = %e, "migrating failed; trying again (another process may be migrating)");
+                    tokio::time::sleep(Duration::from_millis(50 * tried)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
     }
 
     pub fn dialect(&self) -> &'static str {
