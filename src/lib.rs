@@ -33,3 +33,9 @@ pub async fn open_store(url: &str) -> anyhow::Result<store::Store> {
 }
 pub mod render;
 pub mod schedule;
+
+/// Opens the store named by `url` to read it only: nothing is created or migrated (`export` on a read-only file).
+pub async fn open_store_read_only(url: &str) -> anyhow::Result<store::Store> {
+    let shown = config::redact_url(url);
+    store::Store::connect_read_only(url).await.with_context(|| format!("cannot read database {shown}"))
+}

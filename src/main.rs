@@ -115,7 +115,8 @@ async fn run() -> anyhow::Result<()> {
             engine.store().close().await;
         }
         Cmd::Export { workspace, format, now } => {
-            let store = lastmile::open_store(&config.database_url).await?;
+            // Read only: an export may run on a database file this process cannot write.
+            let store = lastmile::open_store_read_only(&config.database_url).await?;
             let ws = workspace.map(WorkspaceId::new);
             let pilots = store.all_pilots(ws.as_ref()).await?;
             let today = now.unwrap_or_else(Utc::now).date_naive();

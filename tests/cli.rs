@@ -272,3 +272,29 @@ async fn two_processes_starting_together_on_a_new_postgres_database_both_start()
         db.cleanup().await;
     }
 }
+
+/// `export` reads a database it may not write (here opened read-only by its URL, as a file without write
+/// permission would be): nothing is migrated or written; and it creates no database where there is none.
+#[test]
+fn export_reads_a_read_only_database_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
+    let (code, _, err) = run_with_input(cmd, REGISTRATION);
+    assert_eq!(code, 0, "{err}");
+    let db = dir.path().join("lastmile.db");
+    let before = std::fs::read(&db).unwrap();
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let out = lastmile(dir.path()).args(["export", "--db", &url, "--format", "csv"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains("Claims triage assistant")), "{csv}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database file is unchanged");
+    // Where there is no database, export says so and leaves none behind.
+    let missing = dir.path().join("missing.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = lastmile(dir.path()).args(["export", "--db", &url, "--format", "json"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read database"), "{out:?}");
+    assert!(!missing.exists(), "export created a database");
+}

@@ -68,6 +68,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database is behind this build's migrations (read-only commands do not migrate it).
+    #[error(
+        "the database is not migrated to this version of lastmile (at {applied:?}, needs {known:?}): run `lastmile migrate` with write access first"
+    )]
+    NotMigrated { applied: Option<i64>, known: Option<i64> },
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
     /// The database refused one turn's writes (PostgreSQL's batch function reports it per turn); nothing was written.
@@ -138,6 +143,44 @@ impl Store {
         // A connection to a local file has nothing to check before use: no ping (a round trip to its thread).
         let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
         Ok(Store::new(Pool::Sqlite(pool)))
+    }
+
+    /// Opens a database only to read it (`export`): nothing is created, migrated or written, so a database file
+    /// the process may not write (or a `?mode=ro` URL) can be read. It must be migrated already.
+    pub async fn connect_read_only(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = Store::connect(url).await?;
+            store.check_migrated().await?;
+            return Ok(store);
+        }
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else if url.contains("://") {
+            return Err(StoreError::UnsupportedUrl);
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options.read_only(true).create_if_missing(false).busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(2).test_before_acquire(false).connect_with(options).await?;
+        let store = Store::new(Pool::Sqlite(pool));
+        store.check_migrated().await?;
+        Ok(store)
+    }
+
+    /// Whether every migration this build knows is applied (a database read without migrating it must be current).
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let known = match &self.pool {
+            Pool::Sqlite(_) => sqlx::migrate!("migrations/sqlite").iter().map(|m| m.version).max(),
+            Pool::Postgres(_) => sqlx::migrate!("migrations/postgres").iter().map(|m| m.version).max(),
+        };
+        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let applied: Option<i64> = with_pool!(self, pool => {
+            sqlx::query_scalar(sql).fetch_one(pool).await.map_err(|_| StoreError::NotMigrated { applied: None, known })?
+        });
+        if applied < known {
+            return Err(StoreError::NotMigrated { applied, known });
+        }
+        Ok(())
     }
 
     fn new(pool: Pool) -> Self {
