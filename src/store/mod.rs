@@ -141,7 +141,19 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // A connection to a local file has nothing to check before use: no ping (a round trip to its thread).
-        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
+        let pool_options = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false);
+        // Two processes creating a new file at once: switching it to WAL can find it locked, past the busy timeout.
+        let mut tried = 0;
+        let pool = loop {
+            match pool_options.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e)) if tried < 4 && e.message().contains("locked") => {
+                    tried += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * tried)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Store::new(Pool::Sqlite(pool)))
     }
 
