@@ -113,6 +113,17 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// The SQLite database a URL names (`sqlite://...`, or a bare path); any other scheme is not one this store knows.
+fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(SqliteConnectOptions::from_str(url)?)
+    } else if url.contains("://") {
+        Err(StoreError::UnsupportedUrl)
+    } else {
+        Ok(SqliteConnectOptions::new().filename(url))
+    }
+}
+
 impl Store {
     /// Opens the database named by `url`, creating an SQLite file when missing. A bare path means SQLite.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -127,13 +138,7 @@ impl Store {
                 .await?;
             return Ok(Store::new(Pool::Postgres(pool)));
         }
-        let options = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)?
-        } else if url.contains("://") {
-            return Err(StoreError::UnsupportedUrl);
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
+        let options = sqlite_options(url)?;
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -165,13 +170,7 @@ impl Store {
             store.check_migrated().await?;
             return Ok(store);
         }
-        let options = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)?
-        } else if url.contains("://") {
-            return Err(StoreError::UnsupportedUrl);
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
+        let options = sqlite_options(url)?;
         let options = options.read_only(true).create_if_missing(false).busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(2).test_before_acquire(false).connect_with(options).await?;
         let store = Store::new(Pool::Sqlite(pool));
