@@ -705,8 +705,11 @@ fn discord_options(fake: &fake_discord::Fake) -> lastmile::chat::discord::Discor
         api_url: Some(fake.base.clone()),
         guild_id: Some(fake_discord::GUILD),
         scheduler_interval: Duration::from_secs(3600),
+        scheduler_lease: Duration::from_secs(300),
         clock: Arc::new(now),
         shard: None,
+        endpoint: None,
+        health: lastmile::chat::ops::Health::new(),
     }
 }
 

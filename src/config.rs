@@ -1,6 +1,7 @@
 //! Configuration: built-in defaults < `lastmile.toml` < `LASTMILE_*` environment variables (and
 //! `DATABASE_URL`, `DISCORD_TOKEN`) < command-line flags. Secrets never print.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -49,8 +50,29 @@ pub struct Config {
     /// This process's gateway shard, `id/count` (`LASTMILE_DISCORD_SHARD=0/2`): to run several processes on one
     /// token, give each its own shard, so that each interaction reaches one of them. One shard when unset.
     pub discord_shard: Option<Shard>,
+    /// Receive Discord's interactions over HTTP on this address instead of the gateway (`LASTMILE_DISCORD_LISTEN`,
+    /// `lastmile discord --listen`).
+    pub discord_listen: Option<SocketAddr>,
+    /// The application's public key that signs those requests (`DISCORD_PUBLIC_KEY`).
+    pub discord_public_key: Option<String>,
     /// How often the bot looks for due nudges and digests, in seconds.
     pub scheduler_interval_secs: u64,
+    /// How long a process holds the pilots it claimed to send their messages, in seconds: a process that dies
+    /// between sending a message and recording it has it sent again once, this long after (the lease window).
+    pub scheduler_lease_secs: u64,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (`--ops-listen`, `LASTMILE_OPS_LISTEN`).
+    pub ops_listen: Option<SocketAddr>,
+    /// `text` or `json` (one object a line), for logs on stderr (`LASTMILE_LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -87,7 +109,12 @@ impl Default for Config {
             discord_guild_id: None,
             discord_api_url: None,
             discord_shard: None,
+            discord_listen: None,
+            discord_public_key: None,
             scheduler_interval_secs: 60,
+            scheduler_lease_secs: 300,
+            ops_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -108,7 +135,7 @@ impl Config {
             )
             .merge(
                 Env::raw()
-                    .only(&["DATABASE_URL", "DISCORD_TOKEN", "DISCORD_GUILD_ID"])
+                    .only(&["DATABASE_URL", "DISCORD_TOKEN", "DISCORD_GUILD_ID", "DISCORD_PUBLIC_KEY"])
                     .map(|k| k.as_str().to_ascii_lowercase().into()),
             )
     }
@@ -188,6 +215,9 @@ mod tests {
             jail.set_env("DISCORD_GUILD_ID", "123");
             jail.set_env("LASTMILE_DISCORD_API_URL", "http://127.0.0.1:9/");
             jail.set_env("LASTMILE_DISCORD_SHARD", "1/3");
+            jail.set_env("LASTMILE_LOG_FORMAT", "json");
+            jail.set_env("LASTMILE_OPS_LISTEN", "127.0.0.1:9090");
+            jail.set_env("DISCORD_PUBLIC_KEY", "ab12");
             let c = Config::load(Path::new("lastmile.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.review_horizon_days, 100);
             assert_eq!(c.console.workspace, "acme");
@@ -197,6 +227,9 @@ mod tests {
             assert_eq!(c.discord_guild_id, Some(123));
             assert_eq!(c.discord_api_url.as_deref(), Some("http://127.0.0.1:9/"));
             assert_eq!(c.discord_shard, Some(Shard { id: 1, count: 3 }));
+            assert_eq!(c.log_format, LogFormat::Json);
+            assert_eq!(c.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
+            assert_eq!(c.discord_public_key.as_deref(), Some("ab12"));
             Ok(())
         });
     }

@@ -2,12 +2,16 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use lastmile::chat::console::{self, ConsoleOptions};
-use lastmile::config::Config;
+use lastmile::chat::discord::EndpointOptions;
+use lastmile::chat::discord::endpoint::PublicKey;
+use lastmile::chat::ops::{self, Health};
+use lastmile::config::{Config, LogFormat};
 use lastmile::domain::WorkspaceId;
 use lastmile::export;
 
@@ -21,6 +25,9 @@ struct Cli {
     /// Database URL: sqlite://FILE (created when missing) or postgres://... Overrides DATABASE_URL.
     #[arg(long, global = true)]
     db: Option<String>,
+    /// Serve /healthz, /readyz and /metrics on this address (like 127.0.0.1:9090) while the bot runs.
+    #[arg(long, global = true, value_name = "ADDR")]
+    ops_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -54,7 +61,11 @@ enum Cmd {
         now: Option<DateTime<Utc>>,
     },
     /// Run the bot in Discord (needs DISCORD_TOKEN; see the README's Discord section).
-    Discord,
+    Discord {
+        /// Receive interactions over HTTP on this address instead of the gateway (needs DISCORD_PUBLIC_KEY).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Run a narrated scenario on a fresh temporary database: scoping, evidence, nudges, decisions, the portfolio.
@@ -72,28 +83,59 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs go to stderr, as text or one JSON object a line; `RUST_LOG` sets what is logged (warnings by default).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        // Each line carries the fields of the spans it happened in: the interaction, the workspace, the pilot.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).with_span_list(true).init(),
+    }
+}
+
+/// Starts the ops endpoints when an address is configured.
+async fn start_ops(config: &Config, store: &lastmile::store::Store) -> anyhow::Result<Arc<Health>> {
+    let health = Health::new();
+    if let Some(addr) = config.ops_listen {
+        let ops = ops::Ops {
+            store: store.clone(),
+            health: health.clone(),
+            metrics: ops::recorder(),
+            clock: Arc::new(Utc::now),
+        };
+        let (bound, _task) = ops::spawn(addr, ops).await?;
+        lastmile::chat::status(&format!("ops endpoints on http://{bound}: /healthz /readyz /metrics"));
+    }
+    Ok(health)
+}
+
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let mut config =
         Config::load(&cli.config).with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
     if let Some(db) = cli.db {
         config.database_url = db;
     }
+    if let Some(addr) = cli.ops_listen {
+        config.ops_listen = Some(addr);
+    }
+    init_logs(config.log_format);
+    lastmile::chat::set_json_logs(config.log_format == LogFormat::Json);
+    if config.ops_listen.is_some() {
+        // Counting starts before anything is done.
+        ops::recorder();
+    }
     let command = match cli.command {
         Some(c) => c,
-        None if config.discord_token.is_some() => Cmd::Discord,
+        None if config.discord_token.is_some() => Cmd::Discord { listen: None },
         None => Cmd::Console { workspace: None, user: None, channel: None, now: None },
     };
     match command {
         Cmd::Console { workspace, user, channel, now } => {
             let engine = lastmile::open(&config).await?;
+            start_ops(&config, engine.store()).await?;
             let interactive = std::io::stdin().is_terminal();
             let opts = ConsoleOptions {
                 workspace: workspace.unwrap_or(config.console.workspace.clone()),
@@ -149,20 +191,36 @@ async fn run() -> anyhow::Result<()> {
             engine.store().close().await;
             eprintln!("(the demo database and chart are in {})", dir.display());
         }
-        Cmd::Discord => {
+        Cmd::Discord { listen } => {
             let Some(token) = config.discord_token.clone() else {
                 anyhow::bail!(
                     "DISCORD_TOKEN is not set: create a bot application first (README, section \"Running it in Discord\")"
                 );
             };
+            let endpoint = match listen.or(config.discord_listen) {
+                None => None,
+                Some(listen) => {
+                    let Some(key) = config.discord_public_key.as_deref() else {
+                        anyhow::bail!(
+                            "DISCORD_PUBLIC_KEY is not set: receiving interactions over HTTP needs the application's public key (README, \"Running in production\")"
+                        );
+                    };
+                    let public_key = PublicKey::parse(key).map_err(anyhow::Error::msg)?;
+                    Some(EndpointOptions { listen, public_key })
+                }
+            };
             let engine = lastmile::open(&config).await?;
+            let health = start_ops(&config, engine.store()).await?;
             let opts = lastmile::chat::discord::DiscordOptions {
                 token,
                 api_url: config.discord_api_url.clone(),
                 guild_id: config.discord_guild_id,
                 scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
+                scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
                 clock: std::sync::Arc::new(Utc::now),
                 shard: config.discord_shard,
+                endpoint,
+                health,
             };
             lastmile::chat::discord::run(engine, opts).await?;
         }

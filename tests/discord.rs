@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use fake_discord::*;
 use lastmile::chat::console::{self, ConsoleOptions};
-use lastmile::chat::discord::{self, DiscordOptions, Running};
+use lastmile::chat::discord::endpoint::PublicKey;
+use lastmile::chat::discord::{self, DiscordOptions, EndpointOptions, Running};
 use lastmile::config::{Secret, Shard};
 use lastmile::engine::Engine;
 use serde_json::json;
@@ -35,6 +36,16 @@ impl TestBot {
 
     /// Like `start`, with the database prepared by `seed` (on the engine, as console users) first.
     async fn start_with(seed: impl FnOnce(&mut Vec<String>)) -> TestBot {
+        Self::launch(seed, false).await
+    }
+
+    /// Like `start_with`, with interactions received over HTTP (`lastmile discord --listen`) instead of the
+    /// gateway: the fake signs each one and POSTs it to the bot's endpoint.
+    async fn start_http_with(seed: impl FnOnce(&mut Vec<String>)) -> TestBot {
+        Self::launch(seed, true).await
+    }
+
+    async fn launch(seed: impl FnOnce(&mut Vec<String>), over_http: bool) -> TestBot {
         let db = TestDb::sqlite();
         let engine = common::engine(&db.url).await;
         let mut script = Vec::new();
@@ -50,13 +61,22 @@ impl TestBot {
             api_url: Some(fake.base.clone()),
             guild_id: Some(GUILD),
             scheduler_interval: Duration::from_millis(50),
+            scheduler_lease: Duration::from_secs(300),
             clock: Arc::new(move || *read.lock().unwrap()),
             shard: None,
+            endpoint: over_http.then(|| EndpointOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                public_key: PublicKey::parse(&public_key_hex(&signing_key())).unwrap(),
+            }),
+            health: lastmile::chat::ops::Health::new(),
         };
         let mut bot = discord::start(engine.clone(), opts).await.expect("the bot starts");
         let name = tokio::time::timeout(WAIT, bot.ready()).await.expect("ready in time").expect("ready");
         assert_eq!(name, "lastmile");
-        fake.connected().await;
+        match bot.endpoint_addr() {
+            Some(addr) => fake.use_endpoint(&format!("http://{addr}/interactions"), signing_key()),
+            None => fake.connected().await,
+        }
         TestBot { fake, bot: Some(bot), engine, clock, _db: db }
     }
 
@@ -78,11 +98,15 @@ impl TestBot {
 
 /// Runs console lines as `who` in the test server's workspace and channel (people are mentioned by id).
 async fn run_script(engine: &Engine, who: Who, script: &str) -> String {
+    run_script_at(engine, who, script, common::now()).await
+}
+
+async fn run_script_at(engine: &Engine, who: Who, script: &str, now: DateTime<Utc>) -> String {
     let opts = ConsoleOptions {
         workspace: GUILD.to_string(),
         user: who.id.to_string(),
         channel: CHANNEL.to_string(),
-        now: Some(common::now()),
+        now: Some(now),
         bots: vec![HELPER_BOT.id.to_string()],
         interactive: false,
         closed_dms: vec![],
@@ -136,7 +160,15 @@ async fn commands_are_registered_from_the_one_description() {
 
 #[tokio::test]
 async fn a_registration_through_forms_buttons_and_the_user_menu() {
-    let t = TestBot::start().await;
+    registration(TestBot::start().await).await;
+}
+
+#[tokio::test]
+async fn over_http_a_registration_goes_as_over_the_gateway() {
+    registration(TestBot::start_http_with(|_| {}).await).await;
+}
+
+async fn registration(t: TestBot) {
     let f = &t.fake;
     // The name comes with the command; the first question offers a form.
     let (_, r) = f.interact(f.slash(BOB, "pilot", "register", &[("name", "Claims triage")])).await;
@@ -369,7 +401,15 @@ async fn a_button_in_a_dm_answers_its_own_question_only() {
 
 #[tokio::test]
 async fn portfolio_defers_then_posts_the_summary_with_its_chart() {
-    let t = TestBot::start_with(scoped("Claims triage")).await;
+    portfolio(TestBot::start_with(scoped("Claims triage")).await).await;
+}
+
+#[tokio::test]
+async fn over_http_portfolio_is_deferred_in_the_answer_and_its_chart_follows() {
+    portfolio(TestBot::start_http_with(scoped("Claims triage")).await).await;
+}
+
+async fn portfolio(t: TestBot) {
     let f = &t.fake;
     // Past the review date: the pilot is overdue, so its owner is named in the summary and notified.
     t.set_clock("2027-01-07T10:00:00Z");
@@ -444,6 +484,7 @@ async fn malformed_and_unknown_interactions_do_not_crash_the_bot() {
         body: json!({"content": "hi", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x", "custom_id": "evil:1"}]}]}),
         files: vec![],
         status: 200,
+        at: std::time::Instant::now(),
     };
     let (_, stale) = f.interact(f.click(BOB, &fake_message, "evil:1", false)).await;
     assert!(text_of(&stale).contains("no longer in use"), "{}", text_of(&stale));
@@ -685,8 +726,11 @@ async fn two_processes_on_shards_of_their_own_answer_each_interaction_once() {
             api_url: Some(fake.base.clone()),
             guild_id: Some(GUILD),
             scheduler_interval: Duration::from_secs(3600),
+            scheduler_lease: Duration::from_secs(300),
             clock: Arc::new(common::now),
             shard: Some(Shard { id, count: 2 }),
+            endpoint: None,
+            health: lastmile::chat::ops::Health::new(),
         };
         let mut bot = discord::start(common::engine(&db.url).await, opts).await.expect("the bot starts");
         tokio::time::timeout(WAIT, bot.ready()).await.expect("ready in time").expect("ready");
@@ -716,4 +760,215 @@ async fn two_processes_on_shards_of_their_own_answer_each_interaction_once() {
         let drafts = store.store().all_pilots(Some(&lastmile::domain::WorkspaceId::new(server.to_string()))).await;
         assert_eq!(drafts.unwrap().len(), 3, "each registration is saved once, in its server's workspace");
     }
+}
+
+/// A request to the interactions endpoint that Discord did not sign, or signed for another moment or body.
+#[tokio::test]
+async fn the_http_endpoint_refuses_what_discord_did_not_sign_and_changes_nothing() {
+    let t = TestBot::start_http_with(|_| {}).await;
+    let f = &t.fake;
+    let url = format!("http://{}/interactions", t.bot.as_ref().unwrap().endpoint_addr().unwrap());
+    let key = signing_key();
+    let interaction =
+        |f: &Fake, name: &str| serde_json::to_vec(&f.slash(BOB, "pilot", "register", &[("name", name)])).unwrap();
+    let now: i64 = timestamp_now().parse().unwrap();
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let mut refused = Vec::new();
+    // A signature that is not one; one by another key; a stale and a future timestamp; a body changed after signing.
+    let body = interaction(f, "Forged");
+    refused.push(("forged", post_interaction(&url, &"ab".repeat(64), &now.to_string(), body).await));
+    let body = interaction(f, "Other key");
+    let sig = sign(&other_key, &now.to_string(), &body);
+    refused.push(("another key", post_interaction(&url, &sig, &now.to_string(), body).await));
+    for (what, at) in [("stale", now - 301), ("future", now + 301)] {
+        let body = interaction(f, what);
+        let sig = sign(&key, &at.to_string(), &body);
+        refused.push((what, post_interaction(&url, &sig, &at.to_string(), body).await));
+    }
+    let body = interaction(f, "Changed");
+    let sig = sign(&key, &now.to_string(), &body);
+    let changed = String::from_utf8(body).unwrap().replace("Changed", "Changes").into_bytes();
+    refused.push(("changed body", post_interaction(&url, &sig, &now.to_string(), changed).await));
+    refused.push(("no headers", post_interaction(&url, "", "", interaction(f, "Unsigned")).await));
+    for (what, (status, _)) in &refused {
+        assert_eq!(*status, 401, "{what}");
+    }
+    // A request signed by Discord is answered once; the same request again is a replay.
+    let ping = serde_json::to_vec(&json!({"id": "1", "application_id": APP_ID.to_string(), "type": 1,
+        "token": "ping-token", "version": 1}))
+    .unwrap();
+    let ts = timestamp_now();
+    let sig = sign(&key, &ts, &ping);
+    let (status, pong) = post_interaction(&url, &sig, &ts, ping.clone()).await;
+    assert_eq!((status, serde_json::from_slice::<serde_json::Value>(&pong).unwrap()), (200, json!({"type": 1})));
+    let body = interaction(f, "Signed");
+    let sig = sign(&key, &ts, &body);
+    let (status, answer) = post_interaction(&url, &sig, &ts, body.clone()).await;
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert!(answer["data"]["content"].as_str().unwrap().contains("which end-to-end workflow"), "{answer}");
+    assert_eq!(post_interaction(&url, &sig, &ts, body).await.0, 401, "a replayed request");
+    // Nothing refused reached the engine: one registration was started, by the signed request.
+    let conversations = t.engine.store().pilot_names(&lastmile::domain::WorkspaceId::new(GUILD.to_string())).await;
+    assert_eq!(conversations.unwrap(), ["Signed"]);
+    assert_eq!(f.callbacks(), 0, "no response went over REST");
+    t.stop().await;
+}
+
+/// `/readyz` says what is not ready: a platform not connected yet, a database that does not answer.
+#[tokio::test]
+async fn readiness_names_what_is_not_ready() {
+    let db = TestDb::sqlite();
+    let engine = common::engine(&db.url).await;
+    let health = lastmile::chat::ops::Health::new();
+    health.expect("discord");
+    let ops = lastmile::chat::ops::Ops {
+        store: engine.store().clone(),
+        health: health.clone(),
+        metrics: lastmile::chat::ops::recorder(),
+        clock: Arc::new(common::now),
+    };
+    let (addr, _server) = lastmile::chat::ops::spawn("127.0.0.1:0".parse().unwrap(), ops).await.unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok\n".into()));
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("discord: not connected yet"), "{body}");
+    health.connected("discord");
+    assert_eq!(get("/readyz").await, (200, "ready\n".into()));
+    health.disconnected("discord", "gateway shard 0 is Resuming");
+    assert!(get("/readyz").await.1.contains("gateway shard 0 is Resuming"));
+    health.connected("discord");
+    engine.store().close().await;
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("database:"), "{body}");
+    // Alive all the same.
+    assert_eq!(get("/healthz").await.0, 200);
+}
+
+/// Prometheus text as `name{labels}` → value.
+fn scrape(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse::<f64>().unwrap_or(f64::NAN))))
+        .collect()
+}
+
+/// Waits until the file holds a match of `pattern`; returns its first group.
+async fn wait_in_file(path: &std::path::Path, pattern: &str) -> String {
+    let re = regex::Regex::new(pattern).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(c) = re.captures(&text) {
+            return c[1].to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {pattern} in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `lastmile discord --listen` as an operator runs it: JSON logs, and ops endpoints whose `/metrics` count what
+/// the test did (interactions by kind, a refusal, the nudge the scheduler sent, the step latencies).
+#[tokio::test]
+async fn the_binary_over_http_logs_json_and_its_metrics_count_what_happened() {
+    let fake = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("lastmile.db").display());
+    // A pilot scoped on 2026-10-01, reviewed by default six weeks later: overdue now, so its owner is nudged.
+    let engine = common::engine(&db).await;
+    let mut script = Vec::new();
+    scoped("Claims triage")(&mut script);
+    run_script_at(&engine, BOB, &script.join("\n"), "2026-10-01T10:00:00Z".parse().unwrap()).await;
+    engine.store().close().await;
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["discord", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db)
+        .env("DISCORD_TOKEN", TOKEN)
+        .env("DISCORD_GUILD_ID", GUILD.to_string())
+        .env("DISCORD_PUBLIC_KEY", public_key_hex(&signing_key()))
+        .env("LASTMILE_DISCORD_API_URL", &fake.base)
+        .env("LASTMILE_SCHEDULER_INTERVAL_SECS", "1")
+        .env("LASTMILE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let endpoint = wait_in_file(&log, r"interactions on (http://127\.0\.0\.1:\d+/interactions)").await;
+    let ops = wait_in_file(&log, r"ops endpoints on (http://127\.0\.0\.1:\d+)").await;
+    fake.use_endpoint(&endpoint, signing_key());
+    let get = |path: &str| {
+        let url = format!("{ops}{path}");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await, (200, "ready\n".into()));
+    // The scheduler nudges the owner by direct message.
+    let dave = format!("/channels/{}/messages", DAVE.id + 1);
+    fake.wait_for("the nudge", |calls| calls.iter().find(|c| c.method == "POST" && c.path == dave).cloned()).await;
+    // Two commands, a button that opens a form, and the form with a vague answer.
+    fake.interact(fake.slash(BOB, "pilot", "help", &[])).await;
+    let (_, q) = fake.interact(fake.slash(ALICE, "pilot", "register", &[("name", "Fraud screening")])).await;
+    let (_, modal) = fake.interact(fake.click(ALICE, &q, &q.button("Answer"), false)).await;
+    let (_, vague) = fake.interact(fake.submit(ALICE, &modal, "improve efficiency", false)).await;
+    assert!(vague.content().contains("is an aim, not a workflow"), "{}", vague.content());
+    let (_, text) = get("/metrics").await;
+    let m = scrape(&text);
+    let at = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k} in:\n{text}"));
+    assert_eq!(at(r#"lastmile_interactions_total{platform="discord",kind="command"}"#), 2.0);
+    assert_eq!(at(r#"lastmile_interactions_total{platform="discord",kind="button"}"#), 1.0);
+    assert_eq!(at(r#"lastmile_interactions_total{platform="discord",kind="form"}"#), 1.0);
+    // The engine ran for the two commands and the form (the button only opened the form).
+    assert_eq!(at("lastmile_step_seconds_count"), 3.0);
+    let refusals: Vec<(&String, &f64)> = m.iter().filter(|(k, _)| k.starts_with("lastmile_refusals_total")).collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].0.contains("reason=\"vague_") && *refusals[0].1 == 1.0, "{refusals:?}");
+    // Every message the scheduler handed to Discord is counted as sent; nothing is due any more.
+    let posted = fake.calls().iter().filter(|c| c.method == "POST" && c.path.starts_with("/channels/")).count();
+    assert!(posted >= 1);
+    assert_eq!(at(r#"lastmile_scheduled_messages_total{kind="nudge",outcome="sent"}"#), posted as f64);
+    assert_eq!(at("lastmile_due_backlog"), 0.0);
+    assert_eq!(at("lastmile_oldest_due_seconds"), 0.0);
+    assert!(at(r#"lastmile_db_connections{state="open"}"#) >= 1.0);
+    assert!(at("lastmile_commit_batch_size_count") >= 1.0);
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Logs: one JSON object a line, with the interaction, the workspace and the pilot; never the token.
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!stderr.contains(TOKEN), "the token was logged");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let spans = |l: &serde_json::Value| l["spans"].as_array().cloned().unwrap_or_default();
+    let handled = lines
+        .iter()
+        .find(|l| {
+            spans(l).iter().any(|s| s["name"] == "interaction" && s["id"].is_string())
+                && spans(l).iter().any(|s| s["name"] == "request" && s["pilot"].is_number())
+        })
+        .unwrap_or_else(|| panic!("no request logged with its interaction and pilot:\n{stderr}"));
+    assert!(spans(handled).iter().any(|s| s["workspace"].as_str() == Some(GUILD.to_string().as_str())), "{handled}");
+    let nudged = lines
+        .iter()
+        .find(|l| spans(l).iter().any(|s| s["name"] == "due" && s["pilot"].is_number()))
+        .unwrap_or_else(|| panic!("no scheduled message logged with its pilot:\n{stderr}"));
+    assert!(nudged["message"].as_str().unwrap().contains("sent"), "{nudged}");
+    fake.assert_valid();
 }

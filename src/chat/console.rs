@@ -276,7 +276,9 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write + Send>(
             .into_iter()
             .filter(|u| opts.bots.iter().any(|b| b == u.as_str()))
             .collect();
-        let input = if text.starts_with('/') { Input::CommandLine(text) } else { Input::Text(text) };
+        let command = text.starts_with('/');
+        crate::engine::metric::interaction("console", if command { "command" } else { "text" });
+        let input = if command { Input::CommandLine(text) } else { Input::Text(text) };
         let now = opts.now.unwrap_or_else(Utc::now);
         let req = Request {
             workspace: WorkspaceId::new(opts.workspace.clone()),

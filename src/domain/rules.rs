@@ -103,6 +103,23 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A stable name for the refusal (operators count refusals by it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Refusal::NotAllowedToEdit => "not_allowed_to_edit",
+            Refusal::SponsorChange => "sponsor_change",
+            Refusal::SponsorIsOwner => "sponsor_is_owner",
+            Refusal::OnlyOwner => "only_owner",
+            Refusal::OwnerNotAccepted => "owner_not_accepted",
+            Refusal::EvidenceNotAllowed => "evidence_not_allowed",
+            Refusal::NotOpen(_) => "not_open",
+            Refusal::AlreadyDecided(_) => "already_decided",
+            Refusal::NotDecider { .. } => "not_decider",
+            Refusal::SponsorRequired => "sponsor_required",
+            Refusal::NotProven => "not_proven",
+        }
+    }
+
     /// Whether the question the user was answering can no longer be answered by them (it is closed), rather than
     /// being asked again.
     pub fn ends_conversation(&self) -> bool {

@@ -14,6 +14,7 @@ use crate::store::{ConversationGuard, ConversationWrite, Store, StoreError, Turn
 
 mod api;
 mod handlers;
+pub mod metric;
 mod render;
 mod review_replies;
 mod settings_commands;
@@ -45,6 +46,14 @@ impl Engine {
 
     /// Handles one input. Never fails: what breaks is logged and the user gets a short apology.
     pub async fn handle(&self, req: Request) -> Vec<Reply> {
+        let started = std::time::Instant::now();
+        let replies = self.handle_timed(req).await;
+        metrics::histogram!(metric::STEP_SECONDS).record(started.elapsed().as_secs_f64());
+        replies
+    }
+
+    #[tracing::instrument(name = "request", skip_all, fields(workspace = req.workspace.as_str(), pilot))]
+    async fn handle_timed(&self, req: Request) -> Vec<Reply> {
         let mut result = self.dispatch(&req).await;
         // Another request of this user moved the conversation first: decide again on the state as it is now.
         for _ in 0..3 {
@@ -54,7 +63,10 @@ impl Engine {
             result = self.dispatch(&req).await;
         }
         match result {
-            Ok(replies) => replies,
+            Ok(replies) => {
+                tracing::info!(replies = replies.len(), "request handled");
+                replies
+            }
             Err(error) => {
                 tracing::error!(workspace = req.workspace.as_str(), user = req.user.as_str(), %error, "request failed");
                 vec![self.ephemeral(&req, self.prompts.text(Key::InternalError))]

@@ -18,6 +18,7 @@ impl Engine {
     /// Why a rule refused: `now`, when the change was refused as it was committed (or a command started), rather
     /// than at a question that is asked again.
     pub(super) fn rule_refusal(&self, r: &rules::Refusal, pilot: Option<&Pilot>, now: bool) -> String {
+        super::metric::refused(format!("rule_{}", r.name()));
         let p = &self.prompts;
         let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
         let registrant = pilot.map(|p| p.registered_by.mention()).unwrap_or_default();
@@ -74,6 +75,7 @@ impl Engine {
             Say::Ask(at) => out.push(self.ask(req, settings, at, after.or(before), scratch)),
             Say::Refused(r) => out.push(self.ephemeral(req, self.refusal(req, r, after.or(before)))),
             Say::Vague { rule, answer } => {
+                super::metric::refused(format!("vague_{rule}"));
                 let rule = p.rules().iter().find(|r| r.id == rule);
                 if let Some(rule) = rule {
                     out.push(self.ephemeral(
@@ -129,6 +131,9 @@ impl Engine {
     }
 
     pub(super) fn refusal(&self, req: &Request, r: Refusal, pilot: Option<&Pilot>) -> String {
+        if let Some(reason) = refusal_reason(&r) {
+            super::metric::refused(reason);
+        }
         let name = pilot.map(|p| p.name.clone()).unwrap_or_default();
         let p = &self.prompts;
         match r {
@@ -332,4 +337,20 @@ pub(super) fn ask_again(replies: &mut [Reply], again: Reply, refused: Option<Str
     last.expect = expect;
     last.choices = again.choices;
     last.question = again.question;
+}
+
+/// The name a refusal is counted under; a rule's refusal is counted where it is rendered.
+fn refusal_reason(r: &Refusal) -> Option<&'static str> {
+    Some(match r {
+        Refusal::Answer(_) => "answer",
+        Refusal::Name(_) => "name",
+        Refusal::Person { .. } => "person",
+        Refusal::Pnl(_) => "pnl",
+        Refusal::Date { .. } => "date",
+        Refusal::Choice { .. } => "choice",
+        Refusal::EvidenceFormat => "evidence_format",
+        Refusal::EvidenceUnit { .. } => "evidence_unit",
+        Refusal::NoSponsorForExtension { .. } => "no_sponsor_for_extension",
+        Refusal::Rule(_) => return None,
+    })
 }

@@ -163,6 +163,9 @@ impl Engine {
         turn: Turn,
     ) -> Result<Vec<Reply>, StoreError> {
         let Turn { effects, says } = turn;
+        if let Some(p) = &before {
+            tracing::Span::current().record("pilot", p.id.0);
+        }
         let guarded = matches!(guard, ConversationGuard::At(_));
         // Where the conversation waits after this turn, if it still waits.
         let waits_at = effects

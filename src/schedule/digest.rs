@@ -7,6 +7,7 @@ use croner::Cron;
 use super::scheduler::{Outbox, Scheduler};
 use crate::domain::due::zone;
 use crate::domain::{ChannelId, WorkspaceId, WorkspaceSettings};
+use crate::engine::metric;
 use crate::store::StoreError;
 
 fn schedule(settings: &WorkspaceSettings) -> Option<Cron> {
@@ -78,9 +79,11 @@ impl Scheduler {
             let channel = ChannelId::new(settings.review_channel.clone().unwrap_or(home));
             let post = self.engine().portfolio_post(&ws, channel, now).await?;
             if let Err(e) = outbox.deliver(now, &ws, &post).await {
+                metric::scheduled("digest", "failed");
                 tracing::warn!(workspace = ws.as_str(), error = ?e, "digest could not be posted");
                 continue;
             }
+            metric::scheduled("digest", "sent");
             posted += 1;
         }
         Ok(posted)

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use minijinja::context;
+use tracing::Instrument as _;
 
 use crate::dialogue::AskKind;
 use crate::domain::Due;
 use crate::domain::due::{DueKind, Escalation, ScheduleState, escalation, next_due_in, own_or_workspace_zone};
 use crate::domain::lifecycle::outcome;
 use crate::domain::{OwnerStatus, Pilot, PilotId, Stage, UserId, WorkspaceId, WorkspaceSettings};
-use crate::engine::{Engine, Reply};
+use crate::engine::{Engine, Reply, metric};
 use crate::prompts::Key;
 use crate::store::{Recorded, StoreError};
 
@@ -101,36 +102,43 @@ impl Scheduler {
             if claimed.is_empty() {
                 break;
             }
+            metrics::histogram!(metric::SWEEP_BATCH_SIZE).record(claimed.len() as f64);
             for pilot in claimed {
-                let key = pilot.workspace.as_str().to_owned();
-                if !settings.contains_key(&key) {
-                    settings.insert(key.clone(), store.settings(&pilot.workspace).await?);
-                }
-                let s = &settings[&key];
-                let tz = self.owner_zone(&pilot, s).await?;
-                let now = clock();
-                let mut state = pilot.schedule.clone();
-                let mut due = next_due_in(&pilot, &state, s, tz);
-                // A heads-up that comes due only after the review date has begun is pointless: skip it.
-                if let Some(d) = due
-                    && d.kind == DueKind::HeadsUp
-                    && now.date_naive() >= d.cycle
-                {
-                    state = ScheduleState { heads_up_sent: true, ..state.for_cycle(d.cycle) };
-                    due = next_due_in(&pilot, &state, s, tz);
-                }
-                match due {
-                    Some(due) if due.at <= now => {
-                        if self.send_due(&pilot, &state, &due, s, tz, clock, outbox).await? {
-                            sent += 1;
+                let span = tracing::info_span!("due", workspace = pilot.workspace.as_str(), pilot = pilot.id.0);
+                async {
+                    let key = pilot.workspace.as_str().to_owned();
+                    if !settings.contains_key(&key) {
+                        settings.insert(key.clone(), store.settings(&pilot.workspace).await?);
+                    }
+                    let s = &settings[&key];
+                    let tz = self.owner_zone(&pilot, s).await?;
+                    let now = clock();
+                    let mut state = pilot.schedule.clone();
+                    let mut due = next_due_in(&pilot, &state, s, tz);
+                    // A heads-up that comes due only after the review date has begun is pointless: skip it.
+                    if let Some(d) = due
+                        && d.kind == DueKind::HeadsUp
+                        && now.date_naive() >= d.cycle
+                    {
+                        state = ScheduleState { heads_up_sent: true, ..state.for_cycle(d.cycle) };
+                        due = next_due_in(&pilot, &state, s, tz);
+                    }
+                    match due {
+                        Some(due) if due.at <= now => {
+                            if self.send_due(&pilot, &state, &due, s, tz, clock, outbox).await? {
+                                sent += 1;
+                            }
+                        }
+                        other => {
+                            store
+                                .set_next_action(&pilot.workspace, pilot.id, other.map(|d| d.at), Some(&self.worker))
+                                .await?
                         }
                     }
-                    other => {
-                        store
-                            .set_next_action(&pilot.workspace, pilot.id, other.map(|d| d.at), Some(&self.worker))
-                            .await?
-                    }
+                    Ok::<(), StoreError>(())
                 }
+                .instrument(span)
+                .await?;
             }
         }
         Ok(if sent == 0 { RunOutcome::NothingDue } else { RunOutcome::Sent(sent) })
@@ -158,17 +166,24 @@ impl Scheduler {
                 tracing::warn!(pilot = pilot.id.0, "the claim ran out before sending; another process may send it");
                 return Ok(false);
             }
+            let kind = match due.kind {
+                DueKind::HeadsUp => "heads_up",
+                DueKind::Nudge => "nudge",
+            };
             match outbox.deliver(now, &pilot.workspace, &reply).await {
-                Ok(()) => {}
+                Ok(()) => metric::scheduled(kind, "sent"),
                 Err(DeliveryError::DmClosed) => {
-                    if let Some(fallback) = &reply.fallback
-                        && let Err(e) = outbox.deliver(now, &pilot.workspace, fallback).await
-                    {
-                        tracing::warn!(pilot = pilot.id.0, error = ?e, "fallback delivery failed; retried after the lease");
-                        return Ok(false);
+                    if let Some(fallback) = &reply.fallback {
+                        if let Err(e) = outbox.deliver(now, &pilot.workspace, fallback).await {
+                            metric::scheduled(kind, "failed");
+                            tracing::warn!(pilot = pilot.id.0, error = ?e, "fallback delivery failed; retried after the lease");
+                            return Ok(false);
+                        }
+                        metric::scheduled(kind, "fallback");
                     }
                 }
                 Err(DeliveryError::Failed(e)) => {
+                    metric::scheduled(kind, "failed");
                     tracing::warn!(pilot = pilot.id.0, error = %e, "delivery failed; retried after the lease");
                     return Ok(false);
                 }
@@ -201,7 +216,10 @@ impl Scheduler {
             _ => None,
         };
         match store.record_sent(pilot, due, &next_state, next, &extra, ask, now, &self.worker).await? {
-            Recorded::Sent => Ok(true),
+            Recorded::Sent => {
+                tracing::info!(kind = ?due.kind, cycle = %due.cycle, "scheduled message sent and recorded");
+                Ok(true)
+            }
             Recorded::AlreadySent => Ok(false),
             Recorded::ClaimLost => {
                 tracing::warn!(

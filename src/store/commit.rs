@@ -100,6 +100,7 @@ async fn writer(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, stats: Arc<St
     loop {
         let Some(batch) = next_batch(&jobs, MAX_BATCH).await else { return };
         stats.turns.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics::histogram!(super::COMMIT_BATCH_SIZE).record(batch.len() as f64);
         let turns: Vec<&TurnWrite> = batch.iter().map(|j| &j.turn).collect();
         let (outcomes, commits) = write::write(&pool, &turns).await;
         stats.commits.fetch_add(commits, Ordering::Relaxed);

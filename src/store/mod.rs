@@ -28,6 +28,16 @@ pub struct Store {
     reads: reads::Reader,
 }
 
+/// The metric of how many users' turns one commit wrote (the commit queue records it).
+pub const COMMIT_BATCH_SIZE: &str = "lastmile_commit_batch_size";
+
+/// A connection pool's use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    pub open: u32,
+    pub idle: u32,
+}
+
 /// The database a store writes to.
 #[derive(Clone, Debug)]
 pub enum Pool {
@@ -89,7 +99,7 @@ mod settings;
 mod write;
 
 pub use reads::AnswerContext;
-pub use schedule::{NaiveDateKey, Recorded};
+pub use schedule::{Backlog, NaiveDateKey, Recorded};
 use settings::parse_settings;
 
 /// Starting a transaction that will write. SQLite takes its write lock up front (`BEGIN IMMEDIATE`): a read
@@ -248,6 +258,16 @@ impl Store {
 
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+
+    /// Whether the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(StoreError::from))
+    }
+
+    /// The pool's connections: how many are open, and how many of those are idle.
+    pub fn pool_use(&self) -> PoolUse {
+        with_pool!(self, pool => PoolUse { open: pool.size(), idle: pool.num_idle() as u32 })
     }
 
     pub async fn conversation(&self, ws: &WorkspaceId, user: &UserId) -> Result<Option<Conversation>, StoreError> {

@@ -25,7 +25,24 @@ pub enum Recorded {
 /// A review cycle's date, as the deliveries table keys it.
 pub type NaiveDateKey = chrono::NaiveDate;
 
+/// Pilots whose scheduled look is due now and the oldest such moment: how far behind the scheduler is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub due: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 impl Store {
+    /// How many pilots are due at `now` (claimed or not), and since when the oldest has been.
+    pub async fn due_backlog(&self, now: DateTime<Utc>) -> Result<Backlog, StoreError> {
+        let sql = "SELECT COUNT(*), MIN(next_action_at) FROM pilots WHERE next_action_at <= $1";
+        let (due, oldest): (i64, Option<DateTime<Utc>>) = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_as(sql).bind(now).fetch_one(pool).await?,
+            Pool::Postgres(pool) => sqlx::query_as(sql).bind(now).fetch_one(pool).await?,
+        };
+        Ok(Backlog { due, oldest })
+    }
+
     /// Sets when a pilot's next message is due (None: nothing is). With `claimed_by`, only while that worker holds
     /// the pilot's claim, which it then gives up.
     pub async fn set_next_action(

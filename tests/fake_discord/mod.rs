@@ -64,6 +64,8 @@ pub struct Call {
     /// Files sent with it: name and size.
     pub files: Vec<(String, usize)>,
     pub status: u16,
+    /// When the fake received it.
+    pub at: std::time::Instant,
 }
 
 impl Call {
@@ -168,6 +170,49 @@ pub struct State {
     deferred: std::sync::atomic::AtomicBool,
     /// Interaction callbacks received so far (kept apart so that waiting for them scans nothing).
     callbacks: AtomicUsize,
+    /// Interactions go to the bot's HTTP endpoint (its URL and the application's signing key) instead of the
+    /// gateway, when set.
+    endpoint: Mutex<Option<(String, ed25519_dalek::SigningKey)>>,
+    /// How long each message sent to a channel takes, in microseconds (Discord is not instant).
+    message_latency_us: AtomicU64,
+}
+
+/// The application's signing key in the tests: its public half is [`PUBLIC_KEY`]'s.
+pub fn signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+/// The public key the bot is given, as Discord's Developer Portal shows it (hex).
+pub fn public_key_hex(key: &ed25519_dalek::SigningKey) -> String {
+    key.verifying_key().to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Signs `timestamp + body` as Discord does: the `X-Signature-Ed25519` header's value.
+pub fn sign(key: &ed25519_dalek::SigningKey, timestamp: &str, body: &[u8]) -> String {
+    use ed25519_dalek::Signer as _;
+    let message = [timestamp.as_bytes(), body].concat();
+    key.sign(&message).to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, as Discord writes it in `X-Signature-Timestamp`.
+pub fn timestamp_now() -> String {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string()
+}
+
+/// POSTs `body` to an interactions endpoint with these headers; the status and the body of the answer.
+pub async fn post_interaction(url: &str, signature: &str, timestamp: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(reqwest::Client::new);
+    let response = CLIENT
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-signature-ed25519", signature)
+        .header("x-signature-timestamp", timestamp)
+        .body(body)
+        .send()
+        .await
+        .expect("the endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("a body").to_vec())
 }
 
 pub struct Fake {
@@ -447,10 +492,27 @@ impl Fake {
         }
     }
 
-    /// Sends a gateway dispatch to the connected bot.
+    /// Makes each message sent to a channel take this long, as Discord's API does.
+    pub fn set_message_latency(&self, latency: Duration) {
+        self.state.message_latency_us.store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// From now on, interactions are POSTed, signed with `key`, to the bot's endpoint at `url` (as Discord does
+    /// for an application with an Interactions Endpoint URL) instead of being sent over the gateway.
+    pub fn use_endpoint(&self, url: &str, key: ed25519_dalek::SigningKey) {
+        *self.state.endpoint.lock().unwrap() = Some((url.to_owned(), key));
+    }
+
+    /// Sends a gateway dispatch to the connected bot (an interaction goes to its endpoint when it has one).
     pub fn dispatch(&self, event: &str, data: Value) {
         if let Some(token) = data["token"].as_str() {
             self.state.interactions.lock().unwrap().insert(token.to_owned(), (std::time::Instant::now(), false));
+        }
+        let endpoint = self.state.endpoint.lock().unwrap().clone();
+        if let (Some((url, key)), "INTERACTION_CREATE") = (endpoint, event) {
+            let state = self.state.clone();
+            tokio::spawn(async move { deliver_over_http(state, url, key, data).await });
+            return;
         }
         let s = self.state.seq.fetch_add(1, Ordering::SeqCst) + 2;
         let guild = data["guild_id"].as_str().and_then(|g| g.parse::<u64>().ok());
@@ -664,6 +726,48 @@ fn interaction_rules(state: &State, method: &str, segments: &[&str]) -> Vec<Stri
     }
 }
 
+/// Over HTTP, the bot may send a follow-up while the answer to Discord's request is still on its way to the fake:
+/// Discord has the answer by then, so the fake waits (briefly) for it to be recorded before judging the follow-up.
+async fn await_http_answer(state: &State, token: &str) {
+    if state.endpoint.lock().unwrap().is_none() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let changed = state.changed.notified();
+        if state.interactions.lock().unwrap().get(token).is_none_or(|(_, answered)| *answered) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Delivers an interaction to the bot's HTTP endpoint as Discord does, and records the answer's body as the
+/// interaction's response (a callback), checked like one.
+async fn deliver_over_http(state: Arc<State>, url: String, key: ed25519_dalek::SigningKey, interaction: Value) {
+    let body = serde_json::to_vec(&interaction).unwrap();
+    let timestamp = timestamp_now();
+    let signature = sign(&key, &timestamp, &body);
+    let (status, answer) = post_interaction(&url, &signature, &timestamp, body).await;
+    let path = format!(
+        "/interactions/{}/{}/callback",
+        interaction["id"].as_str().unwrap(),
+        interaction["token"].as_str().unwrap()
+    );
+    let body: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut errors =
+        if status == 200 { check("POST", &path, &body) } else { vec![format!("the endpoint answered {status}")] };
+    errors.extend(interaction_rules(&state, "POST", &segments));
+    state.violations.lock().unwrap().extend(errors);
+    state.callbacks.fetch_add(1, Ordering::SeqCst);
+    let at = std::time::Instant::now();
+    state.calls.lock().unwrap().push(Call { method: "POST".into(), path, body, files: vec![], status, at });
+    state.changed.notify_waiters();
+}
+
 fn reply(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -690,6 +794,9 @@ async fn rest(
         (serde_json::from_slice(&body).unwrap_or(Value::Null), vec![])
     };
     let m = method.as_str().to_owned();
+    if let ["", "webhooks", _, token, ..] = path.split('/').collect::<Vec<_>>().as_slice() {
+        await_http_answer(&state, token).await;
+    }
     let later = state.deferred.load(Ordering::SeqCst);
     let mut errors = if m == "GET" || m == "DELETE" || later { vec![] } else { check(&m, &path, &json_body) };
     if is_multipart && json_body.is_null() {
@@ -729,6 +836,12 @@ async fn rest(
                 (StatusCode::OK, Value::Array(commands))
             }
             ("POST", ["", "interactions", _, _, "callback"]) => (StatusCode::NO_CONTENT, Value::Null),
+            ("GET", ["", "oauth2", "applications", "@me"]) => (
+                StatusCode::OK,
+                json!({"id": APP_ID.to_string(), "name": "lastmile", "icon": null, "description": "",
+                    "bot_public": false, "bot_require_code_grant": false, "verify_key": public_key_hex(&signing_key()),
+                    "flags": 0, "bot": user_json(LASTMILE)}),
+            ),
             ("POST", ["", "webhooks", _, _]) | ("PATCH", ["", "webhooks", _, _, "messages", _]) => {
                 let id = state.ids.fetch_add(1, Ordering::SeqCst);
                 (StatusCode::OK, message_json(id, &CHANNEL.to_string(), &json_body))
@@ -741,6 +854,10 @@ async fn rest(
                 (StatusCode::OK, json!({"id": channel, "type": 1, "last_message_id": null, "recipients": [recipient]}))
             }
             ("POST", ["", "channels", channel, "messages"]) => {
+                let latency = state.message_latency_us.load(Ordering::SeqCst);
+                if latency > 0 {
+                    tokio::time::sleep(Duration::from_micros(latency)).await;
+                }
                 let recipient = state.dm_channels.lock().unwrap().get(*channel).cloned();
                 if recipient.is_some_and(|u| state.closed_dms.lock().unwrap().contains(&u)) {
                     (StatusCode::FORBIDDEN, json!({"message": "Cannot send messages to this user", "code": 50007}))
@@ -752,7 +869,7 @@ async fn rest(
             _ => (StatusCode::NOT_FOUND, json!({"message": "404: Not Found", "code": 0})),
         }
     };
-    let call = Call { method: m, path, body: json_body, files, status: status.as_u16() };
+    let call = Call { method: m, path, body: json_body, files, status: status.as_u16(), at: std::time::Instant::now() };
     if call.is_callback() {
         state.callbacks.fetch_add(1, Ordering::SeqCst);
     }

@@ -6,10 +6,12 @@
 //! to the reply's fallback, a mention in the pilot's channel. The scheduler runs in the same process and sends
 //! nudges and digests through the same REST client.
 
+pub mod endpoint;
 pub mod ids;
 pub mod render;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -21,17 +23,20 @@ use serenity::all::{
     ComponentInteractionDataKind, Context, CreateAutocompleteResponse, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage, EditInteractionResponse,
     EventHandler, GatewayIntents, GuildId, Http, HttpBuilder, HttpError, Interaction, InteractionId, Member,
-    ModalInteraction, Ready, ShardManager, UserId as DiscordUser,
+    ModalInteraction, Ready, ShardManager, ShardStageUpdateEvent, UserId as DiscordUser,
 };
 use serenity::builder::Builder;
+use serenity::gateway::ConnectionStage;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use self::ids::{Action, Kind};
 use self::render::Message;
+use crate::chat::ops::Health;
 use crate::commands::{self, Command};
 use crate::config::Secret;
 use crate::domain::{ChannelId, UserId, WorkspaceId};
-use crate::engine::{Destination, Engine, Input, Reply, Request};
+use crate::engine::{Destination, Engine, Input, Reply, Request, metric};
 use crate::prompts::Key;
 use crate::schedule::{DeliveryError, Outbox, Scheduler};
 
@@ -49,9 +54,15 @@ pub struct DiscordOptions {
     pub guild_id: Option<u64>,
     /// How often the scheduler looks for due nudges and digests.
     pub scheduler_interval: std::time::Duration,
+    /// How long the scheduler holds what it claimed (see `Scheduler::with_lease`).
+    pub scheduler_lease: std::time::Duration,
     pub clock: Clock,
     /// This process's gateway shard, when several processes share the token; one shard when `None`.
     pub shard: Option<crate::config::Shard>,
+    /// Receive interactions over HTTP (no gateway) when set.
+    pub endpoint: Option<EndpointOptions>,
+    /// Where the adapter says whether it is connected (`/readyz`).
+    pub health: Arc<Health>,
 }
 
 impl std::fmt::Debug for DiscordOptions {
@@ -61,7 +72,9 @@ impl std::fmt::Debug for DiscordOptions {
             .field("api_url", &self.api_url)
             .field("guild_id", &self.guild_id)
             .field("scheduler_interval", &self.scheduler_interval)
+            .field("scheduler_lease", &self.scheduler_lease)
             .field("shard", &self.shard)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -111,10 +124,9 @@ impl Drop for Ticket<'_> {
     }
 }
 
-/// A running bot: the gateway connection, the interaction handler and the scheduler.
+/// A running bot: its connection (the gateway, or the HTTP endpoint), the interaction handler and the scheduler.
 pub struct Running {
-    shards: Arc<ShardManager>,
-    client: tokio::task::JoinHandle<Result<(), serenity::Error>>,
+    connection: Connection,
     scheduler: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
     inflight: Arc<InFlight>,
@@ -123,8 +135,22 @@ pub struct Running {
     runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
+enum Connection {
+    Gateway { shards: Arc<ShardManager>, client: tokio::task::JoinHandle<Result<(), serenity::Error>> },
+    Endpoint { addr: SocketAddr, server: tokio::task::JoinHandle<std::io::Result<()>> },
+}
+
+/// Receive interactions over HTTP instead of the gateway.
+#[derive(Clone, Debug)]
+pub struct EndpointOptions {
+    /// Where to listen (port 0: any free one; [`Running::endpoint_addr`] says which).
+    pub listen: SocketAddr,
+    /// The application's public key, which verifies every request.
+    pub public_key: endpoint::PublicKey,
+}
+
 impl Running {
-    /// Waits until the gateway said READY and the commands were registered; returns the bot's user name.
+    /// Waits until the bot is connected and its commands are registered; returns the bot's user name.
     pub async fn ready(&mut self) -> anyhow::Result<String> {
         let name =
             self.ready.wait_for(Option::is_some).await.context("the Discord client stopped before it was ready")?;
@@ -136,9 +162,20 @@ impl Running {
         self.runs.load(Ordering::SeqCst)
     }
 
+    /// The address the HTTP interactions endpoint listens on, when the bot runs that way.
+    pub fn endpoint_addr(&self) -> Option<SocketAddr> {
+        match &self.connection {
+            Connection::Endpoint { addr, .. } => Some(*addr),
+            Connection::Gateway { .. } => None,
+        }
+    }
+
     /// Whether the client stopped on its own (an invalid token, for example).
     pub fn is_finished(&self) -> bool {
-        self.client.is_finished()
+        match &self.connection {
+            Connection::Gateway { client, .. } => client.is_finished(),
+            Connection::Endpoint { server, .. } => server.is_finished(),
+        }
     }
 
     /// Stops taking new work, finishes what is in flight, disconnects and closes the store.
@@ -149,14 +186,23 @@ impl Running {
             tracing::warn!(left, "interactions still in progress after the drain time; shutting down anyway");
         }
         let _ = self.scheduler.await;
-        self.shards.shutdown_all().await;
-        let result = self.client.await;
+        let result = match self.connection {
+            Connection::Gateway { shards, client } => {
+                shards.shutdown_all().await;
+                match client.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the Discord client failed")),
+                    Err(e) => Err(anyhow::anyhow!(e).context("the Discord client panicked")),
+                }
+            }
+            Connection::Endpoint { server, .. } => match server.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the interactions endpoint failed")),
+                Err(e) => Err(anyhow::anyhow!(e).context("the interactions endpoint panicked")),
+            },
+        };
         self.engine.store().close().await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the Discord client failed")),
-            Err(e) => Err(anyhow::anyhow!(e).context("the Discord client panicked")),
-        }
+        result
     }
 }
 
@@ -175,6 +221,7 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
     let (ready_tx, ready) = watch::channel(None);
     let inflight = Arc::new(InFlight::default());
     let dms = Arc::new(DmChannels::default());
+    opts.health.expect(PLATFORM);
     let handler = Handler {
         engine: engine.clone(),
         clock: opts.clock.clone(),
@@ -183,30 +230,61 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
         inflight: inflight.clone(),
         ready: ready_tx,
         dms: dms.clone(),
+        health: opts.health.clone(),
     };
-    let mut client: Client = ClientBuilder::new_with_http(http, GatewayIntents::empty())
-        .event_handler(handler)
-        .await
-        .context("cannot build the Discord client")?;
-    let shards = client.shard_manager.clone();
-    let rest = client.http.clone();
     let (stop, stop_rx) = watch::channel(false);
     let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let scheduler = tokio::spawn(scheduler(
-        engine.clone(),
-        rest,
-        dms,
-        opts.clock.clone(),
-        opts.scheduler_interval,
-        stop_rx,
-        runs.clone(),
-    ));
-    // Each process on a shard of its own receives its servers' events only, so an interaction is answered once.
-    let client = match opts.shard {
-        Some(shard) => tokio::spawn(async move { client.start_shard(shard.id, shard.count).await }),
-        None => tokio::spawn(async move { client.start().await }),
+    let (connection, rest) = match &opts.endpoint {
+        Some(endpoint) => {
+            let http = Arc::new(http);
+            // No gateway says which application this is (commands and follow-ups are sent under its id): asking
+            // also proves the token before anything else is done.
+            let app = http
+                .get_current_application_info()
+                .await
+                .context("Discord refused the token (GET /oauth2/applications/@me)")?;
+            http.set_application_id(app.id);
+            let listener = tokio::net::TcpListener::bind(endpoint.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for Discord's interactions", endpoint.listen))?;
+            let addr = listener.local_addr()?;
+            let registered = register_commands(&http, handler.guild, engine.prompts()).await;
+            handler.registered.store(registered, Ordering::SeqCst);
+            let health = handler.health.clone();
+            let name = app.name.clone();
+            let ready_tx = handler.ready.clone();
+            let app = endpoint::router(Arc::new(handler), http.clone(), endpoint.public_key.clone());
+            let mut stopped = stop_rx.clone();
+            let server = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            });
+            tracing::info!(%addr, bot = %name, "listening for Discord's interactions over HTTP");
+            health.connected(PLATFORM);
+            let _ = ready_tx.send(Some(name));
+            (Connection::Endpoint { addr, server }, http)
+        }
+        None => {
+            let mut client: Client = ClientBuilder::new_with_http(http, GatewayIntents::empty())
+                .event_handler(handler)
+                .await
+                .context("cannot build the Discord client")?;
+            let shards = client.shard_manager.clone();
+            let rest = client.http.clone();
+            // Each process on a shard of its own receives its servers' events only, so an interaction is answered
+            // once.
+            let client = match opts.shard {
+                Some(shard) => tokio::spawn(async move { client.start_shard(shard.id, shard.count).await }),
+                None => tokio::spawn(async move { client.start().await }),
+            };
+            (Connection::Gateway { shards, client }, rest)
+        }
     };
-    Ok(Running { shards, client, scheduler, stop, inflight, ready, engine, runs })
+    let scheduler = tokio::spawn(scheduler(engine.clone(), rest, dms, opts.clone(), stop_rx, runs.clone()));
+    Ok(Running { connection, scheduler, stop, inflight, ready, engine, runs })
 }
 
 /// Runs the bot until SIGINT or SIGTERM, then shuts down cleanly.
@@ -217,7 +295,12 @@ pub async fn run(engine: Engine, opts: DiscordOptions) -> anyhow::Result<()> {
         name = bot.ready() => {
             let name = name?;
             tracing::info!(bot = %name, "ready");
-            eprintln!("lastmile is connected to Discord as {name}; stop with Ctrl-C");
+            match bot.endpoint_addr() {
+                Some(addr) => super::status(&format!(
+                    "lastmile is answering Discord's interactions on http://{addr}/interactions as {name}; stop with Ctrl-C"
+                )),
+                None => super::status(&format!("lastmile is connected to Discord as {name}; stop with Ctrl-C")),
+            }
         }
         _ = tokio::signal::ctrl_c() => return bot.shutdown().await,
         _ = terminate.recv() => return bot.shutdown().await,
@@ -227,7 +310,7 @@ pub async fn run(engine: Engine, opts: DiscordOptions) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
         _ = wait_finished(&bot) => {}
     }
-    eprintln!("lastmile is shutting down");
+    super::status("lastmile is shutting down");
     bot.shutdown().await
 }
 
@@ -241,14 +324,15 @@ async fn scheduler(
     engine: Engine,
     http: Arc<Http>,
     dms: Arc<DmChannels>,
-    clock: Clock,
-    interval: std::time::Duration,
+    opts: DiscordOptions,
     mut stop: watch::Receiver<bool>,
     runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = format!("discord-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
     let outbox = DiscordOutbox { http, engine: engine.clone(), dms };
-    let scheduler = Scheduler::new(engine, worker);
+    let (clock, interval) = (opts.clock, opts.scheduler_interval);
+    let lease = chrono::Duration::from_std(opts.scheduler_lease).unwrap_or(crate::schedule::LEASE);
+    let scheduler = Scheduler::new(engine, worker).with_lease(lease);
     loop {
         if let Err(e) = scheduler.run_due(clock.as_ref(), &outbox, None).await {
             tracing::error!(error = %e, "scheduler run failed");
@@ -373,6 +457,7 @@ struct Handler {
     inflight: Arc<InFlight>,
     ready: watch::Sender<Option<String>>,
     dms: Arc<DmChannels>,
+    health: Arc<Health>,
 }
 
 /// Discord invalidates an interaction not answered within 3 seconds: past this, the bot defers and follows up.
@@ -391,71 +476,129 @@ struct Origin<'a> {
     deferred: bool,
     /// The deferred message was replaced.
     edited: bool,
+    /// Where the response goes when the interaction came over HTTP: the body of the answer to Discord's request.
+    body: Option<Body>,
 }
 
+/// The response to an interaction received over HTTP, for the endpoint to write as its answer.
+pub(crate) type Body = tokio::sync::oneshot::Sender<CreateInteractionResponse>;
+
 impl<'a> Origin<'a> {
-    fn new(id: InteractionId, token: &'a str, channel: DiscordChannel) -> Self {
-        Origin { id, token, channel, responded: false, deferred: false, edited: false }
+    fn new(id: InteractionId, token: &'a str, channel: DiscordChannel, body: Option<Body>) -> Self {
+        Origin { id, token, channel, responded: false, deferred: false, edited: false, body }
     }
 }
 
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
-        // Without its commands the bot is unusable: try a few times before saying so loudly.
-        for attempt in 1..=3 {
-            if self.registered.load(Ordering::SeqCst) {
-                break;
-            }
-            let commands = render::commands(self.engine.prompts());
-            let result = match self.guild {
-                Some(guild) => guild.set_commands(&ctx.http, commands).await.map(|_| ()),
-                None => DiscordCommand::set_global_commands(&ctx.http, commands).await.map(|_| ()),
-            };
-            match result {
-                Ok(()) => self.registered.store(true, Ordering::SeqCst),
-                Err(e) if attempt < 3 => {
-                    tracing::warn!(error = %e, attempt, "cannot register the slash commands yet");
-                    tokio::time::sleep(std::time::Duration::from_secs(2 * attempt)).await;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot register the slash commands: they will not appear"),
-            }
+        if !self.registered.load(Ordering::SeqCst) {
+            let done = register_commands(&ctx.http, self.guild, self.engine.prompts()).await;
+            self.registered.store(done, Ordering::SeqCst);
         }
         tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "gateway ready");
+        self.health.connected(PLATFORM);
         let _ = self.ready.send(Some(ready.user.name.clone()));
     }
 
+    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        if event.new == ConnectionStage::Connected {
+            self.health.connected(PLATFORM);
+        } else {
+            self.health.disconnected(PLATFORM, format!("gateway shard {} is {}", event.shard_id, event.new));
+        }
+    }
+
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        self.interaction(&ctx.http, interaction, None).await;
+    }
+}
+
+/// The platform's name in metrics and readiness.
+const PLATFORM: &str = "discord";
+
+/// Registers the slash commands (in one server, or globally); whether it worked. Without them the bot is
+/// unusable: it tries a few times before saying so loudly.
+async fn register_commands(http: &Http, guild: Option<GuildId>, prompts: &crate::prompts::Prompts) -> bool {
+    for attempt in 1..=3 {
+        let commands = render::commands(prompts);
+        let result = match guild {
+            Some(guild) => guild.set_commands(http, commands).await.map(|_| ()),
+            None => DiscordCommand::set_global_commands(http, commands).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => return true,
+            Err(e) if attempt < 3 => {
+                tracing::warn!(error = %e, attempt, "cannot register the slash commands yet");
+                tokio::time::sleep(std::time::Duration::from_secs(2 * attempt)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot register the slash commands: they will not appear"),
+        }
+    }
+    false
+}
+
+impl Handler {
+    /// One interaction, from the gateway or from the HTTP endpoint (`body`: where its response goes then).
+    async fn interaction(&self, http: &Http, interaction: Interaction, body: Option<Body>) {
+        let (kind, channel) = match &interaction {
+            Interaction::Command(c) => ("command", c.channel_id),
+            Interaction::Autocomplete(c) => ("autocomplete", c.channel_id),
+            Interaction::Component(c) => (
+                match c.data.kind {
+                    ComponentInteractionDataKind::Button => "button",
+                    _ => "menu",
+                },
+                c.channel_id,
+            ),
+            Interaction::Modal(m) => ("form", m.channel_id),
+            other => {
+                tracing::debug!(kind = ?other.kind(), "interaction ignored");
+                return;
+            }
+        };
+        let token = interaction.token().to_owned();
+        let mut origin = Origin::new(interaction.id(), &token, channel, body);
+        let workspace = match &interaction {
+            Interaction::Command(c) | Interaction::Autocomplete(c) => c.guild_id,
+            Interaction::Component(c) => c.guild_id,
+            Interaction::Modal(m) => m.guild_id,
+            _ => None,
+        };
+        let span = tracing::info_span!(
+            "interaction",
+            id = %interaction.id(),
+            kind,
+            workspace = workspace.map(|g| g.to_string()).unwrap_or_default()
+        );
+        self.interaction_in(http, interaction, kind, &mut origin).instrument(span).await;
+    }
+
+    async fn interaction_in(&self, http: &Http, interaction: Interaction, kind: &'static str, origin: &mut Origin<'_>) {
         let Some(_ticket) = self.inflight.enter() else {
             // Shutting down: say so rather than let the interaction fail.
-            let (id, token) = (interaction.id(), interaction.token().to_owned());
             let result = match interaction {
                 Interaction::Autocomplete(_) => {
                     let empty = CreateInteractionResponse::Autocomplete(CreateAutocompleteResponse::new());
-                    self.respond(&ctx, id, &token, empty).await
+                    self.respond(http, origin, empty).await
                 }
-                Interaction::Command(_) | Interaction::Component(_) | Interaction::Modal(_) => {
-                    self.say_ephemeral(&ctx, id, &token, Key::DiscordRestarting).await
-                }
-                _ => Ok(()),
+                _ => self.say_ephemeral(http, origin, Key::DiscordRestarting).await,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "could not refuse an interaction while shutting down");
             }
             return;
         };
+        metric::interaction(PLATFORM, kind);
         let result = match interaction {
-            Interaction::Command(c) => self.on_command(&ctx, &c).await,
-            Interaction::Autocomplete(c) => self.on_autocomplete(&ctx, &c).await,
-            Interaction::Component(c) => self.on_component(&ctx, &c).await,
-            Interaction::Modal(m) => self.on_modal(&ctx, &m).await,
-            other => {
-                tracing::debug!(kind = ?other.kind(), "interaction ignored");
-                Ok(())
-            }
+            Interaction::Command(c) => self.on_command(http, &c, origin).await,
+            Interaction::Autocomplete(c) => self.on_autocomplete(http, &c, origin).await,
+            Interaction::Component(c) => self.on_component(http, &c, origin).await,
+            Interaction::Modal(m) => self.on_modal(http, &m, origin).await,
+            _ => Ok(()),
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "interaction failed");
+            tracing::error!(error = %format!("{e:#}"), "interaction failed");
         }
     }
 }
@@ -516,27 +659,25 @@ impl Handler {
         }
     }
 
-    async fn respond(
-        &self,
-        ctx: &Context,
-        id: InteractionId,
-        token: &str,
-        r: CreateInteractionResponse,
-    ) -> anyhow::Result<()> {
-        r.execute(&ctx.http, (id, token)).await.context("interaction response")
+    /// The interaction's response: in the body of Discord's HTTP request when it came that way, over REST otherwise.
+    async fn respond(&self, http: &Http, origin: &mut Origin<'_>, r: CreateInteractionResponse) -> anyhow::Result<()> {
+        if let Some(body) = origin.body.take() {
+            return body.send(r).map_err(|_| anyhow::anyhow!("Discord's request was gone before its response"));
+        }
+        r.execute(http, (origin.id, origin.token)).await.context("interaction response")
     }
 
-    async fn say_ephemeral(&self, ctx: &Context, id: InteractionId, token: &str, key: Key) -> anyhow::Result<()> {
+    async fn say_ephemeral(&self, http: &Http, origin: &mut Origin<'_>, key: Key) -> anyhow::Result<()> {
         let msg = CreateInteractionResponseMessage::new()
             .content(self.engine.prompts().text(key))
             .ephemeral(true)
             .allowed_mentions(render::mentions(&[]));
-        self.respond(ctx, id, token, CreateInteractionResponse::Message(msg)).await
+        self.respond(http, origin, CreateInteractionResponse::Message(msg)).await
     }
 
-    async fn on_command(&self, ctx: &Context, c: &CommandInteraction) -> anyhow::Result<()> {
+    async fn on_command(&self, http: &Http, c: &CommandInteraction, origin: &mut Origin<'_>) -> anyhow::Result<()> {
         let Some(guild) = c.guild_id else {
-            return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordGuildOnly).await;
+            return self.say_ephemeral(http, origin, Key::DiscordGuildOnly).await;
         };
         let (sub, values) = options(&c.data.options);
         let parsed = commands::from_options(&c.data.name, &sub, &values);
@@ -546,21 +687,25 @@ impl Handler {
             Err(_) => Input::CommandLine(String::new()),
         };
         let req = self.request(guild.to_string(), c.user.id, c.channel_id, input, admin);
-        let mut origin = Origin::new(c.id, &c.token, c.channel_id);
         let replies = match parsed {
             Ok(cmd) => {
                 // Summaries render a chart: defer at once rather than risk Discord's 3 seconds.
                 if matches!(cmd, Command::Portfolio) {
-                    self.defer(ctx, &mut origin).await;
+                    self.defer(http, origin).await;
                 }
-                self.handle(ctx, &mut origin, req.clone()).await
+                self.handle(http, origin, req.clone()).await
             }
             Err(e) => vec![self.engine.parse_error(&req, e)],
         };
-        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+        self.deliver(http, origin, req.workspace.as_str(), replies).await
     }
 
-    async fn on_autocomplete(&self, ctx: &Context, c: &CommandInteraction) -> anyhow::Result<()> {
+    async fn on_autocomplete(
+        &self,
+        http: &Http,
+        c: &CommandInteraction,
+        origin: &mut Origin<'_>,
+    ) -> anyhow::Result<()> {
         let mut choices = Vec::new();
         if let (Some(guild), Some(focused)) = (c.guild_id, c.data.autocomplete())
             && focused.name == "pilot"
@@ -579,12 +724,12 @@ impl Handler {
                 names.into_iter().map(|n| AutocompleteChoice::new(ids::cut(&n, 100), ids::cut(&n, 100))).collect();
         }
         let response = CreateInteractionResponse::Autocomplete(CreateAutocompleteResponse::new().set_choices(choices));
-        self.respond(ctx, c.id, &c.token, response).await
+        self.respond(http, origin, response).await
     }
 
-    async fn on_component(&self, ctx: &Context, c: &ComponentInteraction) -> anyhow::Result<()> {
+    async fn on_component(&self, http: &Http, c: &ComponentInteraction, origin: &mut Origin<'_>) -> anyhow::Result<()> {
         let Some(action) = Action::decode(&c.data.custom_id) else {
-            return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await;
+            return self.say_ephemeral(http, origin, Key::DiscordStale).await;
         };
         // In a server the server is the workspace; in a direct message the button says which.
         let workspace = c.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace.clone());
@@ -608,7 +753,7 @@ impl Handler {
                     prefill.as_deref(),
                     self.engine.prompts(),
                 );
-                return self.respond(ctx, c.id, &c.token, CreateInteractionResponse::Modal(modal)).await;
+                return self.respond(http, origin, CreateInteractionResponse::Modal(modal)).await;
             }
             // Choices are answered by their number: the button names its question, so the number cannot land on
             // another one, and a label cut to fit a button still picks its choice.
@@ -621,7 +766,7 @@ impl Handler {
                     }
                     format!("<@{user}>")
                 }
-                _ => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
+                _ => return self.say_ephemeral(http, origin, Key::DiscordStale).await,
             },
             Kind::Skip { word } => word.clone(),
             Kind::Run { command } => {
@@ -633,24 +778,22 @@ impl Handler {
                     Input::CommandLine(command.clone()),
                     manages_server(c.member.as_ref()),
                 );
-                let mut origin = Origin::new(c.id, &c.token, c.channel_id);
-                let replies = self.handle(ctx, &mut origin, req.clone()).await;
-                return self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await;
+                let replies = self.handle(http, origin, req.clone()).await;
+                return self.deliver(http, origin, req.workspace.as_str(), replies).await;
             }
-            Kind::Submit => return self.say_ephemeral(ctx, c.id, &c.token, Key::DiscordStale).await,
+            Kind::Submit => return self.say_ephemeral(http, origin, Key::DiscordStale).await,
         };
         let mut req =
             self.request(workspace, c.user.id, c.channel_id, Input::Text(text), manages_server(c.member.as_ref()));
         req.bots = bots;
         req.answers = action.answers();
-        let mut origin = Origin::new(c.id, &c.token, c.channel_id);
-        let replies = self.handle(ctx, &mut origin, req.clone()).await;
-        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+        let replies = self.handle(http, origin, req.clone()).await;
+        self.deliver(http, origin, req.workspace.as_str(), replies).await
     }
 
-    async fn on_modal(&self, ctx: &Context, m: &ModalInteraction) -> anyhow::Result<()> {
+    async fn on_modal(&self, http: &Http, m: &ModalInteraction, origin: &mut Origin<'_>) -> anyhow::Result<()> {
         let Some(action) = Action::decode(&m.data.custom_id).filter(|a| a.kind == Kind::Submit) else {
-            return self.say_ephemeral(ctx, m.id, &m.token, Key::DiscordStale).await;
+            return self.say_ephemeral(http, origin, Key::DiscordStale).await;
         };
         let workspace = m.guild_id.map(|g| g.to_string()).unwrap_or_else(|| action.workspace.clone());
         let text = m
@@ -666,28 +809,27 @@ impl Handler {
         let mut req =
             self.request(workspace, m.user.id, m.channel_id, Input::Text(text), manages_server(m.member.as_ref()));
         req.answers = action.answers();
-        let mut origin = Origin::new(m.id, &m.token, m.channel_id);
-        let replies = self.handle(ctx, &mut origin, req.clone()).await;
-        self.deliver(ctx, &mut origin, req.workspace.as_str(), replies).await
+        let replies = self.handle(http, origin, req.clone()).await;
+        self.deliver(http, origin, req.workspace.as_str(), replies).await
     }
 
     /// Runs the engine; when it takes longer than Discord allows for a first answer, defers meanwhile.
-    async fn handle(&self, ctx: &Context, origin: &mut Origin<'_>, req: Request) -> Vec<Reply> {
+    async fn handle(&self, http: &Http, origin: &mut Origin<'_>, req: Request) -> Vec<Reply> {
         let work = self.engine.handle(req);
         tokio::pin!(work);
         tokio::select! {
             replies = &mut work => replies,
             _ = tokio::time::sleep(DEFER_AFTER), if !origin.responded => {
-                self.defer(ctx, origin).await;
+                self.defer(http, origin).await;
                 work.await
             }
         }
     }
 
     /// Acknowledges the interaction with an ephemeral "thinking…", to be replaced by the first reply.
-    async fn defer(&self, ctx: &Context, origin: &mut Origin<'_>) {
+    async fn defer(&self, http: &Http, origin: &mut Origin<'_>) {
         let defer = CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new().ephemeral(true));
-        match self.respond(ctx, origin.id, origin.token, defer).await {
+        match self.respond(http, origin, defer).await {
             Ok(()) => {
                 origin.responded = true;
                 origin.deferred = true;
@@ -701,7 +843,7 @@ impl Handler {
     /// REST, so that the response never waits for them.
     async fn deliver(
         &self,
-        ctx: &Context,
+        http: &Http,
         origin: &mut Origin<'_>,
         workspace: &str,
         replies: Vec<Reply>,
@@ -716,22 +858,22 @@ impl Handler {
         for reply in mine {
             let ephemeral = matches!(reply.to, Destination::Ephemeral(_));
             let message = render::message(&reply, workspace, prompts);
-            if let Err(e) = self.answer(ctx, origin, message, ephemeral).await {
+            if let Err(e) = self.answer(http, origin, message, ephemeral).await {
                 tracing::warn!(error = %format!("{e:#}"), "a reply could not be sent");
             }
         }
         // Whatever happened, the interaction gets an answer.
         if !origin.responded || (origin.deferred && !origin.edited) {
-            self.answer(ctx, origin, plain(prompts.text(Key::DiscordDone)), true).await?;
+            self.answer(http, origin, plain(prompts.text(Key::DiscordDone)), true).await?;
         }
         for reply in elsewhere {
             let message = render::message(&reply, workspace, prompts);
             let result = match &reply.to {
-                Destination::Channel(c) => post(&ctx.http, c, message).await.context("channel post"),
-                Destination::Dm(user) => match send_dm(&ctx.http, &self.dms, user, message).await {
+                Destination::Channel(c) => post(http, c, message).await.context("channel post"),
+                Destination::Dm(user) => match send_dm(http, &self.dms, user, message).await {
                     Err(e) if dm_closed(&e) => match reply.fallback.as_deref() {
                         Some(fallback @ Reply { to: Destination::Channel(c), .. }) => {
-                            post(&ctx.http, c, render::message(fallback, workspace, prompts)).await.context("fallback")
+                            post(http, c, render::message(fallback, workspace, prompts)).await.context("fallback")
                         }
                         _ => Ok(()),
                     },
@@ -749,15 +891,19 @@ impl Handler {
 
     /// Answers the interaction itself: the response first (or the deferred message), follow-ups after. A first
     /// response Discord refuses is replaced by the plain apology, so the user is never left with a failure.
-    async fn answer(&self, ctx: &Context, origin: &mut Origin<'_>, m: Message, ephemeral: bool) -> anyhow::Result<()> {
+    async fn answer(&self, http: &Http, origin: &mut Origin<'_>, m: Message, ephemeral: bool) -> anyhow::Result<()> {
+        if !origin.responded && m.file.is_some() && origin.body.is_some() {
+            // A file cannot ride in the JSON answer to Discord's request: acknowledge, then send it over REST.
+            self.defer(http, origin).await;
+        }
         if !origin.responded {
             let b = with_message!(CreateInteractionResponseMessage::new(), m, add_file).ephemeral(ephemeral);
-            let first = self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await;
+            let first = self.respond(http, origin, CreateInteractionResponse::Message(b)).await;
             if let Err(e) = first {
                 tracing::warn!(error = %format!("{e:#}"), "response refused; answering with the apology");
                 let apology = plain(self.engine.prompts().text(Key::InternalError));
                 let b = with_message!(CreateInteractionResponseMessage::new(), apology, add_file).ephemeral(true);
-                self.respond(ctx, origin.id, origin.token, CreateInteractionResponse::Message(b)).await?;
+                self.respond(http, origin, CreateInteractionResponse::Message(b)).await?;
             }
             origin.responded = true;
             return Ok(());
@@ -765,9 +911,9 @@ impl Handler {
         if origin.deferred && !origin.edited && ephemeral {
             origin.edited = true;
             let b = with_message!(EditInteractionResponse::new(), m, new_attachment);
-            return b.execute(&ctx.http, origin.token).await.map(|_| ()).context("deferred response");
+            return b.execute(http, origin.token).await.map(|_| ()).context("deferred response");
         }
         let b = with_message!(CreateInteractionResponseFollowup::new(), m, add_file).ephemeral(ephemeral);
-        b.execute(&ctx.http, (None, origin.token)).await.map(|_| ()).context("follow-up")
+        b.execute(http, (None, origin.token)).await.map(|_| ()).context("follow-up")
     }
 }
