@@ -102,7 +102,7 @@ async fn transcripts_continue_on_a_postgres_copy_as_on_sqlite() {
 }
 
 /// A pilot past its review date with reminders sent, the owner halfway through recording evidence, someone else
-/// halfway through registering a pilot.
+/// halfway through registering a pilot, and a registration cancelled (its id is not given again).
 const BEFORE_THE_MOVE: &str = "\
 :as @dana
 /lastmile config digest off
@@ -119,6 +119,9 @@ Accept
 :as @erin
 /pilot register Fraud triage
 Claims fraud analysts (6, Cardiff) review flagged claims one by one; the model will score and batch them.
+:as @frank
+/pilot register Scrapped idea
+cancel
 :as @alice
 :advance 16d
 Add evidence
@@ -163,13 +166,16 @@ async fn a_bot_moved_to_postgres_continues_where_it_stopped() {
     assert!(on_postgres.contains("Recorded for **Claims triage**: Workflow live."), "{on_postgres}");
     assert!(on_postgres.contains("This is reminder 2."), "{on_postgres}");
     assert!(!on_postgres.contains("This is reminder 1.") && !on_postgres.contains("Heads-up"), "{on_postgres}");
-    assert!(
-        on_postgres.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."),
-        "{on_postgres}"
-    );
+    assert!(on_postgres.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."), "{on_postgres}");
     assert!(on_postgres.contains("**Invoice matching** — question 1 of 3"), "{on_postgres}");
     assert!(on_postgres.contains("#2 **Fraud triage**"), "{on_postgres}");
-    assert_eq!(export(&pg.url), export(&original.url));
+    let exported = export(&pg.url);
+    assert_eq!(exported, export(&original.url));
+    // Pilot 3 was cancelled before the move: the next pilot is 4, as it would have been on SQLite.
+    let pilots: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    let ids: Vec<(i64, &str)> =
+        pilots.as_array().unwrap().iter().map(|p| (p["id"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
+    assert_eq!(ids, [(1, "Claims triage"), (2, "Fraud triage"), (4, "Invoice matching")]);
     pg.cleanup().await;
 }
 
