@@ -68,6 +68,20 @@ enum Cmd {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent copy of the SQLite database to a new FILE, while the bot runs (PostgreSQL: use pg_dump).
+    Backup {
+        /// The file to write; it must not exist.
+        file: PathBuf,
+    },
+    /// Copy every row of one database into another, e.g. SQLite to PostgreSQL; run again to finish an interrupted copy.
+    Copy {
+        /// The database to copy (only read): sqlite://FILE or postgres://...
+        #[arg(long)]
+        from: String,
+        /// The database to copy into: migrated first, it must be empty (or hold an interrupted copy of --from).
+        #[arg(long)]
+        to: String,
+    },
     /// Run a narrated scenario on a fresh temporary database: scoping, evidence, nudges, decisions, the portfolio.
     Demo,
 }
@@ -223,6 +237,24 @@ async fn run() -> anyhow::Result<()> {
                 health,
             };
             lastmile::chat::discord::run(engine, opts).await?;
+        }
+        Cmd::Backup { file } => {
+            lastmile::backup(&config.database_url, &file).await?;
+            eprintln!("backed up {} to {}", lastmile::config::redact_url(&config.database_url), file.display());
+        }
+        Cmd::Copy { from, to } => {
+            let tables = lastmile::copy(&from, &to).await?;
+            for t in &tables {
+                let next = t.next_id.map(|n| format!(", next id {n}")).unwrap_or_default();
+                let how = if t.copied { "copied" } else { "already there" };
+                println!("{:<20} {:>8} rows  checksum {}{next}: ok ({how})", t.table, t.rows, t.checksum);
+            }
+            eprintln!(
+                "copied {} to {}: {} tables, each with the source's row count and checksum",
+                lastmile::config::redact_url(&from),
+                lastmile::config::redact_url(&to),
+                tables.len()
+            );
         }
         Cmd::Migrate => {
             let store = lastmile::open_store(&config.database_url).await?;

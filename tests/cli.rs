@@ -167,7 +167,7 @@ fn plain_lastmile_opens_the_console_and_help_lists_the_subcommands() {
 
     let out = lastmile(dir.path()).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for sub in ["console", "export", "migrate"] {
+    for sub in ["console", "export", "migrate", "backup", "copy"] {
         assert!(help.contains(sub), "{help}");
     }
 }
@@ -297,4 +297,71 @@ fn export_reads_a_read_only_database_and_creates_none() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read database"), "{out:?}");
     assert!(!missing.exists(), "export created a database");
+}
+
+/// `lastmile backup` writes one consistent snapshot while another connection is in the middle of writing: the
+/// copy exports exactly what the database held before that write, which commits afterwards.
+#[tokio::test]
+async fn backup_copies_a_database_in_use_as_it_was() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
+    let (code, _, err) = run_with_input(cmd, &format!("{REGISTRATION}/pilot register Fraud triage\n"));
+    assert_eq!(code, 0, "{err}");
+    let export = |url: &str| {
+        let out = lastmile(dir.path()).args(["export", "--db", url, "--format", "json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let original = format!("sqlite://{}", dir.path().join("lastmile.db").display());
+    let before = export(&original);
+    assert!(before.contains("Claims triage assistant") && before.contains("Fraud triage"), "{before}");
+
+    // Another process writing: its transaction holds the write lock while the backup runs.
+    let mut writer = sqlx::SqliteConnection::connect(&original).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+    sqlx::query("UPDATE pilots SET name = 'Renamed mid-backup' WHERE id = 1").execute(&mut writer).await.unwrap();
+    let out = lastmile(dir.path()).args(["backup", "--db", &original, "copy.db"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    writer.close().await.unwrap();
+
+    let copy = format!("sqlite://{}", dir.path().join("copy.db").display());
+    assert_eq!(export(&copy), before);
+    assert!(export(&original).contains("Renamed mid-backup"), "the write after the snapshot is in the original");
+}
+
+/// A backup never overwrites a file, and PostgreSQL is backed up with its own tools: both are refused, and
+/// nothing is written.
+#[test]
+fn backup_refuses_an_existing_file_and_a_postgres_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
+    let (code, _, err) = run_with_input(cmd, REGISTRATION);
+    assert_eq!(code, 0, "{err}");
+    let existing = dir.path().join("yesterday.db");
+    std::fs::write(&existing, "yesterday's backup").unwrap();
+    let out = lastmile(dir.path()).args(["backup", "yesterday.db"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("yesterday.db already exists") && err.contains("overwrites none"), "{err}");
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "yesterday's backup");
+
+    let out = lastmile(dir.path())
+        .args(["backup", "--db", "postgres://lastmile:s3cret@db.example/lastmile", "pg.db"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(err.contains("postgres://lastmile:[redacted]@db.example/lastmile") && !err.contains("s3cret"), "{err}");
+    assert!(!dir.path().join("pg.db").exists());
+
+    // No database there: said so, and neither it nor the backup is created.
+    let out = lastmile(dir.path()).args(["backup", "--db", "sqlite://missing.db", "missing-copy.db"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot back up sqlite://missing.db"), "{out:?}");
+    assert!(!dir.path().join("missing.db").exists() && !dir.path().join("missing-copy.db").exists());
 }

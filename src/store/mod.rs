@@ -3,7 +3,8 @@
 //! placeholders, `ON CONFLICT`, `RETURNING`); [`with_pool!`] expands each one for both pools, and where the
 //! dialects differ it is visible. Rooms: `write` (a batch of turns, table by table) behind `commit` (the queue
 //! that groups turns into commits), `reads` (what answers read, batched), `pilots`, `schedule`, `portfolio`,
-//! `settings`, and `rows` (rows and their domain values).
+//! `settings`, `rows` (rows and their domain values), and the operations on a whole database: `backup` (SQLite)
+//! and `copy` (from one database to another).
 
 mod rows;
 
@@ -90,7 +91,9 @@ pub enum StoreError {
     Refused(String),
 }
 
+mod backup;
 mod commit;
+mod copy;
 mod pilots;
 mod portfolio;
 mod reads;
@@ -98,6 +101,8 @@ mod schedule;
 mod settings;
 mod write;
 
+pub use backup::{BackupError, backup_sqlite};
+pub use copy::{CopyError, TableCopied};
 pub use reads::AnswerContext;
 pub use schedule::{Backlog, NaiveDateKey, Recorded};
 use settings::parse_settings;
@@ -190,18 +195,26 @@ impl Store {
 
     /// Whether every migration this build knows is applied (a database read without migrating it must be current).
     async fn check_migrated(&self) -> Result<(), StoreError> {
-        let known = match &self.pool {
-            Pool::Sqlite(_) => sqlx::migrate!("migrations/sqlite").iter().map(|m| m.version).max(),
-            Pool::Postgres(_) => sqlx::migrate!("migrations/postgres").iter().map(|m| m.version).max(),
-        };
-        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
-        let applied: Option<i64> = with_pool!(self, pool => {
-            sqlx::query_scalar(sql).fetch_one(pool).await.map_err(|_| StoreError::NotMigrated { applied: None, known })?
-        });
+        let known = self.known_migration();
+        let applied = self.applied_migration().await;
         if applied < known {
             return Err(StoreError::NotMigrated { applied, known });
         }
         Ok(())
+    }
+
+    /// The latest migration this build has for the database's dialect.
+    fn known_migration(&self) -> Option<i64> {
+        match &self.pool {
+            Pool::Sqlite(_) => sqlx::migrate!("migrations/sqlite").iter().map(|m| m.version).max(),
+            Pool::Postgres(_) => sqlx::migrate!("migrations/postgres").iter().map(|m| m.version).max(),
+        }
+    }
+
+    /// The latest migration applied to the database (None: none, or it cannot be read).
+    async fn applied_migration(&self) -> Option<i64> {
+        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        with_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await.ok().flatten())
     }
 
     fn new(pool: Pool) -> Self {

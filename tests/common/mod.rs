@@ -86,8 +86,13 @@ pub fn options(user: &str) -> ConsoleOptions {
 /// Feeds input lines to a console session as `user`, returning what it printed. A `:restart` line closes the
 /// engine and opens a new one on the same database, as a restarted bot would.
 pub async fn run_console(url: &str, user: &str, input: &str) -> String {
+    continue_console(url, options(user), input).await.0
+}
+
+/// Feeds input lines to a console session that starts as `opts` say (who speaks, where, the clock), as
+/// [`run_console`] does; returns what it printed and the options it ended with, to continue from there.
+pub async fn continue_console(url: &str, mut opts: ConsoleOptions, input: &str) -> (String, ConsoleOptions) {
     let mut out = Vec::new();
-    let mut opts = options(user);
     for (i, part) in input.split("\n:restart\n").enumerate() {
         if i > 0 {
             out.extend_from_slice(b"> :restart\n");
@@ -97,7 +102,7 @@ pub async fn run_console(url: &str, user: &str, input: &str) -> String {
         opts = console::run(&engine, opts, part.as_bytes(), &mut out).await.unwrap();
         engine.store().close().await;
     }
-    String::from_utf8(out).unwrap()
+    (String::from_utf8(out).unwrap(), opts)
 }
 
 /// Runs one SQL statement on a test database (for seeding many rows at once).
