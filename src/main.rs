@@ -110,11 +110,11 @@ fn init_logs(format: LogFormat) {
 }
 
 /// Starts the ops endpoints when an address is configured.
-async fn start_ops(config: &Config, store: &lastmile::store::Store) -> anyhow::Result<Arc<Health>> {
+async fn start_ops(config: &Config, engine: &lastmile::engine::Engine) -> anyhow::Result<Arc<Health>> {
     let health = Health::new();
     if let Some(addr) = config.ops_listen {
         let ops = ops::Ops {
-            store: store.clone(),
+            engine: engine.clone(),
             health: health.clone(),
             metrics: ops::recorder(),
             clock: Arc::new(Utc::now),
@@ -149,7 +149,7 @@ async fn run() -> anyhow::Result<()> {
     match command {
         Cmd::Console { workspace, user, channel, now } => {
             let engine = lastmile::open(&config).await?;
-            start_ops(&config, engine.store()).await?;
+            start_ops(&config, &engine).await?;
             let interactive = std::io::stdin().is_terminal();
             let opts = ConsoleOptions {
                 workspace: workspace.unwrap_or(config.console.workspace.clone()),
@@ -224,7 +224,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             };
             let engine = lastmile::open(&config).await?;
-            let health = start_ops(&config, engine.store()).await?;
+            let health = start_ops(&config, &engine).await?;
             let opts = lastmile::chat::discord::DiscordOptions {
                 token,
                 api_url: config.discord_api_url.clone(),

@@ -650,8 +650,16 @@ fn without_a_token_the_discord_command_says_what_to_do() {
 
 #[tokio::test]
 async fn a_slow_answer_is_deferred_within_three_seconds() {
+    slow_answer(TestBot::start().await).await;
+}
+
+#[tokio::test]
+async fn over_http_a_slow_answer_is_deferred_in_the_response_within_three_seconds() {
+    slow_answer(TestBot::start_http_with(|_| {}).await).await;
+}
+
+async fn slow_answer(t: TestBot) {
     use sqlx::Connection;
-    let t = TestBot::start().await;
     let f = &t.fake;
     // Another process holds the database's write lock for 2.5 seconds.
     let mut other = sqlx::SqliteConnection::connect(&t._db.url).await.unwrap();
@@ -823,7 +831,7 @@ async fn readiness_names_what_is_not_ready() {
     let health = lastmile::chat::ops::Health::new();
     health.expect("discord");
     let ops = lastmile::chat::ops::Ops {
-        store: engine.store().clone(),
+        engine: engine.clone(),
         health: health.clone(),
         metrics: lastmile::chat::ops::recorder(),
         clock: Arc::new(common::now),
@@ -917,9 +925,11 @@ async fn the_binary_over_http_logs_json_and_its_metrics_count_what_happened() {
     };
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await, (200, "ready\n".into()));
-    // The scheduler nudges the owner by direct message.
+    // The scheduler nudges the owner by direct message, and posts the week's digest in the channel.
     let dave = format!("/channels/{}/messages", DAVE.id + 1);
+    let channel = format!("/channels/{CHANNEL}/messages");
     fake.wait_for("the nudge", |calls| calls.iter().find(|c| c.method == "POST" && c.path == dave).cloned()).await;
+    fake.wait_for("the digest", |calls| calls.iter().find(|c| c.method == "POST" && c.path == channel).cloned()).await;
     // Two commands, a button that opens a form, and the form with a vague answer.
     fake.interact(fake.slash(BOB, "pilot", "help", &[])).await;
     let (_, q) = fake.interact(fake.slash(ALICE, "pilot", "register", &[("name", "Fraud screening")])).await;
@@ -938,9 +948,10 @@ async fn the_binary_over_http_logs_json_and_its_metrics_count_what_happened() {
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert!(refusals[0].0.contains("reason=\"vague_") && *refusals[0].1 == 1.0, "{refusals:?}");
     // Every message the scheduler handed to Discord is counted as sent; nothing is due any more.
-    let posted = fake.calls().iter().filter(|c| c.method == "POST" && c.path.starts_with("/channels/")).count();
-    assert!(posted >= 1);
-    assert_eq!(at(r#"lastmile_scheduled_messages_total{kind="nudge",outcome="sent"}"#), posted as f64);
+    let posted = |path: &str| fake.calls().iter().filter(|c| c.method == "POST" && c.path == path).count() as f64;
+    assert_eq!(at(r#"lastmile_scheduled_messages_total{kind="nudge",outcome="sent"}"#), posted(&dave));
+    assert_eq!(at(r#"lastmile_scheduled_messages_total{kind="digest",outcome="sent"}"#), posted(&channel));
+    assert_eq!(posted(&channel), 1.0);
     assert_eq!(at("lastmile_due_backlog"), 0.0);
     assert_eq!(at("lastmile_oldest_due_seconds"), 0.0);
     assert!(at(r#"lastmile_db_connections{state="open"}"#) >= 1.0);

@@ -16,8 +16,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::engine::metric;
-use crate::store::Store;
+use crate::engine::{Engine, metric};
 
 /// Whether each configured platform is connected, as its adapter last said.
 #[derive(Debug, Default)]
@@ -86,7 +85,7 @@ pub fn recorder() -> PrometheusHandle {
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Ops {
-    pub store: Store,
+    pub engine: Engine,
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
     pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
@@ -129,7 +128,7 @@ pub async fn spawn(addr: SocketAddr, ops: Ops) -> anyhow::Result<(SocketAddr, to
 
 async fn readyz(State(ops): State<Ops>) -> Response {
     let mut problems = Vec::new();
-    match tokio::time::timeout(DB_TIMEOUT, ops.store.ping()).await {
+    match tokio::time::timeout(DB_TIMEOUT, ops.engine.database_answers()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => problems.push(format!("database: {e}")),
         Err(_) => problems.push(format!("database: no answer within {} s", DB_TIMEOUT.as_secs())),
@@ -145,7 +144,7 @@ async fn readyz(State(ops): State<Ops>) -> Response {
 async fn render_metrics(State(ops): State<Ops>) -> Response {
     // What is measured at the moment of the scrape: the due backlog and the pool.
     let now = (ops.clock)();
-    match tokio::time::timeout(DB_TIMEOUT, ops.store.due_backlog(now)).await {
+    match tokio::time::timeout(DB_TIMEOUT, ops.engine.due_backlog(now)).await {
         Ok(Ok(backlog)) => {
             metrics::gauge!(metric::DUE_BACKLOG).set(backlog.due as f64);
             let age = backlog.oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
@@ -154,7 +153,7 @@ async fn render_metrics(State(ops): State<Ops>) -> Response {
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the due backlog for /metrics"),
         Err(_) => tracing::warn!("the due backlog took too long for /metrics"),
     }
-    let pool = ops.store.pool_use();
+    let pool = ops.engine.pool_use();
     metrics::gauge!(metric::DB_CONNECTIONS, "state" => "open").set(f64::from(pool.open));
     metrics::gauge!(metric::DB_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!(metric::DB_CONNECTIONS, "state" => "in_use").set(f64::from(pool.open.saturating_sub(pool.idle)));

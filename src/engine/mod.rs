@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use minijinja::context;
 
 use crate::commands::{self, ParseError};
@@ -21,6 +22,7 @@ mod settings_commands;
 mod summary;
 mod turn;
 
+pub use crate::store::{Backlog, PoolUse};
 pub use api::{AskRef, Attachment, Destination, EngineSettings, Expect, Input, Reply, Request, Shortcut};
 use render::ask_again;
 
@@ -42,6 +44,21 @@ impl Engine {
 
     pub fn prompts(&self) -> &Prompts {
         &self.prompts
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn database_answers(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Pilots due now and since when the oldest has been (how far behind the schedulers are).
+    pub async fn due_backlog(&self, now: DateTime<Utc>) -> Result<Backlog, StoreError> {
+        self.store.due_backlog(now).await
+    }
+
+    /// The database pool's connections.
+    pub fn pool_use(&self) -> PoolUse {
+        self.store.pool_use()
     }
 
     /// Handles one input. Never fails: what breaks is logged and the user gets a short apology.
