@@ -40,6 +40,9 @@ keys! {
     AskConfirm = "ask.confirm" [card],
     AskEditStep = "ask.edit_step" [pilot],
     CurrentAnswer = "ask.current_answer" [answer],
+    PnlMissing = "ask.pnl_missing" [pilot, understood, line, baseline, target, unit],
+    Understood = "ask.understood" [step, answer],
+    DateMissing = "ask.date_missing" [pilot, month, day, year],
 
     ChoiceConfirm = "choice.confirm" [],
     ChoiceEdit = "choice.edit" [],
@@ -344,6 +347,8 @@ struct RawRule {
     step: String,
     pattern: String,
     followup: String,
+    #[serde(default)]
+    keep: bool,
 }
 
 /// The loaded, checked prompts.
@@ -364,11 +369,19 @@ pub const ECHO_MAX_CHARS: usize = 60;
 
 /// `text` as a reply quotes it: on one line, cut to [`ECHO_MAX_CHARS`] with "…".
 pub fn echo(text: &str) -> String {
+    echo_up_to(text, ECHO_MAX_CHARS)
+}
+
+/// The longest answer shown back whole as understood (a combined answer): longer ones are cut with "…".
+pub const UNDERSTOOD_MAX_CHARS: usize = 300;
+
+/// `text` on one line, cut to `max` characters with "…".
+pub fn echo_up_to(text: &str, max: usize) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= ECHO_MAX_CHARS {
+    if one_line.chars().count() <= max {
         return one_line;
     }
-    let mut cut: String = one_line.chars().take(ECHO_MAX_CHARS - 1).collect();
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
 }
@@ -431,7 +444,7 @@ impl Prompts {
             }
             let name = format!("vagueness.{}", raw.id);
             add_template(&mut env, file, &name, raw.followup, RULE_VARS)?;
-            rules.push(Rule { id: raw.id, question: raw.step, pattern, followup: name });
+            rules.push(Rule { id: raw.id, question: raw.step, pattern, followup: name, keep: raw.keep });
         }
         Ok(Self { env, rules: Rules::new(rules) })
     }

@@ -193,3 +193,84 @@ proptest! {
         });
     }
 }
+
+/// A figure as people write it: with k or m, thousands separators, or plain.
+fn written(value: u32, style: u8) -> (String, f64) {
+    let v = f64::from(value);
+    match style % 3 {
+        0 => (format!("{}", value), v),
+        1 => (format!("{}k", value), v * 1e3),
+        _ => (format!("{}.{}m", value / 10, value % 10), f64::from(value / 10) * 1e6 + f64::from(value % 10) * 1e5),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Any well-formed P&L line built from the grammar of lines, units, figures and connectors reads as the same
+    /// line, unit and figures.
+    #[test]
+    fn a_well_formed_pnl_line_parses_to_its_figures(
+        line in prop::sample::select(vec!["Claims handling cost", "Upsell revenue", "Cost per claim", "Fraud losses",
+            "Average handling time", "Churn rate", "Contact centre spend"]),
+        unit in prop::sample::select(vec![("£", "GBP", true), ("$", "USD", true), ("€", "EUR", true),
+            ("GBP", "GBP", false), ("USD", "USD", false), ("EUR", "EUR", false), ("euros", "EUR", false),
+            ("pounds", "GBP", false), ("%", "%", false), ("days", "days", false)]),
+        base in 1u32..5000, target in 1u32..5000, bstyle in 0u8..3, tstyle in 0u8..3,
+        form in 0u8..7,
+        connector in prop::sample::select(vec![" -> ", " → ", " to ", " – ", " — ", "->"]),
+    ) {
+        let (b, bv) = written(base, bstyle);
+        let (t, tv) = written(target, tstyle);
+        prop_assume!(bv != tv);
+        let (symbol, code, prefix) = unit;
+        // The figure with its unit attached, as a symbol before or a word after.
+        let with = |n: &str| if prefix { format!("{symbol}{n}") } else if symbol == "%" { format!("{n}%") } else { format!("{n} {symbol}") };
+        let lower = line.to_lowercase();
+        let text = match form {
+            0 => format!("{line}: {}{connector}{}", with(&b), with(&t)),
+            1 => format!("{line} from {} to {}", with(&b), with(&t)),
+            2 => format!("{line} ({symbol}): {b}{connector}{t}"),
+            3 => format!("{line}, {symbol}, baseline {b}, target {t}"),
+            4 => format!("{} {lower} from {} to {}", if tv < bv { "reduce" } else { "increase" }, with(&b), with(&t)),
+            5 => format!("{line}: baseline {}, target {}", with(&b), with(&t)),
+            _ => format!("{line} in {symbol}: {b}{connector}{t}"),
+        };
+        // `(£)` and `in £` are not how a unit is named: only words, codes and % in brackets.
+        prop_assume!(!(prefix && (form == 2 || form == 3 || form == 6)));
+        prop_assume!(!(symbol == "%" && form == 6));
+        let parsed = PnlTarget::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        prop_assert_eq!(parsed.line.as_str(), line, "{}", text);
+        prop_assert_eq!(parsed.unit.as_str(), code, "{}", text);
+        prop_assert!((parsed.baseline - bv).abs() < 1e-6 && (parsed.target - tv).abs() < 1e-6, "{text}: {parsed:?}");
+    }
+}
+
+/// Every example of a P&L line the bot itself prints (in backticks, in `prompts/`) parses.
+#[test]
+fn every_pnl_example_the_bot_prints_parses() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+    let mut examples = Vec::new();
+    for file in ["messages.toml", "vagueness.toml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        for (i, quoted) in text.split('`').enumerate() {
+            // Odd pieces are inside backticks; a P&L example has an arrow and figures.
+            if i % 2 == 1
+                && (quoted.contains("->") || quoted.contains('→'))
+                && quoted.chars().any(|c| c.is_ascii_digit())
+            {
+                examples.push(quoted.to_owned());
+            }
+        }
+    }
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in examples {
+        // An example of figures alone reads as the figures; one with a line reads whole.
+        let draft = lastmile::domain::PnlDraft::read(&example, &[])
+            .unwrap_or_else(|e| panic!("the bot's own example `{example}` does not parse: {e}"));
+        assert!(draft.baseline.is_some() && draft.target.is_some(), "`{example}`: {draft:?}");
+        if draft.line.is_some() {
+            assert!(PnlTarget::parse(&example).is_ok(), "the bot's own example `{example}` does not parse");
+        }
+    }
+}

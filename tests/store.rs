@@ -327,7 +327,7 @@ fn workflow_answer(
     let changes = lastmile::domain::rules::apply(pilot, &cmd, &actor, &settings, now).unwrap();
     let mut write = TurnWrite::new(ws.clone(), user.clone(), now, ConversationGuard::At(conv.clone()));
     let next = lastmile::dialogue::Conversation { at: At::Ask(Step::Owner), ..conv.clone() };
-    write.conversation = ConversationWrite::Save { conversation: next, created: false };
+    write.conversation = ConversationWrite::Save { conversation: Box::new(next), created: false };
     write.audit = changes.audit.into_iter().map(|a| (PilotRef::Id(pilot.id), a)).collect();
     write.update = Some(PilotUpdate { before: pilot.clone(), after: changes.pilot });
     write

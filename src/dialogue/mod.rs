@@ -109,6 +109,22 @@ pub struct Scratch {
     /// An owner asking for a new review date (from a nudge): the sponsor or registrant approves it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub request: bool,
+    /// What is understood of a P&L answer given in parts, while its question is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pnl: Option<crate::domain::PnlDraft>,
+    /// A workflow answer kept while its follow-up asks for the rest (the team, the step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Part of a review date (a month, or a day) while its question asks for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_part: Option<crate::domain::DatePart>,
+}
+
+impl Scratch {
+    /// Without the partial answers of a question: once the conversation moves on, they are gone.
+    pub fn without_partials(&self) -> Scratch {
+        Scratch { pnl: None, workflow: None, date_part: None, ..self.clone() }
+    }
 }
 
 /// A user's conversation in progress, saved after every answer.
@@ -228,6 +244,20 @@ pub enum Say {
     /// A vague answer: the rule's follow-up question.
     Vague {
         rule: String,
+        answer: String,
+    },
+    /// Part of a P&L line was understood: what is, and the question for what is missing.
+    PnlMissing {
+        understood: String,
+        needs: Vec<crate::domain::PnlField>,
+    },
+    /// Part of a review date was understood: the question for the rest.
+    DateMissing {
+        part: crate::domain::DatePart,
+    },
+    /// An answer given in parts, as combined and recorded.
+    Understood {
+        step: Step,
         answer: String,
     },
     BackAtFirst,

@@ -2,7 +2,10 @@
 //! `/pilot edit` asks one question again. Every answer is validated before anything moves.
 
 use super::{AskKind, At, Change, Conversation, Ctx, Effect, Flow, Refusal, Say, Turn, pick};
-use crate::domain::{Answer, ChannelId, OwnerStatus, PersonRef, PilotName, PnlTarget, ReviewWindow, Stage, Step};
+use crate::domain::{
+    Answer, ChannelId, DatePart, Incomplete, OwnerStatus, PersonRef, PilotName, PnlDraft, PnlTarget, ReviewDateError,
+    ReviewWindow, Stage, Step,
+};
 use crate::domain::{Pilot, PilotId};
 use crate::prompts::Key;
 
@@ -81,7 +84,100 @@ fn cancel(conv: &Conversation) -> Turn {
 }
 
 fn move_to(conv: &Conversation, at: At, return_to_confirm: bool) -> Effect {
-    Effect::SaveConversation(Conversation { at, return_to_confirm, ..conv.clone() })
+    Effect::SaveConversation(Conversation {
+        at,
+        return_to_confirm,
+        scratch: conv.scratch.without_partials(),
+        ..conv.clone()
+    })
+}
+
+/// The conversation still at its question, with what is understood of the answer so far.
+fn keep_partial(conv: &Conversation, pnl: Option<PnlDraft>, workflow: Option<String>) -> Effect {
+    let mut next = conv.clone();
+    next.scratch.pnl = pnl;
+    next.scratch.workflow = workflow;
+    Effect::SaveConversation(next)
+}
+
+/// An answer to the P&L question, combined with what earlier answers to it said: the change to make, or the turn
+/// that asks for what is still missing.
+fn read_pnl(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Result<(Change, Option<Say>), Turn> {
+    let text = answer.as_str();
+    let so_far = conv.scratch.pnl.clone();
+    let awaiting = so_far.as_ref().map(PnlDraft::needs).unwrap_or_default();
+    let read = PnlDraft::read(text, &awaiting).map_err(|e| Turn::say(vec![Say::Refused(Refusal::Pnl(e))]))?;
+    // What this answer says on its own may already be wrong (a target equal to its baseline).
+    if let Err(Incomplete::Refused(e)) = read.complete() {
+        return Err(Turn::say(vec![Say::Refused(Refusal::Pnl(e))]));
+    }
+    let combined = so_far.clone().unwrap_or_default().fill(read.clone(), &awaiting);
+    // A follow-up is judged with what it completes: `GBP` alone is not a line without numbers.
+    let probe = if so_far.is_some() { format!("{} {text}", combined.describe()) } else { text.to_owned() };
+    if let Some(rule) = ctx.rules.check(Step::Pnl.as_str(), &probe) {
+        let vague = Say::Vague { rule: rule.id.clone(), answer: text.to_owned() };
+        if rule.keep && !combined.is_empty() {
+            return Err(Turn { effects: vec![keep_partial(conv, Some(combined), None)], says: vec![vague] });
+        }
+        return Err(Turn::say(vec![vague]));
+    }
+    match combined.complete() {
+        Ok(target) => {
+            // Shown back when it took more than this answer to understand it.
+            let combined_from_parts = so_far.is_some() && read.complete().is_err();
+            let understood =
+                combined_from_parts.then(|| Say::Understood { step: Step::Pnl, answer: combined.describe() });
+            Ok((Change::Pnl(target), understood))
+        }
+        Err(Incomplete::Refused(e)) => Err(Turn::say(vec![Say::Refused(Refusal::Pnl(e))])),
+        Err(Incomplete::Needs(needs)) => Err(Turn {
+            effects: vec![keep_partial(conv, Some(combined.clone()), None)],
+            says: vec![Say::PnlMissing { understood: combined.describe(), needs }],
+        }),
+    }
+}
+
+/// A review date given in parts (`March`, then `31`): the change once the parts make a date, or the turn that
+/// asks for the rest.
+fn read_date(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Result<(Change, Option<Say>), Turn> {
+    let text = answer.as_str();
+    let window = ReviewWindow::new(ctx.today, ctx.horizon_days);
+    let keep = |part: DatePart| {
+        let mut next = conv.clone();
+        next.scratch.date_part = Some(part);
+        Turn { effects: vec![Effect::SaveConversation(next)], says: vec![Say::DateMissing { part }] }
+    };
+    if let (Some(kept), Some(part)) = (conv.scratch.date_part, DatePart::read(text)) {
+        let whole = kept.with(part);
+        let Some(date) = window.date_of(whole) else {
+            return Err(keep(whole));
+        };
+        return match window.check(date) {
+            Ok(date) => Ok((
+                Change::ReviewDate(date),
+                Some(Say::Understood { step: Step::ReviewDate, answer: date.to_string() }),
+            )),
+            Err(error) => Err(Turn::say(vec![Say::Refused(Refusal::Date { answer: date.to_string(), error })])),
+        };
+    }
+    match read_answer(Step::ReviewDate, answer, ctx) {
+        Ok(change) => Ok((change, None)),
+        Err(say @ Say::Refused(Refusal::Date { error: ReviewDateError::Unparseable, .. })) => {
+            match DatePart::read(text) {
+                Some(part) => Err(keep(part)),
+                None => Err(Turn::say(vec![say])),
+            }
+        }
+        Err(say) => Err(Turn::say(vec![say])),
+    }
+}
+
+/// A workflow answer, combined with the short answer its follow-up asked to complete.
+fn combine_workflow(conv: &Conversation, text: &str) -> String {
+    match conv.scratch.workflow.as_deref() {
+        Some(kept) if !text.to_lowercase().contains(&kept.to_lowercase()) => format!("{kept}: {text}"),
+        _ => text.to_owned(),
+    }
 }
 
 fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &Answer, ctx: &Ctx) -> Turn {
@@ -108,9 +204,48 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
             }
         };
     }
-    let change = match read_answer(step, answer, ctx) {
-        Ok(change) => change,
-        Err(say) => return Turn::say(vec![say]),
+    let mut understood = None;
+    let change = match step {
+        Step::Pnl => match read_pnl(conv, answer, ctx) {
+            Ok((change, said)) => {
+                understood = said;
+                change
+            }
+            Err(turn) => return turn,
+        },
+        Step::ReviewDate => match read_date(conv, answer, ctx) {
+            Ok((change, said)) => {
+                understood = said;
+                change
+            }
+            Err(turn) => return turn,
+        },
+        Step::Workflow if conv.scratch.workflow.is_some() => {
+            let combined = combine_workflow(conv, answer.as_str());
+            let whole = match Answer::parse(&combined) {
+                Ok(a) => a,
+                Err(e) => return Turn::say(vec![Say::Refused(Refusal::Answer(e))]),
+            };
+            match read_answer(step, &whole, ctx) {
+                Ok(change) => {
+                    if combined != answer.as_str() {
+                        understood = Some(Say::Understood { step, answer: combined });
+                    }
+                    change
+                }
+                Err(say) => return Turn::say(vec![say]),
+            }
+        }
+        _ => match read_answer(step, answer, ctx) {
+            Ok(change) => change,
+            Err(Say::Vague { rule, answer: said }) if step == Step::Workflow && keeps(ctx, &rule) => {
+                return Turn {
+                    effects: vec![keep_partial(conv, None, Some(said.clone()))],
+                    says: vec![Say::Vague { rule, answer: said }],
+                };
+            }
+            Err(say) => return Turn::say(vec![say]),
+        },
     };
     let mut effects = Vec::new();
     match (&change, pilot) {
@@ -134,9 +269,14 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
         Flow::Register => {
             let next = next_position(conv, step);
             effects.push(move_to(conv, next, false));
-            Turn { effects, says: vec![Say::Ask(next)] }
+            Turn { effects, says: understood.into_iter().chain([Say::Ask(next)]).collect() }
         }
     }
+}
+
+/// Whether the rule with this id keeps the answer it found vague, to combine with the next one.
+fn keeps(ctx: &Ctx, rule: &str) -> bool {
+    ctx.rules.iter().any(|r| r.id == rule && r.keep)
 }
 
 /// Where a registration goes after answering `step`.

@@ -78,6 +78,8 @@ pub struct Rule {
     pub question: String,
     pub pattern: Regex,
     pub followup: String,
+    /// The answer is kept and the answer to the follow-up is combined with it (it said too little, not nothing).
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +122,7 @@ mod tests {
             question: q.into(),
             pattern: Regex::new(p).unwrap(),
             followup: id.into(),
+            keep: false,
         };
         let rules = Rules::new(vec![
             rule("tbd", "owner", "(?i)^tbd$"),

@@ -87,6 +87,36 @@ impl Engine {
                     ));
                 }
             }
+            Say::PnlMissing { understood, needs } => {
+                use crate::domain::PnlField;
+                let text = p.render(
+                    Key::PnlMissing,
+                    context! {
+                        pilot => name.clone().unwrap_or_default(), understood,
+                        line => needs.contains(&PnlField::Line), baseline => needs.contains(&PnlField::Baseline),
+                        target => needs.contains(&PnlField::Target), unit => needs.contains(&PnlField::Unit),
+                    },
+                );
+                out.push(self.ephemeral(req, text));
+            }
+            Say::DateMissing { part } => {
+                let month = part
+                    .month
+                    .and_then(|m| chrono::NaiveDate::from_ymd_opt(2000, m, 1))
+                    .map(|d| d.format("%B").to_string());
+                let text = p.render(
+                    Key::DateMissing,
+                    context! { pilot => name.clone().unwrap_or_default(), month, day => part.day, year => part.year },
+                );
+                out.push(self.ephemeral(req, text));
+            }
+            Say::Understood { step, answer } => {
+                let step = p.text(Key::for_step(step));
+                out.push(self.ephemeral(req, p.render(
+                    Key::Understood,
+                    context! { step, answer => crate::prompts::echo_up_to(&answer, crate::prompts::UNDERSTOOD_MAX_CHARS) },
+                )));
+            }
             Say::BackAtFirst => out.push(self.ephemeral(req, p.text(Key::BackAtFirstStep))),
             Say::EditNoBack => out.push(self.ephemeral(req, p.text(Key::EditNoBack))),
             Say::Cancelled => out.push(

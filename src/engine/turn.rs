@@ -74,7 +74,7 @@ impl Engine {
     ) -> Result<Vec<Reply>, StoreError> {
         if conv.pilot.is_none() {
             let mut wait = TurnWrite::new(req.workspace.clone(), req.user.clone(), req.now, ConversationGuard::Any);
-            wait.conversation = ConversationWrite::Save { conversation: conv.clone(), created: false };
+            wait.conversation = ConversationWrite::Save { conversation: Box::new(conv.clone()), created: false };
             self.store.write(wait).await?;
         }
         Ok(vec![taken, self.ask(req, settings, conv.at, before, &conv.scratch)])
@@ -183,7 +183,7 @@ impl Engine {
             && let Some(missing) = before.as_ref().and_then(|p| rules::first_missing(p, settings))
         {
             let back = Conversation { at: crate::dialogue::At::Ask(missing), ..conv.clone() };
-            write.conversation = ConversationWrite::Save { conversation: back, created: false };
+            write.conversation = ConversationWrite::Save { conversation: Box::new(back), created: false };
             self.store.write(write).await?;
             return Ok(vec![self.ask(
                 req,
@@ -240,7 +240,7 @@ impl Engine {
                     if c.pilot.is_none() && !created {
                         c.pilot = changes.as_ref().map(|p| p.pilot.id);
                     }
-                    write.conversation = ConversationWrite::Save { conversation: c, created };
+                    write.conversation = ConversationWrite::Save { conversation: Box::new(c), created };
                 }
                 Effect::EndConversation => write.conversation = ConversationWrite::End,
                 Effect::OpenAsk { user, kind } => {
@@ -315,8 +315,10 @@ impl Engine {
             // A refused or vague answer leaves the question open: say how to answer it again, starting from the
             // text just given when it was refused as typed.
             let again = self.ask(req, settings, at, after.as_ref().or(before.as_ref()), &scratch);
+            // A partial answer kept for combining is not offered again: the question now asks for the rest.
+            let partial = scratch.pnl.is_some() || scratch.workflow.is_some() || scratch.date_part.is_some();
             let refused = match &req.input {
-                Input::Text(text) if at == conv.at => Some(text.clone()),
+                Input::Text(text) if at == conv.at && !partial => Some(text.clone()),
                 _ => None,
             };
             ask_again(&mut replies, again, refused);

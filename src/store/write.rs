@@ -47,7 +47,7 @@ pub enum ConversationWrite {
     Keep,
     /// Saved; `created`: its pilot is the one the turn creates.
     Save {
-        conversation: Conversation,
+        conversation: Box<Conversation>,
         created: bool,
     },
     End,
