@@ -275,3 +275,61 @@ async fn a_dropped_socket_mode_connection_reconnects() {
     assert!(!reply.text().is_empty());
     t.stop().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_lastmile");
+
+fn lastmile_slack(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.current_dir(dir)
+        .args(["--db", &format!("sqlite://{}", dir.join("lastmile.db").display()), "slack"])
+        .env_remove("DATABASE_URL")
+        .env_remove("DISCORD_TOKEN")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("SLACK_APP_TOKEN")
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env_remove("LASTMILE_SLACK_API_URL");
+    c
+}
+
+#[test]
+fn lastmile_slack_names_the_missing_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lastmile_slack(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("SLACK_BOT_TOKEN is not set"), "{err}");
+    let out = lastmile_slack(dir.path()).env("SLACK_BOT_TOKEN", BOT_TOKEN).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("SLACK_APP_TOKEN is not set"), "{err}");
+    assert!(!err.contains(BOT_TOKEN), "{err}");
+}
+
+#[tokio::test]
+async fn the_tokens_are_never_logged_even_at_trace_level() {
+    let f = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = lastmile_slack(dir.path())
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_APP_TOKEN", APP_TOKEN)
+        .env("LASTMILE_SLACK_API_URL", &f.api_url)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    f.connected(1).await;
+    let (_, url) = f.command(BOB, "/pilot", "list").await;
+    f.response(&url, 1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("connected to Slack"), "{logged}");
+    // The log is not empty of Slack's traffic: it would show a token if one leaked.
+    assert!(logged.contains("apps.connections.open"), "{}", &logged[..logged.len().min(3000)]);
+    for secret in [BOT_TOKEN, APP_TOKEN, "fakebottoken", "fakeapptoken"] {
+        assert!(!logged.contains(secret), "{secret} was logged");
+    }
+    f.assert_valid();
+}
