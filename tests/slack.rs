@@ -137,6 +137,10 @@ async fn a_registration_through_the_modal_with_a_vague_answer_corrected_in_place
     let owner = updated(&modal, &f.submit(BOB, &modal, Pick::Text(workflow)).await);
     assert!(view_text(&owner).contains("who owns the last mile"), "{}", view_text(&owner));
     assert_eq!(input_of(&owner)["element"]["type"], "users_select");
+    // A bot is refused as the owner, on the field.
+    let bot = f.submit(BOB, &owner, Pick::User(HELPER_BOT)).await;
+    assert_eq!(bot["response_action"], "errors", "{bot:#}");
+    assert!(bot["errors"]["answer"].as_str().unwrap().contains("is a bot"), "{bot:#}");
     let pnl = updated(&owner, &f.submit(BOB, &owner, Pick::User(DAVE)).await);
     assert!(view_text(&pnl).contains("which P&L line"), "{}", view_text(&pnl));
     assert!(t.status("Claims triage").await.contains(DAVE.id), "the owner is saved as the step is answered");
@@ -332,4 +336,22 @@ async fn the_tokens_are_never_logged_even_at_trace_level() {
         assert!(!logged.contains(secret), "{secret} was logged");
     }
     f.assert_valid();
+}
+
+#[tokio::test]
+async fn settings_are_for_slack_workspace_admins() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    let (_, url) = f.command(BOB, "/lastmile", "config working_days mon-thu").await;
+    let refused = f.response(&url, 1).await;
+    assert!(refused.text().contains("Only a workspace admin"), "{}", refused.text());
+    let (_, url) = f.command(ALICE, "/lastmile", "config working_days mon-thu").await;
+    let saved = f.response(&url, 1).await;
+    assert!(!saved.text().contains("Only a workspace admin"), "{}", saved.text());
+    let (_, url) = f.command(BOB, "/lastmile", "config").await;
+    assert!(f.response(&url, 1).await.text().contains("Only a workspace admin"));
+    let (_, url) = f.command(ALICE, "/lastmile", "config").await;
+    let shown = f.response(&url, 1).await.text();
+    assert!(shown.contains("`working_days`: mon,tue,wed,thu"), "{shown}");
+    t.stop().await;
 }

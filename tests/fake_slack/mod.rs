@@ -44,6 +44,10 @@ pub const BOB: Who = Who { id: "U02BOB", name: "bob" };
 pub const DAVE: Who = Who { id: "U04DAVE", name: "dave" };
 pub const ERIN: Who = Who { id: "U05ERIN", name: "erin" };
 pub const LASTMILE: Who = Who { id: "U00LASTMILE", name: "lastmile" };
+pub const HELPER_BOT: Who = Who { id: "U09HELPER", name: "helperbot" };
+/// Workspace admins, as `users.info` says.
+pub const ADMINS: &[&str] = &[ALICE.id];
+pub const BOTS: &[&str] = &[HELPER_BOT.id, LASTMILE.id];
 
 impl Who {
     pub fn mention(&self) -> String {
@@ -460,6 +464,13 @@ async fn api(
         "chat.postEphemeral" => {
             violations.extend(check_message(&method, &body));
             json!({ "ok": true, "message_ts": "1700000000.000200" })
+        }
+        "users.info" => {
+            let id = body["user"].as_str().unwrap_or_default();
+            json!({ "ok": true, "user": {
+                "id": id, "team_id": TEAM, "name": id.to_lowercase(),
+                "is_admin": ADMINS.contains(&id), "is_owner": false, "is_bot": BOTS.contains(&id),
+            } })
         }
         "conversations.open" => {
             let users: Vec<String> = match &body["users"] {

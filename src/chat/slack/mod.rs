@@ -437,11 +437,31 @@ impl Handler {
         SlackViewSubmissionResponse::Errors(SlackViewSubmissionErrorsResponse::new(errors))
     }
 
+    /// What Slack says of a user: (workspace admin or owner, bot). Unknown when Slack does not answer: neither.
+    async fn who(&self, user: &str) -> (bool, bool) {
+        let req = SlackApiUsersInfoRequest::new(SlackUserId::new(user.to_owned()));
+        match self.client.open_session(&self.token).users_info(&req).await {
+            Ok(info) => {
+                let f = &info.user.flags;
+                let admin = [f.is_admin, f.is_owner, f.is_primary_owner].contains(&Some(true));
+                (admin, f.is_bot == Some(true) || f.is_app_user == Some(true))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "users.info failed");
+                (false, false)
+            }
+        }
+    }
+
     async fn command(&self, ev: SlackCommandEvent) {
         let user = UserId::new(ev.user_id.to_string());
         let channel = ChannelId::new(ev.channel_id.to_string());
         let line = format!("{} {}", ev.command, ev.text.as_deref().unwrap_or_default());
-        let req = self.request(&user, &channel, Input::CommandLine(line));
+        let mut req = self.request(&user, &channel, Input::CommandLine(line));
+        // Only settings ask who is an admin: the other commands save Slack the call.
+        if ev.command.to_string() == "/lastmile" {
+            req.admin = self.who(user.as_str()).await.0;
+        }
         let replies = self.engine.handle(req).await;
         let origin =
             Origin { user, channel, trigger: Some(ev.trigger_id.clone()), response_url: Some(ev.response_url.clone()) };
@@ -479,6 +499,7 @@ impl Handler {
             self.say(&origin, self.engine.prompts().text(Key::SlackStale)).await;
             return;
         };
+        let mut bots = Vec::new();
         let input = match &action.kind {
             Kind::Answer { multiline, max_chars, label } => {
                 // The question stays in the message; the modal holds its input, starting from the answer given.
@@ -506,7 +527,12 @@ impl Handler {
                     })
                 });
                 match picked {
-                    Some(u) => Input::Text(format!("<@{u}>")),
+                    Some(u) => {
+                        if self.who(&u).await.1 {
+                            bots.push(UserId::new(u.clone()));
+                        }
+                        Input::Text(format!("<@{u}>"))
+                    }
                     None => {
                         self.say(&origin, self.engine.prompts().text(Key::SlackStale)).await;
                         return;
@@ -521,6 +547,7 @@ impl Handler {
             }
         };
         let mut req = self.request(&user, &channel, input);
+        req.bots = bots;
         if !matches!(action.kind, Kind::Run { .. }) {
             req.answers = action.answers();
         }
@@ -558,9 +585,16 @@ impl Handler {
             .as_ref()
             .and_then(|s| s.values.get(&SlackBlockId::new(INPUT_ID.into())))
             .and_then(|b| b.get(&SlackActionId::new(INPUT_ID.into())));
+        let mut bots = Vec::new();
         let text = match value {
             Some(v) => match (&v.value, &v.selected_user) {
-                (_, Some(u)) => format!("<@{u}>"),
+                (_, Some(u)) => {
+                    // A bot is refused as an owner or a sponsor: the engine must know which picks are bots.
+                    if self.who(u.as_ref()).await.1 {
+                        bots.push(UserId::new(u.to_string()));
+                    }
+                    format!("<@{u}>")
+                }
                 (Some(t), None) => t.clone(),
                 (None, None) => metadata.skip.clone().unwrap_or_default(),
             },
@@ -569,6 +603,7 @@ impl Handler {
         let channel = ChannelId::new(metadata.channel.clone());
         let mut req = self.request(&user, &channel, Input::Text(text));
         req.answers = action.answers();
+        req.bots = bots;
         let asked = req.answers.clone();
         let work = self.engine.handle(req);
         let replies = match tokio::time::timeout(SUBMISSION_BUDGET, work).await {
