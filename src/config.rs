@@ -1,5 +1,5 @@
 //! Configuration: built-in defaults < `lastmile.toml` < `LASTMILE_*` environment variables (and
-//! `DATABASE_URL`, `DISCORD_TOKEN`) < command-line flags. Secrets never print.
+//! `DATABASE_URL`, `DISCORD_TOKEN`, `SLACK_BOT_TOKEN`, ...) < command-line flags. Secrets never print.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,15 @@ pub struct Config {
     pub discord_listen: Option<SocketAddr>,
     /// The application's public key that signs those requests (`DISCORD_PUBLIC_KEY`).
     pub discord_public_key: Option<String>,
+    /// The Slack bot token, `xoxb-...` (`SLACK_BOT_TOKEN`). Never logged.
+    pub slack_bot_token: Option<Secret>,
+    /// The Slack app-level token for Socket Mode, `xapp-...` (`SLACK_APP_TOKEN`). Never logged.
+    pub slack_app_token: Option<Secret>,
+    /// The Slack app's signing secret, which signs requests in HTTP mode (`SLACK_SIGNING_SECRET`). Never logged.
+    pub slack_signing_secret: Option<Secret>,
+    /// Send Slack Web API calls (and so Socket Mode's `apps.connections.open`) to this base URL instead of
+    /// `https://slack.com/api/` (`LASTMILE_SLACK_API_URL`); only then is plain `http` allowed.
+    pub slack_api_url: Option<String>,
     /// How often the bot looks for due nudges and digests, in seconds.
     pub scheduler_interval_secs: u64,
     /// How long a process holds the pilots it claimed to send their messages, in seconds: a process that dies
@@ -111,6 +120,10 @@ impl Default for Config {
             discord_shard: None,
             discord_listen: None,
             discord_public_key: None,
+            slack_bot_token: None,
+            slack_app_token: None,
+            slack_signing_secret: None,
+            slack_api_url: None,
             scheduler_interval_secs: 60,
             scheduler_lease_secs: 300,
             ops_listen: None,
@@ -135,7 +148,15 @@ impl Config {
             )
             .merge(
                 Env::raw()
-                    .only(&["DATABASE_URL", "DISCORD_TOKEN", "DISCORD_GUILD_ID", "DISCORD_PUBLIC_KEY"])
+                    .only(&[
+                        "DATABASE_URL",
+                        "DISCORD_TOKEN",
+                        "DISCORD_GUILD_ID",
+                        "DISCORD_PUBLIC_KEY",
+                        "SLACK_BOT_TOKEN",
+                        "SLACK_APP_TOKEN",
+                        "SLACK_SIGNING_SECRET",
+                    ])
                     .map(|k| k.as_str().to_ascii_lowercase().into()),
             )
     }
@@ -199,8 +220,17 @@ mod tests {
 
     #[test]
     fn secrets_and_passwords_never_print() {
-        let c = Config { discord_token: Some(Secret("abc.def".into())), ..Config::default() };
-        assert!(!format!("{c:?}").contains("abc.def"));
+        let c = Config {
+            discord_token: Some(Secret("abc.def".into())),
+            slack_bot_token: Some(Secret("xoxb-1-2-bot".into())),
+            slack_app_token: Some(Secret("xapp-1-A1-app".into())),
+            slack_signing_secret: Some(Secret("8f742231b10e8888abcd99yyyzzz85a5".into())),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        for secret in ["abc.def", "xoxb-1-2-bot", "xapp-1-A1-app", "8f742231b10e8888abcd99yyyzzz85a5"] {
+            assert!(!shown.contains(secret), "{secret} printed");
+        }
         assert_eq!(redact_url("postgres://bob:hunter2@db:5432/x"), "postgres://bob:[redacted]@db:5432/x");
         assert_eq!(redact_url("sqlite://lastmile.db"), "sqlite://lastmile.db");
     }
@@ -218,6 +248,10 @@ mod tests {
             jail.set_env("LASTMILE_LOG_FORMAT", "json");
             jail.set_env("LASTMILE_OPS_LISTEN", "127.0.0.1:9090");
             jail.set_env("DISCORD_PUBLIC_KEY", "ab12");
+            jail.set_env("SLACK_BOT_TOKEN", "xoxb-b");
+            jail.set_env("SLACK_APP_TOKEN", "xapp-a");
+            jail.set_env("SLACK_SIGNING_SECRET", "s3");
+            jail.set_env("LASTMILE_SLACK_API_URL", "http://127.0.0.1:9/api/");
             let c = Config::load(Path::new("lastmile.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.review_horizon_days, 100);
             assert_eq!(c.console.workspace, "acme");
@@ -230,6 +264,10 @@ mod tests {
             assert_eq!(c.log_format, LogFormat::Json);
             assert_eq!(c.ops_listen, Some("127.0.0.1:9090".parse().unwrap()));
             assert_eq!(c.discord_public_key.as_deref(), Some("ab12"));
+            assert_eq!(c.slack_bot_token.as_ref().map(Secret::expose), Some("xoxb-b"));
+            assert_eq!(c.slack_app_token.as_ref().map(Secret::expose), Some("xapp-a"));
+            assert_eq!(c.slack_signing_secret.as_ref().map(Secret::expose), Some("s3"));
+            assert_eq!(c.slack_api_url.as_deref(), Some("http://127.0.0.1:9/api/"));
             Ok(())
         });
     }

@@ -66,6 +66,8 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Run the bot in Slack, in Socket Mode (needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; see the README's Slack section).
+    Slack,
     /// Apply database migrations and exit.
     Migrate,
     /// Write a consistent copy of the SQLite database to a new FILE, while the bot runs (PostgreSQL: use pg_dump).
@@ -237,6 +239,33 @@ async fn run() -> anyhow::Result<()> {
                 health,
             };
             lastmile::chat::discord::run(engine, opts).await?;
+        }
+        Cmd::Slack => {
+            let missing = |name: &str, what: &str| {
+                anyhow::anyhow!(
+                    "{name} is not set: {what} (README, section \"Running it in Slack\": create the app from slack/manifest.yaml)"
+                )
+            };
+            let bot_token =
+                config.slack_bot_token.clone().ok_or_else(|| missing("SLACK_BOT_TOKEN", "the bot token, xoxb-..."))?;
+            let app_token = config
+                .slack_app_token
+                .clone()
+                .ok_or_else(|| missing("SLACK_APP_TOKEN", "the app-level token for Socket Mode, xapp-..."))?;
+            let engine = lastmile::open(&config).await?;
+            let health = start_ops(&config, &engine).await?;
+            let opts = lastmile::chat::slack::SlackOptions {
+                bot_token,
+                app_token,
+                api_url: config.slack_api_url.clone(),
+                socket_connections: 2,
+                reconnect_backoff_secs: 5,
+                scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
+                scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
+                clock: Arc::new(Utc::now),
+                health,
+            };
+            lastmile::chat::slack::run(engine, opts).await?;
         }
         Cmd::Backup { file } => {
             lastmile::backup(&config.database_url, &file).await?;

@@ -292,6 +292,20 @@ keys! {
     DiscordStale = "discord.stale" [],
     DiscordDone = "discord.done" [],
     DiscordRestarting = "discord.restarting" [],
+
+    // The Slack adapter's own words.
+    SlackAnswer = "slack.answer" [],
+    SlackModalTitle = "slack.modal_title" [label],
+    SlackModalTitleDone = "slack.modal_title_done" [],
+    SlackSubmit = "slack.submit" [],
+    SlackClose = "slack.close" [],
+    SlackPickPerson = "slack.pick_person" [label],
+    SlackSkip = "slack.skip" [],
+    SlackSkipHint = "slack.skip_hint" [],
+    SlackMore = "slack.more" [count],
+    SlackStale = "slack.stale" [],
+    SlackOtherTeam = "slack.other_team" [],
+    SlackRestarting = "slack.restarting" [],
 }
 
 impl Key {

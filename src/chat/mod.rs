@@ -1,8 +1,9 @@
-//! Chat adapters: each translates its platform's events into engine requests and replies back. None decides.
+//! Chat adapters (console, Discord, Slack): each translates its platform's events into engine requests and replies back. None decides.
 
 pub mod console;
 pub mod discord;
 pub mod ops;
+pub mod slack;
 
 /// Logs are JSON lines: a status line for people is then one more JSON log line instead of free text.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
