@@ -164,8 +164,8 @@ keys! {
 
     // The portfolio summary and the digest.
     PortfolioSummary = "portfolio.summary" [
-        funnel, overdue, overdue_more, risks, risks_more, bets, bets_more, debts, debts_more, healthy_kills,
-        absorption_failures, pnl, pnl_more
+        funnel, killed, overdue, overdue_more, risks, risks_more, bets, bets_more, debts, debts_more, healthy_kills,
+        absorption_failures, in_production, decided, production_rate, pnl, pnl_more
     ],
     PortfolioChartTitle = "portfolio.chart_title" [],
     FunnelRegistered = "funnel.registered" [],

@@ -226,7 +226,8 @@ fn the_demo_shows_the_whole_lifecycle() {
         "[dm @carol] **Invoice matcher** passed its review date",
         "[#ai-reviews] ⚠ **Invoice matcher** is an absorption risk",
         "Stalled in hand-off (absorption failure)",
-        "1 healthy (not worth scaling), 1 absorption failures",
+        "1 healthy kill (not worth scaling: stopped early, which is portfolio discipline), 1 absorption failure (stalled",
+        "production rate 33%",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -52,7 +52,7 @@ async fn a_large_portfolio_fits_a_message_and_pings_only_overdue_owners() {
     let after_review: DateTime<Utc> = "2027-01-20T10:00:00Z".parse().unwrap();
     let post = engine.portfolio_post(&ws, ChannelId::new("general"), after_review).await.unwrap();
     assert!(post.text.chars().count() <= 2000, "{} characters", post.text.chars().count());
-    assert!(post.text.contains("Registered 300"), "{}", post.text);
+    assert!(post.text.contains("Scoped 300"), "{}", post.text);
     assert!(post.text.contains("more"), "long lists end with 'and N more': {}", post.text);
     let mut owners: Vec<String> = post.ping.iter().map(|u| u.as_str().to_owned()).collect();
     owners.sort();
@@ -194,7 +194,10 @@ async fn the_database_portfolio_equals_the_domain_one(url: &str) {
                 m.pilots,
                 m.measured,
                 (m.targeted * 100.0).round() as i64,
-                (m.realised * 100.0).round() as i64,
+                m.realised.map(|r| (r * 100.0).round() as i64),
+                format!("{:?}", m.direction),
+                m.first_pilot.clone(),
+                m.last_pilot.clone(),
             )
         };
         let mut a: Vec<_> = actual.pnl.iter().map(key).collect();
@@ -220,4 +223,59 @@ async fn the_database_portfolio_equals_the_domain_one_postgres() {
     let Some(db) = TestDb::postgres("the_database_portfolio_equals_the_domain_one_postgres").await else { return };
     the_database_portfolio_equals_the_domain_one(&db.url).await;
     db.cleanup().await;
+}
+
+/// A mixed portfolio, as the people who decide read it: a cost to cut that rose (away from its target), a revenue
+/// to grow (towards it), two pilots naming the same cost line (counted once), a pilot in production and one killed.
+/// The text and the chart are compared with `tests/golden/` (`UPDATE_GOLDEN=1` rewrites them; read the diff).
+#[tokio::test]
+async fn a_mixed_portfolio_reads_true_golden_text_and_chart() {
+    let db = TestDb::sqlite();
+    lastmile::open_store(&db.url).await.unwrap().close().await;
+    let pilot = |name: &str, stage: &str, line: &str, base: f64, target: f64, realised: &str, kill: &str| {
+        format!(
+            "('acme', '{name}', '{}', '{stage}', 'bob', '2026-11-25T10:00:00+00:00', 'general', 'w', 'owner-{}', \
+             '{line}', 'GBP', {base}, {target}, '2027-01-06', '2027-01-06', 'accepted', {kill}, {realised}, \
+             '2026-11-25T10:00:00+00:00')",
+            name.to_lowercase(),
+            name.len()
+        )
+    };
+    let rows = [
+        pilot("Claims triage", "scoped", "Claims handling cost", 4.2e6, 3.6e6, "4.4e6", "NULL"),
+        pilot("Fraud screening", "scoped", "claims handling cost", 4.2e6, 3.9e6, "NULL", "NULL"),
+        pilot("Upsell assistant", "in_production", "Upsell revenue", 1e6, 1.5e6, "1.2e6", "NULL"),
+        pilot("Invoice matcher", "killed", "Cost per invoice", 4.5, 2.0, "NULL", "'not_worth_scaling'"),
+    ];
+    common::execute(
+        &db.url,
+        &format!(
+            "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, \
+             owner, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, \
+             kill_category, pnl_realised, updated_at) VALUES {}",
+            rows.join(", ")
+        ),
+    )
+    .await;
+    let engine = common::engine(&db.url).await;
+    let post = engine
+        .portfolio_post(&WorkspaceId::new("acme"), ChannelId::new("general"), "2026-12-01T10:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    let png = post.attachment.expect("the funnel chart").bytes;
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden.join("portfolio_mixed.txt"), &post.text).unwrap();
+        std::fs::write(golden.join("portfolio_mixed.png"), &png).unwrap();
+    }
+    let expected = std::fs::read_to_string(golden.join("portfolio_mixed.txt")).unwrap();
+    assert_eq!(post.text, expected, "the portfolio text changed (UPDATE_GOLDEN=1 rewrites it)");
+    assert!(png == std::fs::read(golden.join("portfolio_mixed.png")).unwrap(), "the chart changed");
+    // What the golden text must say, whatever its wording.
+    assert!(expected.contains("realised +£200,000 away from the target (−33% of the target)"), "{expected}");
+    assert!(expected.contains("Shared by 2 pilots (Claims triage, Fraud screening): counted once"), "{expected}");
+    assert!(expected.contains("+£200,000 towards it (40% of the target)"), "{expected}");
+    assert!(expected.contains("production rate 50%"), "{expected}");
+    assert!(!expected.contains("1 healthy kills"), "{expected}");
+    engine.store().close().await;
 }

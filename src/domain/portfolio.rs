@@ -65,16 +65,48 @@ pub struct Debt {
     pub evidence: u8,
 }
 
-/// A P&L line's movement: targeted (target - baseline) and realised (latest measured - baseline), in its unit.
+/// Which way a line must move to meet its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A cost or a loss to cut: every target is below its baseline.
+    Down,
+    /// A revenue to grow: every target is above its baseline.
+    Up,
+    /// Its pilots pull it different ways.
+    Mixed,
+}
+
+/// A P&L line and the pilots that must move it. Pilots naming the same line (case and spacing aside, in one
+/// unit) claim the same movement: it is counted once, never summed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PnlMovement {
     pub line: String,
     pub unit: String,
     pub pilots: u32,
+    pub direction: Direction,
+    /// The largest movement one of its pilots targets, signed (a cost to cut is negative).
     pub targeted: f64,
-    pub realised: f64,
+    /// The most any measured pilot moved it towards its target (negative: away from it); None until measured.
+    pub realised: Option<f64>,
     /// How many of its pilots have a measured value yet.
     pub measured: u32,
+    /// The first and last of its pilots by name (the same one when it has one).
+    pub first_pilot: String,
+    pub last_pilot: String,
+}
+
+impl PnlMovement {
+    /// The share of the target reached, in percent (negative when the line moved away).
+    pub fn share(&self) -> Option<f64> {
+        let realised = self.realised?;
+        (self.targeted != 0.0).then(|| 100.0 * realised / self.targeted.abs())
+    }
+}
+
+/// One pilot's movement of its line towards its target: positive towards it, negative away.
+pub fn towards(baseline: f64, target: f64, measured: f64) -> f64 {
+    let direction = if target < baseline { -1.0 } else { 1.0 };
+    (measured - baseline) * direction
 }
 
 /// The portfolio's figures; the lists may hold only the first few items of their totals.
@@ -138,21 +170,43 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
             && let Some(t) = &pilot.pnl
         {
             let key = (t.line.trim().to_lowercase(), t.unit.clone());
-            let realised = pilot.evidence.pnl_realised.map_or(0.0, |v| v - t.baseline);
+            let moved = pilot.evidence.pnl_realised.map(|v| towards(t.baseline, t.target, v));
+            let direction = if t.target < t.baseline { Direction::Down } else { Direction::Up };
+            let largest = (t.target - t.baseline).abs();
             match p.pnl.iter_mut().find(|m| (m.line.trim().to_lowercase(), m.unit.clone()) == key) {
                 Some(m) => {
                     m.pilots += 1;
-                    m.targeted += t.target - t.baseline;
-                    m.realised += realised;
-                    m.measured += u32::from(pilot.evidence.pnl_realised.is_some());
+                    if m.direction != direction {
+                        m.direction = Direction::Mixed;
+                    }
+                    let largest = largest.max(m.targeted.abs());
+                    m.targeted = if m.direction == Direction::Down { -largest } else { largest };
+                    m.realised = match (m.realised, moved) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    m.measured += u32::from(moved.is_some());
+                    if pilot.name < m.first_pilot {
+                        m.first_pilot = pilot.name.clone();
+                    }
+                    if pilot.name > m.last_pilot {
+                        m.last_pilot = pilot.name.clone();
+                    }
+                    // The line keeps the spelling of its first pilot by name, as the database's MIN does.
+                    if t.line < m.line {
+                        m.line = t.line.clone();
+                    }
                 }
                 None => p.pnl.push(PnlMovement {
                     line: t.line.clone(),
                     unit: t.unit.clone(),
                     pilots: 1,
+                    direction,
                     targeted: t.target - t.baseline,
-                    realised,
-                    measured: u32::from(pilot.evidence.pnl_realised.is_some()),
+                    realised: moved,
+                    measured: u32::from(moved.is_some()),
+                    first_pilot: pilot.name.clone(),
+                    last_pilot: pilot.name.clone(),
                 }),
             }
         }
@@ -163,7 +217,7 @@ pub fn portfolio(pilots: &[Pilot], today: NaiveDate) -> Portfolio {
     p.debts_total = p.debts.len() as u64;
     p.risks_total = p.risks.len() as u64;
     p.bets_total = p.bets.len() as u64;
-    p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()));
+    p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()).then_with(|| a.line.cmp(&b.line)));
     p
 }
 
@@ -175,6 +229,29 @@ mod tests {
 
     fn pilot(name: &str, stage: Stage) -> Pilot {
         crate::domain::pilot::sample(name, stage)
+    }
+
+    #[test]
+    fn a_cost_that_rose_moved_away_and_a_revenue_is_never_netted_with_a_cost() {
+        let today: NaiveDate = "2027-02-01".parse().unwrap();
+        let line = |name: &str, line: &str, baseline: f64, target: f64, measured: Option<f64>| Pilot {
+            pnl: Some(crate::domain::PnlTarget { line: line.into(), unit: "GBP".into(), baseline, target }),
+            evidence: EvidenceState { pnl_realised: measured, ..EvidenceState::default() },
+            ..pilot(name, Stage::Scoped)
+        };
+        let p = portfolio(
+            &[
+                line("Cost", "Claims cost", 100.0, 80.0, Some(110.0)),
+                line("Revenue", "Upsell revenue", 50.0, 70.0, Some(60.0)),
+            ],
+            today,
+        );
+        let cost = p.pnl.iter().find(|m| m.line == "Claims cost").unwrap();
+        assert_eq!((cost.direction, cost.targeted, cost.realised), (Direction::Down, -20.0, Some(-10.0)));
+        assert_eq!(cost.share(), Some(-50.0));
+        let revenue = p.pnl.iter().find(|m| m.line == "Upsell revenue").unwrap();
+        assert_eq!((revenue.direction, revenue.targeted, revenue.realised), (Direction::Up, 20.0, Some(10.0)));
+        assert_eq!(revenue.share(), Some(50.0));
     }
 
     #[test]
@@ -220,8 +297,15 @@ mod tests {
         assert_eq!(p.risks[0].name, "Risky");
         assert_eq!(p.overdue.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["Risky"]);
         assert_eq!(p.bets.len(), 1);
-        // Live, Risky, Bet and Credit target -20 each (drafts and kills do not count); only Live realised -15.
+        // Live, Risky, Bet and Credit all claim the same line, 100 -> 80 (drafts and kills do not count): the
+        // movement is counted once, not four times; only Live measured it, 15 of the 20 towards the target.
         assert_eq!(p.pnl.len(), 1);
-        assert_eq!((p.pnl[0].pilots, p.pnl[0].targeted, p.pnl[0].realised, p.pnl[0].measured), (4, -80.0, -15.0, 1));
+        let m = &p.pnl[0];
+        assert_eq!(
+            (m.pilots, m.direction, m.targeted, m.realised, m.measured),
+            (4, Direction::Down, -20.0, Some(15.0), 1)
+        );
+        assert_eq!(m.share(), Some(75.0));
+        assert_eq!((m.first_pilot.as_str(), m.last_pilot.as_str()), ("Bet", "Risky"));
     }
 }

@@ -5,7 +5,7 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::{Attachment, Engine, Reply, Request};
-use crate::domain::portfolio::Portfolio;
+use crate::domain::portfolio::{Direction, Portfolio};
 use crate::domain::{ChannelId, UserId, WorkspaceId, pnl::format_quantity};
 use crate::prompts::Key;
 use crate::store::StoreError;
@@ -33,16 +33,22 @@ const FUNNEL_KEYS: [Key; 8] = [
 ];
 
 impl Engine {
-    /// The summary text for a portfolio, with at most `limit` items per list.
-    fn summary_text(&self, p: &Portfolio, limit: usize) -> String {
-        let prompts = self.prompts();
-        let funnel: Vec<_> = p
-            .funnel
+    /// The stages of the path to production a pilot reached, with their counts: from scoped to in production.
+    /// Drafts are not yet in the funnel and killed pilots are beside it, not its last stage.
+    fn funnel_steps(&self, p: &Portfolio) -> Vec<(String, u64)> {
+        p.funnel
             .steps()
             .iter()
             .zip(FUNNEL_KEYS)
-            .map(|((_, n), k)| context! { label => prompts.text(k), count => n })
-            .collect();
+            .filter(|((name, _), _)| *name != "registered" && *name != "killed")
+            .map(|((_, n), k)| (self.prompts().text(k), *n))
+            .collect()
+    }
+
+    /// The summary text for a portfolio, with at most `limit` items per list.
+    fn summary_text(&self, p: &Portfolio, limit: usize) -> String {
+        let prompts = self.prompts();
+        let funnel: Vec<_> = self.funnel_steps(p).into_iter().map(|(label, count)| context! { label, count }).collect();
         let overdue: Vec<Item> = p
             .overdue
             .iter()
@@ -87,17 +93,33 @@ impl Engine {
                 detail: format!("{}/3", d.evidence),
             })
             .collect();
+        let signed = |v: f64, unit: &str| {
+            let text = format_quantity(v.abs(), unit);
+            if v < 0.0 { format!("−{text}") } else { format!("+{text}") }
+        };
         let pnl: Vec<_> = p
             .pnl
             .iter()
             .take(limit)
             .map(|m| {
+                let direction = match m.direction {
+                    Direction::Down => "down",
+                    Direction::Up => "up",
+                    Direction::Mixed => "mixed",
+                };
+                // Realised is shown as the line moved: a cost cut is negative, a cost that rose positive.
+                let sign = if m.direction == Direction::Down { -1.0 } else { 1.0 };
+                let realised = m.realised.unwrap_or(0.0);
                 context! {
-                    line => m.line, pilots => m.pilots, measured => m.measured,
-                    targeted => format_quantity(m.targeted, &m.unit), realised => format_quantity(m.realised, &m.unit),
+                    line => m.line, pilots => m.pilots, measured => m.measured, direction,
+                    targeted => signed(m.targeted, &m.unit), realised => signed(sign * realised, &m.unit),
+                    away => realised < 0.0, share => m.share().map(|s| format!("{s:.0}").replace('-', "−")).unwrap_or_default(),
+                    first => m.first_pilot, last => m.last_pilot,
                 }
             })
             .collect();
+        let decided = p.funnel.in_production + p.funnel.killed;
+        let production_rate = if decided == 0 { 0 } else { (100 * p.funnel.in_production + decided / 2) / decided };
         let more = |total: u64, shown: usize| total.saturating_sub(shown as u64);
         prompts.render(
             Key::PortfolioSummary,
@@ -105,8 +127,9 @@ impl Engine {
                 overdue_more => more(p.overdue_total, overdue.len()), risks_more => more(p.risks_total, risks.len()),
                 bets_more => more(p.bets_total, bets.len()), pnl_more => more(p.pnl.len() as u64, pnl.len()),
                 debts_more => more(p.debts_total, debts.len()),
-                funnel, overdue, risks, bets, debts, healthy_kills => p.healthy_kills,
-                absorption_failures => p.absorption_failures, pnl,
+                funnel, killed => p.funnel.killed, overdue, risks, bets, debts, healthy_kills => p.healthy_kills,
+                absorption_failures => p.absorption_failures, in_production => p.funnel.in_production, decided,
+                production_rate, pnl,
             },
         )
     }
@@ -131,8 +154,8 @@ impl Engine {
         if text.chars().count() > MAX_CHARS {
             text = text.chars().take(MAX_CHARS - 1).collect::<String>() + "…";
         }
-        let steps: Vec<(String, u64)> =
-            p.funnel.steps().iter().zip(FUNNEL_KEYS).map(|((_, n), k)| (self.prompts().text(k), *n)).collect();
+        // The chart shows the stages the text lists, in the same words.
+        let steps = self.funnel_steps(&p);
         let attachment = match crate::render::chart::funnel_png(&self.prompts().text(Key::PortfolioChartTitle), &steps)
         {
             Ok(bytes) => Some(Attachment { filename: "funnel.png".into(), bytes }),

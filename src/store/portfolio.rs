@@ -3,7 +3,7 @@
 
 use super::rows::{self, PilotRow};
 use super::{Pool, Store, StoreError};
-use crate::domain::portfolio::{Bet, Debt, Funnel, Overdue, PnlMovement, Portfolio, Risk};
+use crate::domain::portfolio::{Bet, Debt, Direction, Funnel, Overdue, PnlMovement, Portfolio, Risk};
 use crate::domain::{Pilot, WorkspaceId};
 
 impl Store {
@@ -36,9 +36,14 @@ impl Store {
              COUNT(*) FILTER (WHERE stage = 'scoped' AND extensions > 0 AND NOT ({risky})) \
              FROM ({per_pilot}) p"
         );
-        let pnl = "SELECT MIN(pnl_line), pnl_unit, COUNT(*), SUM(pnl_target - pnl_baseline), \
-                   SUM(CASE WHEN pnl_realised IS NOT NULL THEN pnl_realised - pnl_baseline ELSE 0.0 END), \
-                   SUM(CASE WHEN pnl_realised IS NOT NULL THEN 1 ELSE 0 END) \
+        // Per line: how many pilots, how many cut it, the largest movement one targets, and the most one measured
+        // towards its target (`domain::portfolio::towards`, per row). Pilots naming one line are counted once.
+        let pnl = "SELECT MIN(pnl_line), pnl_unit, COUNT(*), \
+                   SUM(CASE WHEN pnl_target < pnl_baseline THEN 1 ELSE 0 END), \
+                   MAX(ABS(pnl_target - pnl_baseline)), \
+                   MAX(CASE WHEN pnl_realised IS NOT NULL THEN (pnl_realised - pnl_baseline) * \
+                       (CASE WHEN pnl_target < pnl_baseline THEN -1.0 ELSE 1.0 END) END), \
+                   SUM(CASE WHEN pnl_realised IS NOT NULL THEN 1 ELSE 0 END), MIN(name), MAX(name) \
                    FROM pilots WHERE workspace = $1 AND stage IN ('scoped', 'in_production') AND pnl_line IS NOT NULL \
                    GROUP BY LOWER(TRIM(pnl_line)), pnl_unit";
         // The lists read the review date in force directly, so the (workspace, stage, next_review_date) index
@@ -63,7 +68,8 @@ impl Store {
         let debts_count = "SELECT COUNT(*) FROM pilots WHERE workspace = $1 AND stage = 'in_production' \
                            AND evidence_due IS NOT NULL";
         type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-        type PnlRow = (Option<String>, Option<String>, i64, Option<f64>, Option<f64>, i64);
+        type PnlRow =
+            (Option<String>, Option<String>, i64, i64, Option<f64>, Option<f64>, i64, Option<String>, Option<String>);
         // The two scans and the lists are independent reads: run them at once, each on its own connection.
         type Lists = (Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>, Vec<PilotRow>, i64);
         let (c, pnl_rows, (overdue, risks, bets, debts, debts_total)): (Counts, Vec<PnlRow>, Lists) = with_pool!(self, pool => {
@@ -127,13 +133,24 @@ impl Store {
         p.debts_total = n(debts_total);
         p.pnl = pnl_rows
             .into_iter()
-            .map(|(line, unit, pilots, targeted, realised, measured)| PnlMovement {
-                line: line.unwrap_or_default(),
-                unit: unit.unwrap_or_default(),
-                pilots: u32::try_from(pilots).unwrap_or(u32::MAX),
-                targeted: targeted.unwrap_or(0.0),
-                realised: realised.unwrap_or(0.0),
-                measured: u32::try_from(measured).unwrap_or(u32::MAX),
+            .map(|(line, unit, pilots, downs, largest, realised, measured, first, last)| {
+                let direction = match downs {
+                    0 => Direction::Up,
+                    d if d == pilots => Direction::Down,
+                    _ => Direction::Mixed,
+                };
+                let largest = largest.unwrap_or(0.0);
+                PnlMovement {
+                    line: line.unwrap_or_default(),
+                    unit: unit.unwrap_or_default(),
+                    pilots: u32::try_from(pilots).unwrap_or(u32::MAX),
+                    direction,
+                    targeted: if direction == Direction::Down { -largest } else { largest },
+                    realised,
+                    measured: u32::try_from(measured).unwrap_or(u32::MAX),
+                    first_pilot: first.unwrap_or_default(),
+                    last_pilot: last.unwrap_or_default(),
+                }
             })
             .collect();
         p.pnl.sort_by(|a, b| b.targeted.abs().total_cmp(&a.targeted.abs()).then_with(|| a.line.cmp(&b.line)));
