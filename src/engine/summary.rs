@@ -119,7 +119,7 @@ impl Engine {
             })
             .collect();
         let decided = p.funnel.in_production + p.funnel.killed;
-        let production_rate = if decided == 0 { 0 } else { (100 * p.funnel.in_production + decided / 2) / decided };
+        let production_rate = (100 * p.funnel.in_production + decided / 2).checked_div(decided).unwrap_or(0);
         let more = |total: u64, shown: usize| total.saturating_sub(shown as u64);
         prompts.render(
             Key::PortfolioSummary,
