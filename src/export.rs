@@ -44,6 +44,10 @@ pub struct ExportRow {
     pub extensions: u32,
     pub nudges_sent: u32,
     pub next_review_date: Option<String>,
+    /// The reasons behind the outcome, when it is an absorption risk (`;`-joined in CSV). Added fields go last.
+    pub risk_reasons: Vec<&'static str>,
+    /// Why the owner declined, while they stand declined.
+    pub owner_decline_reason: Option<String>,
 }
 
 impl ExportRow {
@@ -76,6 +80,8 @@ impl ExportRow {
             extensions: p.extensions,
             nudges_sent: p.nudges_sent,
             next_review_date: p.due_date().map(|d| d.to_string()),
+            risk_reasons: outcome(p, today).1.into_iter().map(|r| r.as_str()).collect(),
+            owner_decline_reason: p.owner_decline_reason.clone(),
         }
     }
 }
@@ -108,6 +114,8 @@ pub const EXPORT_FIELDS: &[&str] = &[
     "extensions",
     "nudges_sent",
     "next_review_date",
+    "risk_reasons",
+    "owner_decline_reason",
 ];
 
 /// A JSON value as one CSV cell: lists are `;`-joined, missing values empty.

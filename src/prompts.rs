@@ -232,7 +232,7 @@ keys! {
         evidence_due
     ],
     ListHeader = "list.header" [scope, count],
-    ListItem = "list.item" [id, pilot, stage, owner, review_date, outcome, flags, evidence_count],
+    ListItem = "list.item" [id, pilot, stage, owner, owner_status, review_date, outcome, flags, evidence_count],
     ListEmpty = "list.empty" [scope],
     ListMore = "list.more" [count],
     Help = "help.text" [commands],

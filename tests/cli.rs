@@ -32,6 +32,31 @@ Claims handling cost: £4.2m -> £3.6m
 Confirm
 ";
 
+/// The export carries the reasons behind an outcome and the owner's decline reason; `/pilot list` shows the owner
+/// as declined.
+#[test]
+fn export_carries_risk_reasons_and_the_decline_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.args(["console", "--as", "@bob", "--workspace", "acme", "--now", "2026-11-25T10:00:00Z"]);
+    let input =
+        format!("{REGISTRATION}:as @alice\nDecline: I am moving to underwriting in January\n:as @bob\n/pilot list\n");
+    let (code, out, err) = run_with_input(cmd, &input);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("owner @alice (declined)"), "{out}");
+    // After the review date, with no evidence: an absorption risk, for every reason at once.
+    let out =
+        lastmile(dir.path()).args(["export", "--format", "csv", "--now", "2027-04-02T10:00:00Z"]).output().unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let row = rows.records().next().unwrap().unwrap();
+    let field = |name: &str| row.get(header.iter().position(|h| h == name).unwrap()).unwrap().to_owned();
+    assert_eq!(field("outcome"), "absorption_risk");
+    assert_eq!(field("risk_reasons"), "no_accepted_owner;no_live_workflow;owner_not_running;no_pnl_movement");
+    assert_eq!(field("owner_decline_reason"), "I am moving to underwriting in January");
+}
+
 #[test]
 fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,7 +82,7 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
             "owner_status": "pending", "evidence_workflow_live": false, "evidence_owner_running": false,
             "evidence_pnl_moved": false, "pnl_realised": null, "decision": null, "decision_reason": null,
             "outcome": "open", "flags": ["owner_not_accepted"], "extensions": 0, "nudges_sent": 0,
-            "next_review_date": "2027-03-31"
+            "next_review_date": "2027-03-31", "risk_reasons": [], "owner_decline_reason": null
         }])
     );
 
@@ -69,7 +94,7 @@ fn a_piped_transcript_registers_a_pilot_and_export_shows_every_field() {
         Some(
             "id,workspace,name,stage,registered_by,registered_at,workflow,owner,sponsor,pnl_line,pnl_unit,pnl_baseline,\
              pnl_target,review_date,owner_status,evidence_workflow_live,evidence_owner_running,evidence_pnl_moved,\
-             pnl_realised,decision,decision_reason,outcome,flags,extensions,nudges_sent,next_review_date"
+             pnl_realised,decision,decision_reason,outcome,flags,extensions,nudges_sent,next_review_date,risk_reasons,owner_decline_reason"
         )
     );
     assert!(lines.next().unwrap().starts_with("1,acme,Claims triage assistant,scoped,bob,2026-11-25T10:00:00Z,"));

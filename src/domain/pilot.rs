@@ -176,6 +176,8 @@ pub struct Pilot {
     /// The latest decision (extend may come several times; scale and kill are final).
     pub decision: Option<DecisionKind>,
     pub decision_reason: Option<String>,
+    /// Why the owner declined, while they stand declined.
+    pub owner_decline_reason: Option<String>,
     pub kill_category: Option<KillCategory>,
     /// Scaled without 3/3 evidence, by an explicit override.
     pub scale_override: bool,
@@ -221,6 +223,7 @@ impl Pilot {
             next_review_date: None,
             decision: None,
             decision_reason: None,
+            owner_decline_reason: None,
             kill_category: None,
             scale_override: false,
             evidence_due: None,

@@ -393,6 +393,10 @@ pub fn apply(
                     Some(new),
                 ));
                 next.owner_status = *status;
+                next.owner_decline_reason = match status {
+                    OwnerStatus::Declined => reason.clone().filter(|r| !r.trim().is_empty()),
+                    _ => None,
+                };
                 next.updated_at = now;
                 if *status != OwnerStatus::Accepted {
                     voided.push(EvidenceKind::OwnerRunning);

@@ -186,6 +186,8 @@ impl Engine {
             context! {
                 id => pl.id.0, pilot => pl.name, stage => self.stage(pl.stage),
                 owner => self.person(pl.owner.as_ref()), review_date => self.date(pl.due_date()),
+                owner_status => (pl.owner.is_some() && pl.owner_status != OwnerStatus::Accepted)
+                    .then(|| self.owner_status(pl.owner_status)),
                 outcome => self.prompts.text(outcome_key(outcome(pl, today).0)),
                 flags => self.join_labels(flags(pl, today).into_iter().map(flag_key)),
                 evidence_count => pl.evidence_count(),

@@ -13,7 +13,7 @@ use crate::domain::{
 /// The columns of a [`PilotRow`].
 pub const PILOT_COLUMNS: &str = "id, workspace, name, stage, registered_by, registered_at, home_channel, workflow, owner, \
      sponsor, pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, owner_status, next_review_date, decision, \
-     decision_reason, kill_category, scale_override, evidence_due, extensions, evidence_workflow_live, evidence_owner_running, \
+     decision_reason, owner_decline_reason, kill_category, scale_override, evidence_due, extensions, evidence_workflow_live, evidence_owner_running, \
      pnl_realised, nudges_sent, cycle, heads_up_sent, cycle_nudges, unanswered, last_nudge_at, escalated, posted, \
      snoozes, snoozed_until, next_action_at, updated_at, version";
 
@@ -39,6 +39,7 @@ pub struct PilotRow {
     next_review_date: Option<NaiveDate>,
     decision: Option<String>,
     decision_reason: Option<String>,
+    owner_decline_reason: Option<String>,
     kill_category: Option<String>,
     scale_override: bool,
     evidence_due: Option<NaiveDate>,
@@ -89,6 +90,7 @@ impl PilotRow {
             next_review_date: self.next_review_date,
             decision,
             decision_reason: self.decision_reason,
+            owner_decline_reason: self.owner_decline_reason,
             kill_category,
             scale_override: self.scale_override,
             evidence_due: self.evidence_due,

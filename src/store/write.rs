@@ -914,7 +914,7 @@ fn new_draft(t: &TurnWrite, c: &NewDraft, id: PilotId) -> Pilot {
 
 /// A pilot's writable columns, with their PostgreSQL types. The id, workspace, registrant and the schedule's claim are
 /// never rewritten.
-const COLUMNS: [(&str, &str); 36] = [
+const COLUMNS: [(&str, &str); 37] = [
     ("name", "TEXT"),
     ("name_key", "TEXT"),
     ("stage", "TEXT"),
@@ -931,6 +931,7 @@ const COLUMNS: [(&str, &str); 36] = [
     ("next_review_date", "DATE"),
     ("decision", "TEXT"),
     ("decision_reason", "TEXT"),
+    ("owner_decline_reason", "TEXT"),
     ("kill_category", "TEXT"),
     ("scale_override", "BOOLEAN"),
     ("evidence_due", "DATE"),
@@ -954,7 +955,7 @@ const COLUMNS: [(&str, &str); 36] = [
 ];
 
 /// A pilot's values for [`COLUMNS`], in order, as JSON.
-fn values(p: &Pilot) -> [Value; 36] {
+fn values(p: &Pilot) -> [Value; 37] {
     let pnl = p.pnl.as_ref();
     let n = |v: u32| Value::from(v);
     let s = &p.schedule;
@@ -975,6 +976,7 @@ fn values(p: &Pilot) -> [Value; 36] {
         date(p.next_review_date),
         p.decision.map(|d| d.as_str()).into(),
         p.decision_reason.clone().into(),
+        p.owner_decline_reason.clone().into(),
         p.kill_category.map(|k| k.as_str()).into(),
         p.scale_override.into(),
         date(p.evidence_due),
