@@ -15,7 +15,7 @@ use crate::domain::vagueness::QUESTIONS;
 use crate::domain::{Rule, Rules, Step};
 
 macro_rules! keys {
-    ($( $variant:ident = $key:literal [$($var:ident),*] ),* $(,)?) => {
+    ($( $variant:ident = $key:literal [$($var:ident $(: $kind:ident)?),* $(,)?] ),* $(,)?) => {
         /// A message the bot can say, and the placeholders its template may use.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Key { $($variant),* }
@@ -25,8 +25,76 @@ macro_rules! keys {
             pub fn vars(self) -> &'static [&'static str] {
                 match self { $(Key::$variant => &[$(stringify!($var)),*]),* }
             }
+            /// Each placeholder with the kind of value the code gives it (text unless said otherwise).
+            pub fn kinds(self) -> &'static [(&'static str, Kind)] {
+                match self { $(Key::$variant => &[$((stringify!($var), kind!($($kind)?))),*]),* }
+            }
         }
     };
+}
+
+macro_rules! kind {
+    () => {
+        Kind::Text
+    };
+    ($kind:ident) => {
+        Kind::$kind
+    };
+}
+
+/// The kind of value a placeholder holds, so that every template can be rendered once at start with sample values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Number,
+    Bool,
+    /// Texts, like `deciders`.
+    Texts,
+    /// The portfolio's lists of pilots (`pilot`, `owner`, `date`, `detail`).
+    Items,
+    /// The funnel's stages (`label`, `count`).
+    Stages,
+    /// The portfolio's P&L lines.
+    Lines,
+    /// Settings shown (`name`, `value`).
+    Settings,
+}
+
+impl Kind {
+    /// A value of this kind: `some`, one a real reply could hold; else the empty or false one (the other branch).
+    fn sample(self, var: &str, some: bool) -> minijinja::Value {
+        use minijinja::Value;
+        let text = |t: &str| if some { Value::from(t) } else { Value::from("") };
+        match self {
+            Kind::Text => text(&format!("sample {var}")),
+            Kind::Number => Value::from(if some { 2 } else { 0 }),
+            Kind::Bool => Value::from(some),
+            Kind::Texts => Value::from(if some { vec!["sponsor", "admins"] } else { vec![] }),
+            Kind::Items => Value::from(if some {
+                vec![
+                    minijinja::context! { pilot => "Claims triage", owner => "<@alice>", date => "2027-01-06", detail => "1/3" },
+                ]
+            } else {
+                vec![]
+            }),
+            Kind::Stages => {
+                Value::from(if some { vec![minijinja::context! { label => "Scoped", count => 3 }] } else { vec![] })
+            }
+            Kind::Lines => Value::from(if some {
+                vec![minijinja::context! {
+                    line => "Claims handling cost", direction => "down", targeted => "−£600,000", realised => "−£300,000",
+                    share => "50", away => false, measured => 1, pilots => 2, first => "Claims triage", last => "Fraud screening",
+                }]
+            } else {
+                vec![]
+            }),
+            Kind::Settings => Value::from(if some {
+                vec![minijinja::context! { name => "digest", value => "weekly" }]
+            } else {
+                vec![]
+            }),
+        }
+    }
 }
 
 keys! {
@@ -35,14 +103,14 @@ keys! {
     AskWorkflow = "ask.workflow" [pilot],
     AskOwner = "ask.owner" [pilot],
     AskPnl = "ask.pnl" [pilot],
-    AskSponsor = "ask.sponsor" [pilot, optional],
+    AskSponsor = "ask.sponsor" [pilot, optional: Bool],
     AskReviewDate = "ask.review_date" [pilot, default_date, latest_date],
     AskConfirm = "ask.confirm" [card],
     AskEditStep = "ask.edit_step" [pilot],
     CurrentAnswer = "ask.current_answer" [answer],
-    PnlMissing = "ask.pnl_missing" [pilot, understood, line, baseline, target, unit],
+    PnlMissing = "ask.pnl_missing" [pilot, understood, line: Bool, baseline: Bool, target: Bool, unit: Bool],
     Understood = "ask.understood" [step, answer],
-    DateMissing = "ask.date_missing" [pilot, month, day, year],
+    DateMissing = "ask.date_missing" [pilot, month, day: Number, year: Number],
 
     ChoiceConfirm = "choice.confirm" [],
     ChoiceEdit = "choice.edit" [],
@@ -83,17 +151,17 @@ keys! {
 
     // Answers that cannot be taken.
     InputEmpty = "invalid.empty" [],
-    InputTooLong = "invalid.too_long" [limit, length],
+    InputTooLong = "invalid.too_long" [limit: Number, length: Number],
     InputControl = "invalid.control_characters" [],
-    NameTooShort = "invalid.name_too_short" [min],
-    NameTooLong = "invalid.name_too_long" [max, length],
+    NameTooShort = "invalid.name_too_short" [min: Number],
+    NameTooLong = "invalid.name_too_long" [max: Number, length: Number],
     NameMultiLine = "invalid.name_multiline" [],
     NameNoLetter = "invalid.name_no_letter" [],
     NameTaken = "invalid.name_taken" [pilot],
     NameHeldByDraft = "invalid.name_held_by_draft" [pilot, user, since, until],
     DraftTakenOver = "lifecycle.draft_taken_over" [pilot, user],
     PersonNone = "invalid.person_none" [role],
-    PersonSeveral = "invalid.person_several" [role, count],
+    PersonSeveral = "invalid.person_several" [role, count: Number],
     PersonRole = "invalid.person_role" [role],
     PersonEveryone = "invalid.person_everyone" [role],
     PersonBot = "invalid.person_bot" [role, user],
@@ -110,17 +178,17 @@ keys! {
     EvidenceWorkflowLive = "evidence.label_workflow_live" [],
     EvidenceOwnerRunning = "evidence.label_owner_running" [],
     EvidencePnlMoved = "evidence.label_pnl_moved" [],
-    AskPickEvidence = "evidence.ask_pick" [pilot, count, items],
+    AskPickEvidence = "evidence.ask_pick" [pilot, count: Number, items],
     AskEvidenceWorkflowLive = "evidence.ask_workflow_live" [pilot, workflow],
     AskEvidenceOwnerRunning = "evidence.ask_owner_running" [pilot],
     AskEvidencePnlMoved = "evidence.ask_pnl_moved" [pilot, pnl_line, baseline, target],
-    EvidenceRecorded = "evidence.recorded" [pilot, item, count, missing],
-    EvidenceNotMoved = "evidence.recorded_not_moved" [pilot, realised, baseline, target, count],
+    EvidenceRecorded = "evidence.recorded" [pilot, item, count: Number, missing],
+    EvidenceNotMoved = "evidence.recorded_not_moved" [pilot, realised, baseline, target, count: Number],
     EvidenceFormat = "evidence.invalid_format" [],
     EvidenceUnit = "evidence.invalid_unit" [unit, line_unit],
     OnlyOwner = "evidence.only_owner" [owner],
     OnlyOwnerNow = "evidence.only_owner_now" [pilot, owner],
-    OwnerNotAcceptedEvidence = "evidence.owner_not_accepted" [pilot, declined],
+    OwnerNotAcceptedEvidence = "evidence.owner_not_accepted" [pilot, declined: Bool],
     EvidenceNotAllowed = "evidence.not_allowed" [pilot],
     EvidenceVoided = "evidence.voided" [pilot, step, items],
     EvidenceVoidedDm = "evidence.voided_dm" [pilot, step, items, user],
@@ -128,44 +196,44 @@ keys! {
     Stopped = "lifecycle.stopped" [pilot],
 
     // Review decisions.
-    AskScaleOverride = "review.ask_scale_override" [pilot, count, missing],
-    AskExtendDate = "review.ask_extend_date" [pilot, extensions, latest_date],
+    AskScaleOverride = "review.ask_scale_override" [pilot, count: Number, missing],
+    AskExtendDate = "review.ask_extend_date" [pilot, extensions: Number, latest_date],
     AskExtendReason = "review.ask_extend_reason" [pilot, date],
     AskKillCategory = "review.ask_kill_category" [pilot],
     AskKillReason = "review.ask_kill_reason" [pilot, category],
     KillNotWorthScaling = "review.label_not_worth_scaling" [],
     KillStalledInHandoff = "review.label_stalled_in_handoff" [],
     AnnounceScaled = "review.scaled" [pilot, decider, owner, override_reason],
-    AnnounceExtended = "review.extended" [pilot, decider, date, reason, extensions],
+    AnnounceExtended = "review.extended" [pilot, decider, date, reason, extensions: Number],
     AnnounceKilled = "review.killed" [pilot, decider, category, reason],
-    DecideNotAllowed = "review.not_allowed" [pilot, registrant, sponsor, owner, deciders],
+    DecideNotAllowed = "review.not_allowed" [pilot, registrant, sponsor, owner, deciders: Texts],
     AlreadyDecided = "review.already_decided" [pilot, stage],
-    NotProven = "review.not_proven" [pilot, count, missing],
-    ExtensionAwaitsSponsor = "review.extension_awaits_sponsor" [pilot, sponsor, limit],
-    NoSponsorForExtension = "review.no_sponsor_for_extension" [pilot, limit],
+    NotProven = "review.not_proven" [pilot, count: Number, missing],
+    ExtensionAwaitsSponsor = "review.extension_awaits_sponsor" [pilot, sponsor, limit: Number],
+    NoSponsorForExtension = "review.no_sponsor_for_extension" [pilot, limit: Number],
     ExtensionRequested = "review.extension_requested" [pilot, approver, date],
-    AskApproveExtension = "review.ask_approve_extension" [pilot, requester, date, reason, extensions, limit],
+    AskApproveExtension = "review.ask_approve_extension" [pilot, requester, date, reason, extensions: Number, limit: Number],
     ExtensionApproved = "review.extension_approved" [pilot, sponsor, date],
     ExtensionRefused = "review.extension_refused" [pilot, sponsor],
 
     // The schedule: heads-ups, nudges, escalation.
-    HeadsUp = "schedule.heads_up" [pilot, date, count, missing],
-    NudgeDm = "schedule.nudge" [pilot, date, count, missing, nudge, snooze_days],
-    EscalationDm = "schedule.escalation" [pilot, date, owner, nudges, count, missing, owner_accepted, debt],
-    RiskPost = "schedule.risk_post" [pilot, date, owner, sponsor, nudges, reasons, owner_accepted],
-    OwnerNeededDm = "schedule.owner_needed" [pilot, date, owner, declined, overdue],
-    EvidenceDebtDm = "schedule.evidence_debt" [pilot, date, count, missing, overdue],
+    HeadsUp = "schedule.heads_up" [pilot, date, count: Number, missing],
+    NudgeDm = "schedule.nudge" [pilot, date, count: Number, missing, nudge: Number, snooze_days: Number],
+    EscalationDm = "schedule.escalation" [pilot, date, owner, nudges: Number, count: Number, missing, owner_accepted: Bool, debt: Bool],
+    RiskPost = "schedule.risk_post" [pilot, date, owner, sponsor, nudges: Number, reasons, owner_accepted: Bool],
+    OwnerNeededDm = "schedule.owner_needed" [pilot, date, owner, declined: Bool, overdue: Bool],
+    EvidenceDebtDm = "schedule.evidence_debt" [pilot, date, count: Number, missing, overdue: Bool],
     DmFallback = "schedule.dm_fallback" [user, text],
     ChoiceAddEvidence = "choice.add_evidence" [],
     ChoiceNewDate = "choice.new_date" [],
     ChoiceSnooze = "choice.snooze" [],
     Snoozed = "schedule.snoozed" [pilot, until],
-    SnoozeLimit = "schedule.snooze_limit" [pilot, max],
+    SnoozeLimit = "schedule.snooze_limit" [pilot, max: Number],
 
     // The portfolio summary and the digest.
     PortfolioSummary = "portfolio.summary" [
-        funnel, killed, overdue, overdue_more, risks, risks_more, bets, bets_more, debts, debts_more, healthy_kills,
-        absorption_failures, in_production, decided, production_rate, pnl, pnl_more
+        funnel: Stages, killed: Number, overdue: Items, overdue_more: Number, risks: Items, risks_more: Number, bets: Items, bets_more: Number, debts: Items, debts_more: Number, healthy_kills: Number,
+        absorption_failures: Number, in_production: Number, decided: Number, production_rate: Number, pnl: Lines, pnl_more: Number
     ],
     PortfolioChartTitle = "portfolio.chart_title" [],
     FunnelRegistered = "funnel.registered" [],
@@ -179,11 +247,11 @@ keys! {
 
     // Workspace settings.
     ConfigNotAllowed = "config.not_allowed" [],
-    ConfigShow = "config.show" [settings],
+    ConfigShow = "config.show" [settings: Settings],
     ConfigSaved = "config.saved" [setting, value],
     ConfigInvalid = "config.invalid" [setting, value],
     ConfigUnknown = "config.unknown" [setting, suggestion, settings],
-    TimezoneShow = "config.timezone_show" [zone, own],
+    TimezoneShow = "config.timezone_show" [zone, own: Bool],
     TimezoneSaved = "config.timezone_saved" [zone],
     TimezoneInvalid = "config.timezone_invalid" [zone],
 
@@ -195,7 +263,7 @@ keys! {
     AskOwnerDm = "owner.ask" [pilot, registrant, workflow, pnl_line, baseline, target, review_date],
     OwnerAcceptedReply = "owner.accepted_reply" [pilot],
     OwnerAcceptedNotice = "owner.accepted_notice" [pilot, owner],
-    OwnerDeclinedReply = "owner.declined_reply" [pilot, sponsor],
+    OwnerDeclinedReply = "owner.declined_reply" [pilot, sponsor: Bool],
     OwnerDeclinedNotice = "owner.declined_notice" [pilot, owner, reason],
     OwnerDeclinedSponsorNotice = "owner.declined_sponsor_notice" [pilot, owner, reason],
     AskVoid = "owner.ask_void" [],
@@ -227,14 +295,14 @@ keys! {
     CommandUsage = "command.usage" [usage],
     PilotNotFound = "pilot.not_found" [query, suggestion],
     Card = "pilot.card" [
-        id, pilot, stage, workflow, owner, sponsor, pnl_line, baseline, target, review_date, registrant, registered_at,
-        owner_status, outcome, reasons, flags, evidence_count, evidence, realised, decision, extensions, next_review_date,
+        id: Number, pilot, stage, workflow, owner, sponsor, pnl_line, baseline, target, review_date, registrant, registered_at,
+        owner_status, outcome, reasons, flags, evidence_count: Number, evidence, realised, decision, extensions: Number, next_review_date,
         evidence_due
     ],
-    ListHeader = "list.header" [scope, count],
-    ListItem = "list.item" [id, pilot, stage, owner, owner_status, review_date, outcome, flags, evidence_count],
+    ListHeader = "list.header" [scope, count: Number],
+    ListItem = "list.item" [id: Number, pilot, stage, owner, owner_status, review_date, outcome, flags, evidence_count: Number],
     ListEmpty = "list.empty" [scope],
-    ListMore = "list.more" [count],
+    ListMore = "list.more" [count: Number],
     Help = "help.text" [commands],
     HelpLine = "help.line" [usage, description],
     StageDraft = "stage.draft" [],
@@ -272,7 +340,7 @@ keys! {
     ConsoleUnknownControl = "console.unknown_control" [control],
     ConsoleNow = "console.now" [now],
     ConsoleBadSpan = "console.bad_span" [span],
-    ConsoleDms = "console.dms" [user, closed],
+    ConsoleDms = "console.dms" [user, closed: Bool],
     ConsoleChart = "console.chart" [path],
 
     // The Discord adapter's own words.
@@ -287,7 +355,7 @@ keys! {
     DiscordModalTitle = "discord.modal_title" [label],
     DiscordPickPerson = "discord.pick_person" [label],
     DiscordSkip = "discord.skip" [],
-    DiscordMore = "discord.more" [count],
+    DiscordMore = "discord.more" [count: Number],
     DiscordGuildOnly = "discord.guild_only" [],
     DiscordStale = "discord.stale" [],
     DiscordDone = "discord.done" [],
@@ -302,7 +370,7 @@ keys! {
     SlackPickPerson = "slack.pick_person" [label],
     SlackSkip = "slack.skip" [],
     SlackSkipHint = "slack.skip_hint" [],
-    SlackMore = "slack.more" [count],
+    SlackMore = "slack.more" [count: Number],
     SlackStale = "slack.stale" [],
     SlackOtherTeam = "slack.other_team" [],
     SlackRestarting = "slack.restarting" [],
@@ -346,6 +414,8 @@ pub enum PromptError {
     Placeholder { file: PathBuf, key: String, placeholder: String, known: String },
     #[error("{file}: rule `{key}`: {reason}")]
     Rule { file: PathBuf, key: String, reason: String },
+    #[error("{file}: key `{key}`: template cannot render with sample values: {reason}")]
+    Render { file: PathBuf, key: String, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -442,6 +512,15 @@ impl Prompts {
         if let Some(key) = flat.into_keys().next() {
             return Err(PromptError::Unknown { file: file.to_owned(), key });
         }
+        // A template that parses may still fail to render (an unknown filter, arithmetic on text): each is rendered
+        // now with sample values, once with every placeholder set and once with each empty, false or zero.
+        for key in Key::ALL {
+            for some in [true, false] {
+                let ctx: BTreeMap<&str, minijinja::Value> =
+                    key.kinds().iter().map(|(var, kind)| (*var, kind.sample(var, some))).collect();
+                try_render(&env, file, key.as_str(), minijinja::Value::from(ctx))?;
+            }
+        }
 
         let (file, text) = vagueness;
         let parsed: RuleFile =
@@ -458,6 +537,7 @@ impl Prompts {
             }
             let name = format!("vagueness.{}", raw.id);
             add_template(&mut env, file, &name, raw.followup, RULE_VARS)?;
+            try_render(&env, file, &name, minijinja::context! { pilot => "Claims triage", answer => "sample answer" })?;
             rules.push(Rule { id: raw.id, question: raw.step, pattern, followup: name, keep: raw.keep });
         }
         Ok(Self { env, rules: Rules::new(rules) })
@@ -512,6 +592,14 @@ fn flatten(
         }
         _ => Err(PromptError::NotText { file: file.to_owned(), key: prefix.to_owned() }),
     }
+}
+
+fn try_render(env: &Environment<'static>, file: &Path, name: &str, ctx: minijinja::Value) -> Result<(), PromptError> {
+    env.get_template(name).and_then(|t| t.render(ctx)).map(|_| ()).map_err(|e| PromptError::Render {
+        file: file.to_owned(),
+        key: name.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn add_template(
@@ -585,6 +673,29 @@ mod tests {
             load(&m, RULES).unwrap_err().to_string(),
             "m.toml: unknown key `ask.ownr` (no code uses it; a typo?)"
         );
+    }
+
+    #[test]
+    fn a_template_that_cannot_render_stops_the_start_naming_file_and_key() {
+        for (template, why) in [
+            ("{{ pilot | no_such_filter }}", "unknown filter"),
+            ("{{ pilot + 1 }}", "arithmetic on text"),
+            ("{% for x in pilot %}{{ x.name.first }}{% endfor %}", "an attribute text has not"),
+        ] {
+            let messages = messages_with(|t| {
+                t["ask"].as_table_mut().unwrap().insert("owner".into(), toml::Value::String(template.into()));
+            });
+            let err = load(&messages, RULES).unwrap_err().to_string();
+            assert!(err.starts_with("m.toml: key `ask.owner`: template cannot render"), "{why}: {err}");
+        }
+        // Numbers are numbers and lists are lists: arithmetic on a count and a loop over a list render.
+        let messages = messages_with(|t| {
+            t["list"].as_table_mut().unwrap().insert("more".into(), toml::Value::String("{{ count + 1 }} more".into()));
+        });
+        assert!(load(&messages, RULES).is_ok());
+        let rules = "[[rule]]\nid = \"x\"\nstep = \"owner\"\npattern = \"x\"\nfollowup = \"{{ answer | nope }}\"\n";
+        let err = load(&messages_with(|_| {}), rules).unwrap_err().to_string();
+        assert!(err.contains("rule") || err.contains("vagueness.x"), "{err}");
     }
 
     #[test]

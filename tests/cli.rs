@@ -216,6 +216,19 @@ fn broken_prompts_stop_the_start_naming_file_and_key() {
     assert_ne!(code, 0);
     assert!(err.contains("messages.toml: key `ask.workflow`: unknown placeholder `pilto`"), "{err}");
 
+    // A template that parses but cannot render (an unknown filter) stops the start too, instead of showing users
+    // `[register.done]`.
+    std::fs::write(
+        prompts.join("messages.toml"),
+        messages.replace("{{ pilot }}** is scoped", "{{ pilot | shout }}** is scoped"),
+    )
+    .unwrap();
+    let mut cmd = lastmile(dir.path());
+    cmd.env("LASTMILE_PROMPTS_DIR", &prompts).arg("console");
+    let (code, _, err) = run_with_input(cmd, "/pilot help\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("messages.toml: key `register.done`: template cannot render"), "{err}");
+
     // A reworded copy is used as is.
     std::fs::write(prompts.join("messages.toml"), messages.replace("Commands:", "Befehle:")).unwrap();
     let mut cmd = lastmile(dir.path());
