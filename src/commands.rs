@@ -17,6 +17,8 @@ pub enum OptionKind {
     Choice(&'static [&'static str]),
     /// One free word.
     Word,
+    /// One person (a user picker where the platform has one).
+    Person,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,12 +54,34 @@ pub const COMMANDS: &[CommandSpec] = &[
             SubcommandSpec {
                 name: "register",
                 description: Key::DescRegister,
-                options: &[OptionSpec {
-                    name: "name",
-                    kind: OptionKind::Text,
-                    required: false,
-                    description: Key::DescOptName,
-                }],
+                options: &[
+                    OptionSpec { name: "name", kind: OptionKind::Text, required: false, description: Key::DescOptName },
+                    OptionSpec {
+                        name: "workflow",
+                        kind: OptionKind::Text,
+                        required: false,
+                        description: Key::DescOptWorkflow,
+                    },
+                    OptionSpec {
+                        name: "owner",
+                        kind: OptionKind::Person,
+                        required: false,
+                        description: Key::DescOptOwner,
+                    },
+                    OptionSpec { name: "pnl", kind: OptionKind::Text, required: false, description: Key::DescOptPnl },
+                    OptionSpec {
+                        name: "sponsor",
+                        kind: OptionKind::Person,
+                        required: false,
+                        description: Key::DescOptSponsor,
+                    },
+                    OptionSpec {
+                        name: "review_date",
+                        kind: OptionKind::Text,
+                        required: false,
+                        description: Key::DescOptReviewDate,
+                    },
+                ],
             },
             SubcommandSpec { name: "status", description: Key::DescStatus, options: &[PILOT_OPT] },
             SubcommandSpec {
@@ -146,17 +170,38 @@ pub enum ListScope {
 /// A command with its options, however it was typed or clicked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Register { name: Option<String> },
-    Status { pilot: String },
-    List { scope: ListScope },
-    Edit { pilot: String, step: String },
-    Evidence { pilot: String },
-    Review { pilot: String, decision: crate::domain::DecisionKind },
+    /// `prefill`: answers given with the command (`key: value` when typed), asked for only if missing or refused.
+    Register {
+        name: Option<String>,
+        prefill: Vec<(crate::domain::Step, String)>,
+    },
+    Status {
+        pilot: String,
+    },
+    List {
+        scope: ListScope,
+    },
+    Edit {
+        pilot: String,
+        step: String,
+    },
+    Evidence {
+        pilot: String,
+    },
+    Review {
+        pilot: String,
+        decision: crate::domain::DecisionKind,
+    },
     Resume,
     Help,
     Portfolio,
-    Config { setting: Option<String>, value: Option<String> },
-    Timezone { zone: Option<String> },
+    Config {
+        setting: Option<String>,
+        value: Option<String>,
+    },
+    Timezone {
+        zone: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +255,14 @@ pub fn from_options(command: &str, sub: &str, options: &BTreeMap<String, String>
     }
     let get = |name: &str| options.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     Ok(match sub_spec.name {
-        "register" => Command::Register { name: get("name") },
+        "register" => Command::Register {
+            name: get("name"),
+            prefill: crate::domain::Step::ALL
+                .iter()
+                .filter(|s| **s != crate::domain::Step::Name)
+                .filter_map(|s| get(s.as_str()).map(|v| (*s, v)))
+                .collect(),
+        },
         "status" => Command::Status { pilot: get("pilot").unwrap_or_default() },
         "list" => Command::List {
             scope: if get("scope").is_some_and(|s| s.eq_ignore_ascii_case("mine")) {
@@ -285,6 +337,9 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let Some(sub_spec) = spec.subcommands.iter().find(|s| s.name == sub) else {
         return Err(unknown(&format!("/{command} {sub}")));
     };
+    if sub_spec.name == "register" {
+        return from_options(spec.name, sub_spec.name, &register_options(&words[2..]));
+    }
     let mut rest: Vec<String> = words[2..].to_vec();
     let mut options = BTreeMap::new();
     for (i, o) in sub_spec.options.iter().enumerate() {
@@ -315,6 +370,44 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         return Err(ParseError::Usage { usage: sub_spec.usage(spec.name) });
     }
     from_options(spec.name, sub_spec.name, &options)
+}
+
+/// `/pilot register Claims triage workflow: … owner: @alice pnl: …`: the name, then answers each after its key
+/// (`name:`, `workflow:`, `owner:`, `pnl:` or `p&l:`, `sponsor:`, `review:` or `review_date:` or `date:`). A key is
+/// a word ending in `:`; a value runs to the next key, so it may hold colons of its own (`Cost: £4m -> £3m`).
+fn register_options(words: &[String]) -> BTreeMap<String, String> {
+    let key_of = |w: &str| -> Option<&'static str> {
+        let stem = w.strip_suffix(':')?.to_lowercase().replace(['-', ' '], "_");
+        Some(match stem.as_str() {
+            "name" => "name",
+            "workflow" => "workflow",
+            "owner" => "owner",
+            "pnl" | "p&l" | "pnl_line" | "p&l_line" => "pnl",
+            "sponsor" => "sponsor",
+            "review" | "review_date" | "date" => "review_date",
+            _ => return None,
+        })
+    };
+    let mut options: BTreeMap<String, String> = BTreeMap::new();
+    let mut current = "name";
+    let mut value: Vec<&str> = Vec::new();
+    let flush = |key: &str, value: &mut Vec<&str>, options: &mut BTreeMap<String, String>| {
+        if !value.is_empty() {
+            options.insert(key.to_owned(), value.join(" "));
+            value.clear();
+        }
+    };
+    for w in words {
+        match key_of(w) {
+            Some(key) => {
+                flush(current, &mut value, &mut options);
+                current = key;
+            }
+            None => value.push(w),
+        }
+    }
+    flush(current, &mut value, &mut options);
+    options
 }
 
 fn all_usages() -> Vec<String> {
@@ -350,10 +443,10 @@ mod tests {
 
     #[test]
     fn parses_each_command_as_typed() {
-        assert_eq!(parse("/pilot register"), Ok(Command::Register { name: None }));
+        assert_eq!(parse("/pilot register"), Ok(Command::Register { name: None, prefill: vec![] }));
         assert_eq!(
             parse("/pilot register Claims triage assistant"),
-            Ok(Command::Register { name: Some("Claims triage assistant".into()) })
+            Ok(Command::Register { name: Some("Claims triage assistant".into()), prefill: vec![] })
         );
         assert_eq!(parse("/pilot status  #3"), Ok(Command::Status { pilot: "#3".into() }));
         assert_eq!(parse("/pilot list mine"), Ok(Command::List { scope: ListScope::Mine }));

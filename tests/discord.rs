@@ -983,3 +983,36 @@ async fn the_binary_over_http_logs_json_and_its_metrics_count_what_happened() {
     assert!(nudged["message"].as_str().unwrap().contains("sent"), "{nudged}");
     fake.assert_valid();
 }
+
+/// `/pilot register` with its options filled in: only what is missing is asked (the owner picked in the command's
+/// user option).
+#[tokio::test]
+async fn a_registration_with_its_options_filled_asks_only_for_what_is_missing() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    let workflow = "Claims intake team (12, Leeds) triages motor claims by hand; the assistant pre-sorts them.";
+    let mut slash = f.slash(
+        BOB,
+        "pilot",
+        "register",
+        &[
+            ("name", "Claims triage"),
+            ("workflow", workflow),
+            ("owner", ""),
+            ("pnl", "Claims handling cost: £4.2m -> £3.6m"),
+        ],
+    );
+    // The owner comes as Discord's user option: its value is the user's id.
+    let owner = &mut slash["data"]["options"][0]["options"][2];
+    owner["type"] = json!(6);
+    owner["value"] = json!(DAVE.id.to_string());
+    let (_, first) = f.interact(slash).await;
+    assert!(text_of(&first).contains("executive sponsor"), "{}", text_of(&first));
+    let (_, date_q) = f.interact(f.pick_user(BOB, &first, &first.component(5), ERIN)).await;
+    assert!(text_of(&date_q).contains("first be reviewed"), "{}", text_of(&date_q));
+    let pilot = t.engine.store().all_pilots(None).await.unwrap().pop().unwrap();
+    assert_eq!(pilot.workflow.as_deref(), Some(workflow));
+    assert_eq!(pilot.owner.as_ref().map(|u| u.as_str().to_owned()), Some(DAVE.id.to_string()));
+    assert_eq!(pilot.pnl.as_ref().map(|p| p.target), Some(3.6e6));
+    t.stop().await;
+}

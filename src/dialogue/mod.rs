@@ -118,12 +118,23 @@ pub struct Scratch {
     /// Part of a review date (a month, or a day) while its question asks for the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_part: Option<crate::domain::DatePart>,
+    /// Answers given with `/pilot register`, not yet applied: each is taken when the registration reaches its step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefill: Vec<(Step, String)>,
+    /// The people those answers mention whom the platform knew to be bots when they were given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefill_bots: Vec<UserId>,
 }
 
 impl Scratch {
     /// Without the partial answers of a question: once the conversation moves on, they are gone.
     pub fn without_partials(&self) -> Scratch {
         Scratch { pnl: None, workflow: None, date_part: None, ..self.clone() }
+    }
+
+    /// The answer given in advance for `step`, if any.
+    pub fn prefilled(&self, step: Step) -> Option<&str> {
+        self.prefill.iter().find(|(s, _)| *s == step).map(|(_, v)| v.as_str())
     }
 }
 

@@ -9,15 +9,17 @@ use crate::domain::{
 use crate::domain::{Pilot, PilotId};
 use crate::prompts::Key;
 
-/// `/pilot register [name]`.
-pub fn start_register(name: Option<&str>, channel: ChannelId, ctx: &Ctx) -> Turn {
+/// `/pilot register [name] [answers…]`: the answers given with the command wait in the conversation and are
+/// taken when it reaches their question ([`apply_prefill`]).
+pub fn start_register(name: Option<&str>, prefill: Vec<(Step, String)>, channel: ChannelId, ctx: &Ctx) -> Turn {
+    let prefill_bots = if prefill.is_empty() { vec![] } else { ctx.bots.to_vec() };
     let fresh = Conversation {
         flow: Flow::Register,
         at: At::Ask(Step::Name),
         pilot: None,
         channel,
         return_to_confirm: false,
-        scratch: Default::default(),
+        scratch: super::Scratch { prefill, prefill_bots, ..Default::default() },
     };
     match name {
         None => Turn { effects: vec![Effect::SaveConversation(fresh)], says: vec![Say::Ask(At::Ask(Step::Name))] },
@@ -33,6 +35,59 @@ pub fn start_register(name: Option<&str>, channel: ChannelId, ctx: &Ctx) -> Turn
             }
         }
     }
+}
+
+/// Takes the answers given in advance from the registration's current question on, each with the checks a typed
+/// one gets: valid ones are recorded and the next question is taken, until one is missing (it is asked), vague or
+/// refused (the follow-up or the refusal is said, and it waits there), or all are answered (the summary to
+/// confirm). None when there is nothing to take: no answers left, or the pilot not created yet (its name first).
+pub fn apply_prefill(conv: &Conversation, pilot: Option<&Pilot>, ctx: &Ctx) -> Option<Turn> {
+    if conv.flow != Flow::Register || conv.scratch.prefill.is_empty() || pilot.is_none() {
+        return None;
+    }
+    let At::Ask(first) = conv.at else { return None };
+    if first == Step::Name {
+        return None;
+    }
+    let mut plain = conv.clone();
+    plain.scratch = conv.scratch.without_partials();
+    plain.return_to_confirm = false;
+    let mut effects = Vec::new();
+    let mut says = Vec::new();
+    let mut at = At::Ask(first);
+    while let At::Ask(step) = at {
+        let Some(text) = conv.scratch.prefilled(step).map(str::to_owned) else {
+            says.push(Say::Ask(at));
+            break;
+        };
+        // Taken once: a refused answer is then the user's to give, and going back does not bring it again.
+        plain.scratch.prefill.retain(|(s, _)| *s != step);
+        let text = text.as_str();
+        let here = Conversation { at, ..plain.clone() };
+        let turn = match Answer::parse(text) {
+            Ok(answer) => answer_step(&here, pilot, step, &answer, ctx),
+            Err(e) => Turn::say(vec![Say::Refused(Refusal::Answer(e))]),
+        };
+        let accepted = turn.effects.iter().any(|e| matches!(e, Effect::Set(_)));
+        if !accepted {
+            // Vague or refused: said as if typed, and the question waits (with what was understood of it).
+            let saved = turn.effects.iter().any(|e| matches!(e, Effect::SaveConversation(_)));
+            effects.extend(turn.effects);
+            says.extend(turn.says);
+            if !saved {
+                effects.push(Effect::SaveConversation(here));
+            }
+            return Some(Turn { effects, says });
+        }
+        effects.extend(turn.effects.into_iter().filter(|e| !matches!(e, Effect::SaveConversation(_))));
+        says.extend(turn.says.into_iter().filter(|s| !matches!(s, Say::Ask(_))));
+        at = next_position(&here, step);
+        if at == At::Confirm {
+            says.push(Say::Ask(At::Confirm));
+        }
+    }
+    effects.push(Effect::SaveConversation(Conversation { at, ..plain }));
+    Some(Turn { effects, says })
 }
 
 /// `/pilot edit <pilot> <step>`, once the engine has checked the user may edit this pilot.

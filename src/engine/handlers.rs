@@ -29,21 +29,29 @@ impl Engine {
             false => (None, None),
         };
         match cmd {
-            Command::Register { name } => {
+            Command::Register { name, prefill } => {
                 let settings = self.settings_of(req, settings).await?;
                 if let Some((conv, _)) = pending {
                     return self.already_in_progress(req, &settings, &conv).await;
                 }
-                let turn = scoping::start_register(name.as_deref(), req.channel.clone(), &self.ctx(req, &settings));
+                let has_prefill = !prefill.is_empty();
+                let scratch = crate::dialogue::Scratch {
+                    prefill: prefill.clone(),
+                    prefill_bots: if has_prefill { req.bots.clone() } else { vec![] },
+                    ..Default::default()
+                };
+                let turn =
+                    scoping::start_register(name.as_deref(), prefill, req.channel.clone(), &self.ctx(req, &settings));
                 let conv = Conversation {
                     flow: crate::dialogue::Flow::Register,
                     at: At::Ask(Step::Name),
                     pilot: None,
                     channel: req.channel.clone(),
                     return_to_confirm: false,
-                    scratch: Default::default(),
+                    scratch,
                 };
-                self.run(req, &settings, &conv, ConversationGuard::Absent, None, turn).await
+                let replies = self.run(req, &settings, &conv, ConversationGuard::Absent, None, turn).await?;
+                if has_prefill { self.continue_prefill(req, &settings, replies).await } else { Ok(replies) }
             }
             Command::Resume => match pending {
                 None => Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))]),

@@ -146,7 +146,9 @@ impl Engine {
                     return self.abandon(req).await;
                 }
                 let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req, &settings));
-                self.run(req, &settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await
+                let prefilled = !conv.scratch.prefill.is_empty();
+                let replies = self.run(req, &settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await?;
+                if prefilled { self.continue_prefill(req, &settings, replies).await } else { Ok(replies) }
             }
         }
     }
@@ -216,6 +218,29 @@ impl Engine {
             Some(settings) => Ok(settings),
             None => self.store.settings(&req.workspace).await,
         }
+    }
+
+    /// After a registration turn, takes the answers given with `/pilot register` that the conversation has reached
+    /// (see `scoping::apply_prefill`). The question the turn asked gives way to what the answers lead to; what it
+    /// said before (a refusal, a note) stays.
+    async fn continue_prefill(
+        &self,
+        req: &Request,
+        settings: &WorkspaceSettings,
+        replies: Vec<Reply>,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let (_, current) = self.store.answer_context(&req.workspace, &req.user).await?;
+        let Some((conv, pilot)) = current else { return Ok(replies) };
+        // Who was a bot is what the platform said when the answers were given.
+        let mut req = req.clone();
+        req.bots.extend(conv.scratch.prefill_bots.iter().cloned());
+        let Some(turn) = scoping::apply_prefill(&conv, pilot.as_ref(), &self.ctx(&req, settings)) else {
+            return Ok(replies);
+        };
+        let more = self.run(&req, settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await?;
+        let mut kept: Vec<Reply> = replies.into_iter().filter(|r| r.expect.is_none()).collect();
+        kept.extend(more);
+        Ok(kept)
     }
 
     /// The conversation's pilot disappeared: end the conversation rather than leave the user stuck.

@@ -620,6 +620,8 @@ fn options(data: &[CommandDataOption]) -> (String, BTreeMap<String, String>) {
                 CommandDataOptionValue::Number(n) => n.to_string(),
                 CommandDataOptionValue::Boolean(b) => b.to_string(),
                 CommandDataOptionValue::Autocomplete { value, .. } => value.clone(),
+                // A person picked in the option: as a mention, the way a typed answer names them.
+                CommandDataOptionValue::User(user) => format!("<@{user}>"),
                 _ => continue,
             };
             values.insert(o.name.clone(), v);

@@ -229,12 +229,12 @@ pub fn commands(prompts: &Prompts) -> Vec<CreateCommand> {
 }
 
 fn option(o: &crate::commands::OptionSpec, prompts: &Prompts) -> CreateCommandOption {
-    let mut opt = CreateCommandOption::new(
-        CommandOptionType::String,
-        o.name,
-        cut(&prompts.text(o.description), MAX_COMMAND_DESCRIPTION),
-    )
-    .required(o.required);
+    let kind = match o.kind {
+        OptionKind::Person => CommandOptionType::User,
+        _ => CommandOptionType::String,
+    };
+    let mut opt = CreateCommandOption::new(kind, o.name, cut(&prompts.text(o.description), MAX_COMMAND_DESCRIPTION))
+        .required(o.required);
     match o.kind {
         OptionKind::Pilot => opt = opt.set_autocomplete(true),
         OptionKind::Step => {
@@ -247,7 +247,7 @@ fn option(o: &crate::commands::OptionSpec, prompts: &Prompts) -> CreateCommandOp
                 opt = opt.add_string_choice(*w, *w);
             }
         }
-        OptionKind::Text | OptionKind::Word => {}
+        OptionKind::Text | OptionKind::Word | OptionKind::Person => {}
     }
     opt
 }
