@@ -115,6 +115,10 @@ keys! {
     ChoiceConfirm = "choice.confirm" [],
     ChoiceEdit = "choice.edit" [],
     ChoiceCancel = "choice.cancel" [],
+    ChoiceSamePilot = "choice.same_pilot" [],
+    ChoiceSeparatePilot = "choice.separate_pilot" [],
+    AskDuplicate = "ask.duplicate" [pilot, id: Number, other, owner, same_line: Bool],
+    DuplicateStopped = "register.duplicate_stopped" [pilot, id: Number, other],
     ChoiceUnknown = "choice.unknown" [answer, choices],
 
     StepName = "step.name" [],
@@ -123,6 +127,7 @@ keys! {
     StepPnl = "step.pnl" [],
     StepSponsor = "step.sponsor" [],
     StepReviewDate = "step.review_date" [],
+    StepDuplicate = "step.duplicate" [],
     FieldReason = "step.reason" [],
 
     // The registration and its end.
@@ -354,6 +359,7 @@ keys! {
     ShortcutKill = "shortcut.kill" [],
     ShortcutEvidence = "shortcut.evidence" [],
     ShortcutNameOwner = "shortcut.name_owner" [],
+    ShortcutStatus = "shortcut.status" [],
 
     DiscordAnswer = "discord.answer" [],
     DiscordCurrent = "discord.current" [],

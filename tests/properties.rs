@@ -75,10 +75,19 @@ const SCRIPT: &[&str] = &[
     "2",
 ];
 
+fn workspace_of(user: &UserId) -> WorkspaceId {
+    WorkspaceId::new(format!("prop-{}", user.as_str().trim_start_matches('u')))
+}
+
 async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
+    send_in(&workspace_of(user), user, input).await
+}
+
+async fn send_in(ws: &WorkspaceId, user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
     ENGINE
         .handle(Request {
-            workspace: WorkspaceId::new("prop"),
+            // A workspace each: the scripted pilots share a workflow and a P&L line, and are not duplicates.
+            workspace: ws.clone(),
             user: user.clone(),
             channel: ChannelId::new("general"),
             now: common::now(),
@@ -91,7 +100,11 @@ async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
 }
 
 async fn snapshot(user: &UserId) -> (Option<String>, Option<Pilot>) {
-    let ws = WorkspaceId::new("prop");
+    snapshot_in(&workspace_of(user), user).await
+}
+
+async fn snapshot_in(ws: &WorkspaceId, user: &UserId) -> (Option<String>, Option<Pilot>) {
+    let ws = ws.clone();
     let store = ENGINE.store();
     let conv = store.conversation(&ws, user).await.unwrap();
     let pilot = match conv.as_ref().and_then(|c| c.pilot) {
@@ -176,12 +189,12 @@ proptest! {
                     send(&user, input).await;
                 }
             }
-            let ws = WorkspaceId::new("prop");
+            let ws = workspace_of(&user);
             let pilot_before = ENGINE.store().find_pilot(&ws, &lastmile::domain::pilot::PilotQuery::parse(&name)).await.unwrap().unwrap();
-            let conv_before = snapshot(&speaker).await.0;
-            let replies = send(&speaker, Input::Text(text.clone())).await;
+            let conv_before = snapshot_in(&ws, &speaker).await.0;
+            let replies = send_in(&ws, &speaker, Input::Text(text.clone())).await;
             let pilot_after = ENGINE.store().find_pilot(&ws, &lastmile::domain::pilot::PilotQuery::parse(&name)).await.unwrap().unwrap();
-            let conv_after = snapshot(&speaker).await.0;
+            let conv_after = snapshot_in(&ws, &speaker).await.0;
             assert!(!replies.is_empty(), "no reply to {text:?}");
             for r in &replies {
                 assert!(!r.text.contains("something went wrong"), "internal error on {text:?} at {position}");

@@ -36,7 +36,11 @@ async fn register(engine: &Engine, ws: &str, user: &str, name: &str) {
         "2027-03-31",
         "Confirm",
     ] {
-        say(engine, ws, user, line).await;
+        let replies = say(engine, ws, user, line).await;
+        // The pilots these tests register share a workflow and a P&L line: they are separate pilots.
+        if text(&replies).contains("Is it the same pilot?") {
+            say(engine, ws, user, "A separate pilot").await;
+        }
     }
 }
 
@@ -267,7 +271,10 @@ async fn register_rest(engine: &Engine, user: &str, u: usize) {
         "2027-03-31",
         "Confirm",
     ] {
-        say(engine, "acme", user, line).await;
+        let replies = say(engine, "acme", user, line).await;
+        if text(&replies).contains("Is it the same pilot?") {
+            say(engine, "acme", user, "A separate pilot").await;
+        }
     }
 }
 

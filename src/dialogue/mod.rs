@@ -61,6 +61,8 @@ pub enum At {
     ExtendReason,
     KillCategory,
     KillReason,
+    /// Whether the pilot being registered is the same as an open one it overlaps (`Scratch::duplicate`).
+    Duplicate,
 }
 
 impl At {
@@ -78,6 +80,7 @@ impl At {
             At::ExtendReason => "extend_reason",
             At::KillCategory => "kill_category",
             At::KillReason => "kill_reason",
+            At::Duplicate => "duplicate",
         }
     }
 
@@ -94,6 +97,7 @@ impl At {
             At::ExtendReason,
             At::KillCategory,
             At::KillReason,
+            At::Duplicate,
         ];
         fixed.into_iter().chain(Step::ALL.into_iter().map(At::Ask)).find(|a| a.as_str() == s)
     }
@@ -111,7 +115,7 @@ pub struct Scratch {
     pub request: bool,
     /// What is understood of a P&L answer given in parts, while its question is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pnl: Option<crate::domain::PnlDraft>,
+    pub pnl: Option<Box<crate::domain::PnlDraft>>,
     /// A workflow answer kept while its follow-up asks for the rest (the team, the step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
@@ -124,6 +128,25 @@ pub struct Scratch {
     /// The people those answers mention whom the platform knew to be bots when they were given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefill_bots: Vec<UserId>,
+    /// The open pilot a registration overlaps, while the user is asked whether it is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<Box<DuplicateOf>>,
+    /// Open pilots the user said this one is separate from (not asked about again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub separate: Vec<PilotId>,
+}
+
+/// An open pilot that a registration overlaps, and what they share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateOf {
+    pub id: PilotId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// `true`: the same P&L line; `false`: a very similar workflow.
+    pub same_line: bool,
+    /// The question answered when it was found: the registration goes on from the next one.
+    pub step: Step,
 }
 
 impl Scratch {
@@ -266,6 +289,11 @@ pub enum Say {
     DateMissing {
         part: crate::domain::DatePart,
     },
+    /// The registration stopped: it is the open pilot it overlapped.
+    DuplicateStopped {
+        id: PilotId,
+        name: String,
+    },
     /// An answer given in parts, as combined and recorded.
     Understood {
         step: Step,
@@ -356,6 +384,8 @@ pub struct Ctx<'a> {
     /// Choice labels as shown to users, so typed labels are recognised in any wording.
     pub labels: &'a dyn Labels,
     pub settings: &'a crate::domain::WorkspaceSettings,
+    /// The workspace's open pilots, when the answer may overlap one (a registration's workflow or P&L line).
+    pub open_pilots: &'a [crate::domain::overlap::OpenPilot],
 }
 
 /// Where choice labels come from (the prompts).

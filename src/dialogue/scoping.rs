@@ -120,6 +120,7 @@ pub fn answer(conv: &Conversation, pilot: Option<&Pilot>, text: &str, ctx: &Ctx)
         At::ScaleOverride | At::ExtendDate | At::ExtendReason | At::KillCategory | At::KillReason => {
             super::review::answer(conv, pilot, &answer, ctx)
         }
+        At::Duplicate => answer_duplicate(conv, &answer, ctx),
     }
 }
 
@@ -150,7 +151,7 @@ fn move_to(conv: &Conversation, at: At, return_to_confirm: bool) -> Effect {
 /// The conversation still at its question, with what is understood of the answer so far.
 fn keep_partial(conv: &Conversation, pnl: Option<PnlDraft>, workflow: Option<String>) -> Effect {
     let mut next = conv.clone();
-    next.scratch.pnl = pnl;
+    next.scratch.pnl = pnl.map(Box::new);
     next.scratch.workflow = workflow;
     Effect::SaveConversation(next)
 }
@@ -159,7 +160,7 @@ fn keep_partial(conv: &Conversation, pnl: Option<PnlDraft>, workflow: Option<Str
 /// that asks for what is still missing.
 fn read_pnl(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Result<(Change, Option<Say>), Turn> {
     let text = answer.as_str();
-    let so_far = conv.scratch.pnl.clone();
+    let so_far = conv.scratch.pnl.as_deref().cloned();
     let awaiting = so_far.as_ref().map(PnlDraft::needs).unwrap_or_default();
     let read = PnlDraft::read(text, &awaiting).map_err(|e| Turn::say(vec![Say::Refused(Refusal::Pnl(e))]))?;
     // What this answer says on its own may already be wrong (a target equal to its baseline).
@@ -322,10 +323,75 @@ fn answer_step(conv: &Conversation, pilot: Option<&Pilot>, step: Step, answer: &
             Turn { effects, says }
         }
         Flow::Register => {
+            // A workflow or a P&L line an open pilot already has: first, whether it is the same pilot.
+            if let Some(duplicate) = overlapping(conv, pilot, step, &effects, ctx) {
+                let mut next = conv.clone();
+                next.at = At::Duplicate;
+                next.scratch = conv.scratch.without_partials();
+                next.scratch.duplicate = Some(Box::new(duplicate));
+                effects.push(Effect::SaveConversation(next));
+                return Turn { effects, says: understood.into_iter().chain([Say::Ask(At::Duplicate)]).collect() };
+            }
             let next = next_position(conv, step);
             effects.push(move_to(conv, next, false));
             Turn { effects, says: understood.into_iter().chain([Say::Ask(next)]).collect() }
         }
+    }
+}
+
+/// The open pilot this answer makes the registration overlap, if any (and the user has not called it separate).
+fn overlapping(
+    conv: &Conversation,
+    pilot: Option<&Pilot>,
+    step: Step,
+    effects: &[Effect],
+    ctx: &Ctx,
+) -> Option<super::DuplicateOf> {
+    let (line, workflow) = match effects.first() {
+        Some(Effect::Set(Change::Pnl(t))) => (Some(t.line.as_str()), None),
+        Some(Effect::Set(Change::Workflow(w))) => (None, Some(w.as_str())),
+        _ => return None,
+    };
+    let (other, shared) =
+        crate::domain::overlap::find(ctx.open_pilots, pilot.map(|p| p.id), &conv.scratch.separate, line, workflow)?;
+    Some(super::DuplicateOf {
+        id: other.id,
+        name: other.name.clone(),
+        owner: other.owner.clone(),
+        same_line: shared == crate::domain::overlap::Shared::PnlLine,
+        step,
+    })
+}
+
+/// The choices when a registration overlaps an open pilot, in order.
+pub const DUPLICATE_CHOICES: [Key; 2] = [Key::ChoiceSamePilot, Key::ChoiceSeparatePilot];
+
+/// Same pilot: the registration stops (its draft goes) and the existing one is offered. Separate: it goes on.
+fn answer_duplicate(conv: &Conversation, answer: &Answer, ctx: &Ctx) -> Turn {
+    let Some(dup) = conv.scratch.duplicate.as_deref().cloned() else {
+        // Nothing to decide any more: back to the confirmation.
+        return Turn { effects: vec![move_to(conv, At::Confirm, false)], says: vec![Say::Ask(At::Confirm)] };
+    };
+    let options: Vec<(Key, String)> = DUPLICATE_CHOICES.iter().map(|k| (*k, ctx.labels.label(*k))).collect();
+    let also = |t: &str| match t.to_lowercase().as_str() {
+        "same" | "yes" => Some(Key::ChoiceSamePilot),
+        "separate" | "no" => Some(Key::ChoiceSeparatePilot),
+        _ => None,
+    };
+    match pick(answer.as_str(), &options, also) {
+        Some(Key::ChoiceSamePilot) => Turn {
+            effects: vec![Effect::DeleteDraft, Effect::EndConversation],
+            says: vec![Say::DuplicateStopped { id: dup.id, name: dup.name }],
+        },
+        Some(_) => {
+            let mut next = conv.clone();
+            next.scratch.duplicate = None;
+            next.scratch.separate.push(dup.id);
+            next.at = next_position(&next, dup.step);
+            let at = next.at;
+            Turn { effects: vec![Effect::SaveConversation(next)], says: vec![Say::Ask(at)] }
+        }
+        None => refuse_choice(answer, options.into_iter().map(|(_, l)| l).collect()),
     }
 }
 

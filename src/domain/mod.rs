@@ -4,6 +4,7 @@ pub mod answer;
 pub mod change;
 pub mod due;
 pub mod lifecycle;
+pub mod overlap;
 pub mod person;
 pub mod pilot;
 pub mod pnl;

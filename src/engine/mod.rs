@@ -9,7 +9,7 @@ use minijinja::context;
 
 use crate::commands::{self, ParseError};
 use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, asks, scoping};
-use crate::domain::{Pilot, WorkspaceSettings};
+use crate::domain::{Pilot, Step, WorkspaceSettings};
 use crate::prompts::{Key, Prompts};
 use crate::store::{ConversationGuard, ConversationWrite, Store, StoreError, TurnWrite};
 
@@ -145,7 +145,13 @@ impl Engine {
                 if conv.pilot.is_some() && pilot.is_none() {
                     return self.abandon(req).await;
                 }
-                let turn = scoping::answer(&conv, pilot.as_ref(), text, &self.ctx(req, &settings));
+                let open = self.open_pilots_for(req, &conv).await?;
+                let turn = scoping::answer(
+                    &conv,
+                    pilot.as_ref(),
+                    text,
+                    &Ctx { open_pilots: &open, ..self.ctx(req, &settings) },
+                );
                 let prefilled = !conv.scratch.prefill.is_empty();
                 let replies = self.run(req, &settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await?;
                 if prefilled { self.continue_prefill(req, &settings, replies).await } else { Ok(replies) }
@@ -234,7 +240,10 @@ impl Engine {
         // Who was a bot is what the platform said when the answers were given.
         let mut req = req.clone();
         req.bots.extend(conv.scratch.prefill_bots.iter().cloned());
-        let Some(turn) = scoping::apply_prefill(&conv, pilot.as_ref(), &self.ctx(&req, settings)) else {
+        let open = self.open_pilots_for(&req, &conv).await?;
+        let turn =
+            scoping::apply_prefill(&conv, pilot.as_ref(), &Ctx { open_pilots: &open, ..self.ctx(&req, settings) });
+        let Some(turn) = turn else {
             return Ok(replies);
         };
         let more = self.run(&req, settings, &conv, ConversationGuard::At(conv.clone()), pilot, turn).await?;
@@ -251,6 +260,22 @@ impl Engine {
         Ok(vec![self.ephemeral(req, self.prompts.text(Key::NothingToResume))])
     }
 
+    /// The workspace's open pilots when an answer may make a registration overlap one: its workflow or P&L line
+    /// (typed, or given with the command); none otherwise, without reading them.
+    async fn open_pilots_for(
+        &self,
+        req: &Request,
+        conv: &Conversation,
+    ) -> Result<Vec<crate::domain::overlap::OpenPilot>, StoreError> {
+        let overlapping_step = |s: &Step| matches!(s, Step::Workflow | Step::Pnl);
+        let reaches = matches!(conv.at, At::Ask(s) if overlapping_step(&s))
+            || conv.scratch.prefill.iter().any(|(s, _)| overlapping_step(s));
+        if conv.flow != Flow::Register || !reaches {
+            return Ok(vec![]);
+        }
+        self.store.open_pilots(&req.workspace).await
+    }
+
     fn ctx<'a>(&'a self, req: &'a Request, settings: &'a WorkspaceSettings) -> Ctx<'a> {
         Ctx {
             settings,
@@ -263,6 +288,7 @@ impl Engine {
             bots: &req.bots,
             admin: req.admin,
             labels: self.prompts.as_ref(),
+            open_pilots: &[],
         }
     }
 }

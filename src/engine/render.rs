@@ -99,6 +99,15 @@ impl Engine {
                 );
                 out.push(self.ephemeral(req, text));
             }
+            Say::DuplicateStopped { id, name: other } => {
+                let text = p.render(
+                    Key::DuplicateStopped,
+                    context! { pilot => before.map(|b| b.name.clone()), id => id.0, other },
+                );
+                let open =
+                    super::Shortcut { label: p.text(Key::ShortcutStatus), command: format!("/pilot status #{}", id.0) };
+                out.push(Engine::with_shortcuts(self.ephemeral(req, text), vec![open]));
+            }
             Say::DateMissing { part } => {
                 let month = part
                     .month
@@ -302,6 +311,20 @@ impl Engine {
                     ..self.ephemeral(req, p.render(Key::AskEditStep, context! { pilot => name }))
                 }
             }
+            At::Duplicate => {
+                let Some(dup) = &scratch.duplicate else {
+                    return self.ask(req, settings, At::Confirm, pilot, scratch);
+                };
+                let choices = scoping::DUPLICATE_CHOICES.iter().map(|k| p.text(*k)).collect();
+                let text = p.render(
+                    Key::AskDuplicate,
+                    context! {
+                        pilot => name, id => dup.id.0, other => dup.name, owner => self.person(dup.owner.as_ref()),
+                        same_line => dup.same_line,
+                    },
+                );
+                Reply { choices, expect: Some(Expect::Choice), ..self.ephemeral(req, text) }
+            }
             other => self.ask_lifecycle(req, settings, other, pilot, scratch),
         }
     }
@@ -312,6 +335,7 @@ impl Engine {
             At::Confirm => Key::ChoiceConfirm,
             At::PickEdit => Key::ChoiceEdit,
             At::PickEvidence | At::Evidence(_) => Key::DescEvidence,
+            At::Duplicate => Key::StepDuplicate,
             _ => Key::DescReview,
         })
     }

@@ -280,7 +280,9 @@ impl Engine {
                 vec![],
                 reason(),
             ),
-            At::Ask(_) | At::Confirm | At::PickEdit => return self.question(req, settings, at, pilot, scratch),
+            At::Ask(_) | At::Confirm | At::PickEdit | At::Duplicate => {
+                return self.question(req, settings, at, pilot, scratch);
+            }
         };
         Reply { choices, expect, ..self.ephemeral(req, text) }
     }

@@ -85,6 +85,24 @@ impl Store {
 
     /// Names of a workspace's pilots (drafts excepted) that contain `query`, ignoring case: those that start with
     /// it first, then in name order (for autocompletion).
+    /// The workspace's open pilots (scoped or in production), as a registration is compared with them.
+    pub async fn open_pilots(&self, ws: &WorkspaceId) -> Result<Vec<crate::domain::overlap::OpenPilot>, StoreError> {
+        let sql = "SELECT id, name, owner, workflow, pnl_line FROM pilots \
+                   WHERE workspace = $1 AND stage IN ('scoped', 'in_production') ORDER BY id";
+        type Row = (i64, String, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sql).bind(ws.as_str()).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, owner, workflow, pnl_line)| crate::domain::overlap::OpenPilot {
+                id: crate::domain::PilotId(id),
+                name,
+                owner: owner.map(crate::domain::UserId),
+                workflow,
+                pnl_line,
+            })
+            .collect())
+    }
+
     pub async fn suggest_pilots(&self, ws: &WorkspaceId, query: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         let key = name_key(query);
         let escaped = key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
