@@ -177,7 +177,7 @@ fn killing_the_bot_mid_dialogue_resumes_at_the_same_question() {
     let (code, out, _) = run_with_input(cmd, "/pilot resume\n@heidi\n");
     assert_eq!(code, 0);
     assert!(out.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."), "{out}");
-    assert!(out.contains("Question 3 of 3: which P&L line must **Fraud triage** move"), "{out}");
+    assert!(out.contains("Question 3 of 5: which P&L line must **Fraud triage** move"), "{out}");
 }
 
 #[test]

@@ -167,7 +167,7 @@ async fn a_bot_moved_to_postgres_continues_where_it_stopped() {
     assert!(on_postgres.contains("This is reminder 2."), "{on_postgres}");
     assert!(!on_postgres.contains("This is reminder 1.") && !on_postgres.contains("Heads-up"), "{on_postgres}");
     assert!(on_postgres.contains("Picking up **Fraud triage** where you left it (Last-mile owner)."), "{on_postgres}");
-    assert!(on_postgres.contains("**Invoice matching** — question 1 of 3"), "{on_postgres}");
+    assert!(on_postgres.contains("**Invoice matching** — question 1 of 5"), "{on_postgres}");
     assert!(on_postgres.contains("#2 **Fraud triage**"), "{on_postgres}");
     let exported = export(&pg.url);
     assert_eq!(exported, export(&original.url));

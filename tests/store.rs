@@ -579,7 +579,7 @@ async fn an_abandoned_draft_gives_its_name_back(url: &str) {
 
     // A week after Alice's last answer, the same answer takes the name over, and Alice is told.
     let replies = say_at("carol", "FRAUD scoring", 8).await;
-    assert!(text(&replies).contains("question 1 of 3"), "{}", text(&replies));
+    assert!(text(&replies).contains("question 1 of 5"), "{}", text(&replies));
     let told: Vec<&str> =
         replies.iter().filter(|r| r.to == Destination::Dm(UserId::new("alice"))).map(|r| r.text.as_str()).collect();
     assert_eq!(told.len(), 1, "{}", text(&replies));
