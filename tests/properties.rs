@@ -86,6 +86,7 @@ async fn send(user: &UserId, input: Input) -> Vec<lastmile::engine::Reply> {
             bots: vec![UserId::new("x")],
             admin: false,
             answers: None,
+            platform: None,
         })
         .await
 }
