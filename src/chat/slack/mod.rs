@@ -11,6 +11,7 @@
 //! refused. The scheduler runs in the same process and sends through the same client.
 
 pub mod render;
+pub mod signature;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
