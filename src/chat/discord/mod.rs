@@ -4,7 +4,8 @@
 //! ([`render`] says how a reply looks). Text answers are given in forms (modals) opened by an "Answer" button;
 //! people are picked in a user menu; choices are buttons. Direct messages that Discord refuses (error 50007) go
 //! to the reply's fallback, a mention in the pilot's channel. The scheduler runs in the same process and sends
-//! nudges and digests through the same REST client.
+//! nudges and digests through the same REST client; under `lastmile serve` the adapter runs without one and the
+//! process's one scheduler sends through [`Running::outbox`].
 
 pub mod endpoint;
 pub mod ids;

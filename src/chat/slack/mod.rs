@@ -8,7 +8,8 @@
 //! Other replies for the user are ephemeral (the event's `response_url`, else `chat.postEphemeral`); channel posts
 //! go through `chat.postMessage`; direct messages through `conversations.open`, falling back to the reply's
 //! channel mention when Slack refuses. One Slack team is one lastmile workspace: events from another team are
-//! refused. The scheduler runs in the same process and sends through the same client.
+//! refused. The scheduler runs in the same process and sends through the same client; under `lastmile serve` the
+//! adapter runs without one and the process's one scheduler sends through [`Running::outbox`].
 
 pub mod render;
 pub mod signature;
