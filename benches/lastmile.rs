@@ -106,6 +106,7 @@ fn request(ws: &str, user: &str, input: Input) -> Request {
         bots: vec![],
         admin: false,
         answers: None,
+        platform: None,
     }
 }
 
@@ -706,6 +707,7 @@ fn discord_options(fake: &fake_discord::Fake) -> lastmile::chat::discord::Discor
         guild_id: Some(fake_discord::GUILD),
         scheduler_interval: Duration::from_secs(3600),
         scheduler_lease: Duration::from_secs(300),
+        scheduler: true,
         clock: Arc::new(now),
         shard: None,
         endpoint: None,

@@ -68,6 +68,8 @@ enum Cmd {
     },
     /// Run the bot in Slack, in Socket Mode (needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; see the README's Slack section).
     Slack,
+    /// Run every configured platform (Discord, Slack) in one process with one scheduler (plain `lastmile` does).
+    Serve,
     /// Apply database migrations and exit.
     Migrate,
     /// Write a consistent copy of the SQLite database to a new FILE, while the bot runs (PostgreSQL: use pg_dump).
@@ -143,9 +145,10 @@ async fn run() -> anyhow::Result<()> {
         // Counting starts before anything is done.
         ops::recorder();
     }
+    let slack_configured = config.slack_bot_token.is_some() || config.slack_app_token.is_some();
     let command = match cli.command {
         Some(c) => c,
-        None if config.discord_token.is_some() => Cmd::Discord { listen: None },
+        None if config.discord_token.is_some() || slack_configured => Cmd::Serve,
         None => Cmd::Console { workspace: None, user: None, channel: None, now: None },
     };
     match command {
@@ -208,64 +211,48 @@ async fn run() -> anyhow::Result<()> {
             eprintln!("(the demo database and chart are in {})", dir.display());
         }
         Cmd::Discord { listen } => {
-            let Some(token) = config.discord_token.clone() else {
+            if config.discord_token.is_none() {
                 anyhow::bail!(
                     "DISCORD_TOKEN is not set: create a bot application first (README, section \"Running it in Discord\")"
                 );
-            };
-            let endpoint = match listen.or(config.discord_listen) {
-                None => None,
-                Some(listen) => {
-                    let Some(key) = config.discord_public_key.as_deref() else {
-                        anyhow::bail!(
-                            "DISCORD_PUBLIC_KEY is not set: receiving interactions over HTTP needs the application's public key (README, \"Running in production\")"
-                        );
-                    };
-                    let public_key = PublicKey::parse(key).map_err(anyhow::Error::msg)?;
-                    Some(EndpointOptions { listen, public_key })
-                }
-            };
+            }
             let engine = lastmile::open(&config).await?;
             let health = start_ops(&config, &engine).await?;
-            let opts = lastmile::chat::discord::DiscordOptions {
-                token,
-                api_url: config.discord_api_url.clone(),
-                guild_id: config.discord_guild_id,
-                scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
-                scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
-                clock: std::sync::Arc::new(Utc::now),
-                shard: config.discord_shard,
-                endpoint,
-                health,
+            let Some(opts) = discord_options(&config, listen, health)? else {
+                anyhow::bail!("DISCORD_TOKEN is not set");
             };
             lastmile::chat::discord::run(engine, opts).await?;
         }
         Cmd::Slack => {
-            let missing = |name: &str, what: &str| {
-                anyhow::anyhow!(
-                    "{name} is not set: {what} (README, section \"Running it in Slack\": create the app from slack/manifest.yaml)"
-                )
-            };
-            let bot_token =
-                config.slack_bot_token.clone().ok_or_else(|| missing("SLACK_BOT_TOKEN", "the bot token, xoxb-..."))?;
-            let app_token = config
-                .slack_app_token
-                .clone()
-                .ok_or_else(|| missing("SLACK_APP_TOKEN", "the app-level token for Socket Mode, xapp-..."))?;
+            slack_tokens(&config)?;
             let engine = lastmile::open(&config).await?;
             let health = start_ops(&config, &engine).await?;
-            let opts = lastmile::chat::slack::SlackOptions {
-                bot_token,
-                app_token,
-                api_url: config.slack_api_url.clone(),
-                socket_connections: 2,
-                reconnect_backoff_secs: 5,
+            let Some(opts) = slack_options(&config, health)? else {
+                anyhow::bail!("SLACK_BOT_TOKEN and SLACK_APP_TOKEN are not set");
+            };
+            lastmile::chat::slack::run(engine, opts).await?;
+        }
+        Cmd::Serve => {
+            if config.discord_token.is_none() && !slack_configured {
+                anyhow::bail!(
+                    "no platform is configured: set DISCORD_TOKEN, or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (README, \"Running it in Discord\" and \"Running it in Slack\")"
+                );
+            }
+            if slack_configured {
+                slack_tokens(&config)?;
+            }
+            // Checked before anything is opened: a wrong setting is said at once.
+            discord_options(&config, None, Health::new())?;
+            let engine = lastmile::open(&config).await?;
+            let health = start_ops(&config, &engine).await?;
+            let opts = lastmile::chat::serve::ServeOptions {
+                discord: discord_options(&config, None, health.clone())?,
+                slack: slack_options(&config, health)?,
                 scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
                 scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
                 clock: Arc::new(Utc::now),
-                health,
             };
-            lastmile::chat::slack::run(engine, opts).await?;
+            lastmile::chat::serve::run(engine, opts).await?;
         }
         Cmd::Backup { file } => {
             lastmile::backup(&config.database_url, &file).await?;
@@ -292,4 +279,75 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Discord's settings, when its token is set: the gateway, or the HTTP endpoint with `listen` (or the configured
+/// address) and the public key.
+fn discord_options(
+    config: &Config,
+    listen: Option<std::net::SocketAddr>,
+    health: Arc<Health>,
+) -> anyhow::Result<Option<lastmile::chat::discord::DiscordOptions>> {
+    let Some(token) = config.discord_token.clone() else {
+        return Ok(None);
+    };
+    let endpoint = match listen.or(config.discord_listen) {
+        None => None,
+        Some(listen) => {
+            let Some(key) = config.discord_public_key.as_deref() else {
+                anyhow::bail!(
+                    "DISCORD_PUBLIC_KEY is not set: receiving interactions over HTTP needs the application's public key (README, \"Running in production\")"
+                );
+            };
+            let public_key = PublicKey::parse(key).map_err(anyhow::Error::msg)?;
+            Some(EndpointOptions { listen, public_key })
+        }
+    };
+    Ok(Some(lastmile::chat::discord::DiscordOptions {
+        token,
+        api_url: config.discord_api_url.clone(),
+        guild_id: config.discord_guild_id,
+        scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
+        scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
+        scheduler: true,
+        clock: Arc::new(Utc::now),
+        shard: config.discord_shard,
+        endpoint,
+        health,
+    }))
+}
+
+/// Both Slack tokens, or which one is missing.
+fn slack_tokens(config: &Config) -> anyhow::Result<()> {
+    let missing = |name: &str, what: &str| {
+        anyhow::anyhow!(
+            "{name} is not set: {what} (README, section \"Running it in Slack\": create the app from slack/manifest.yaml)"
+        )
+    };
+    if config.slack_bot_token.is_none() {
+        return Err(missing("SLACK_BOT_TOKEN", "the bot token, xoxb-..."));
+    }
+    if config.slack_app_token.is_none() {
+        return Err(missing("SLACK_APP_TOKEN", "the app-level token for Socket Mode, xapp-..."));
+    }
+    Ok(())
+}
+
+/// Slack's settings, when both tokens are set.
+fn slack_options(config: &Config, health: Arc<Health>) -> anyhow::Result<Option<lastmile::chat::slack::SlackOptions>> {
+    let (Some(bot_token), Some(app_token)) = (config.slack_bot_token.clone(), config.slack_app_token.clone()) else {
+        return Ok(None);
+    };
+    Ok(Some(lastmile::chat::slack::SlackOptions {
+        bot_token,
+        app_token,
+        api_url: config.slack_api_url.clone(),
+        socket_connections: 2,
+        reconnect_backoff_secs: 5,
+        scheduler_interval: std::time::Duration::from_secs(config.scheduler_interval_secs.max(1)),
+        scheduler_lease: std::time::Duration::from_secs(config.scheduler_lease_secs.max(1)),
+        scheduler: true,
+        clock: Arc::new(Utc::now),
+        health,
+    }))
 }

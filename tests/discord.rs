@@ -62,6 +62,7 @@ impl TestBot {
             guild_id: Some(GUILD),
             scheduler_interval: Duration::from_millis(50),
             scheduler_lease: Duration::from_secs(300),
+            scheduler: true,
             clock: Arc::new(move || *read.lock().unwrap()),
             shard: None,
             endpoint: over_http.then(|| EndpointOptions {
@@ -735,6 +736,7 @@ async fn two_processes_on_shards_of_their_own_answer_each_interaction_once() {
             guild_id: Some(GUILD),
             scheduler_interval: Duration::from_secs(3600),
             scheduler_lease: Duration::from_secs(300),
+            scheduler: true,
             clock: Arc::new(common::now),
             shard: Some(Shard { id, count: 2 }),
             endpoint: None,

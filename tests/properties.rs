@@ -95,6 +95,7 @@ async fn send_in(ws: &WorkspaceId, user: &UserId, input: Input) -> Vec<lastmile:
             bots: vec![UserId::new("x")],
             admin: false,
             answers: None,
+            platform: None,
         })
         .await
 }

@@ -89,6 +89,7 @@ async fn say(engine: &Engine, user: &str, line: &str, now: DateTime<Utc>) -> Vec
             bots: vec![],
             admin: false,
             answers: None,
+            platform: None,
         })
         .await
 }

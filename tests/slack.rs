@@ -43,6 +43,7 @@ impl TestBot {
             reconnect_backoff_secs: 1,
             scheduler_interval: Duration::from_millis(50),
             scheduler_lease: Duration::from_secs(300),
+            scheduler: true,
             clock: Arc::new(move || *read.lock().unwrap()),
             health: lastmile::chat::ops::Health::new(),
         };
@@ -353,5 +354,43 @@ async fn settings_are_for_slack_workspace_admins() {
     let (_, url) = f.command(ALICE, "/lastmile", "config").await;
     let shown = f.response(&url, 1).await.text();
     assert!(shown.contains("`working_days`: mon,tue,wed,thu"), "{shown}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_nudge_is_sent_once_however_often_the_scheduler_runs() {
+    let t = TestBot::start().await;
+    let f = &t.fake;
+    // Alice owns a pilot whose review was yesterday; its first nudge is due this morning.
+    let review: chrono::NaiveDate = "2026-12-02".parse().unwrap();
+    let due: DateTime<Utc> = "2026-12-03T08:00:00Z".parse().unwrap();
+    let pilot = common::DuePilot {
+        workspace: TEAM,
+        name: "Claims triage",
+        owner: ALICE.id,
+        registered_by: BOB.id,
+        channel: CHANNEL,
+        review,
+        due,
+    };
+    common::insert_due_pilot(&t._db.url, pilot).await;
+    *t.clock.lock().unwrap() = due + chrono::Duration::hours(1);
+    let is_nudge = |c: &Call| c.channel() == ALICE.dm_channel() && c.text().contains("passed its review date");
+    let nudge = f.nth("chat.postMessage", 1, is_nudge).await;
+    assert!(nudge.text().contains("Claims triage"), "{}", nudge.text());
+    // Three more sweeps at the same time, then three an hour later: nothing more is due.
+    let bot = t.bot.as_ref().unwrap();
+    for later in [1, 2] {
+        let runs = bot.scheduler_runs();
+        let swept = async {
+            while bot.scheduler_runs() < runs + 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, swept).await.expect("the scheduler keeps running");
+        *t.clock.lock().unwrap() = due + chrono::Duration::hours(later);
+    }
+    let nudges = f.calls_to("chat.postMessage").iter().filter(|c| is_nudge(c)).count();
+    assert_eq!(nudges, 1, "the nudge was sent again");
     t.stop().await;
 }

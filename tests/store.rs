@@ -18,6 +18,7 @@ fn req(ws: &str, user: &str, input: Input) -> Request {
         bots: vec![],
         admin: false,
         answers: None,
+        platform: None,
     }
 }
 

@@ -289,6 +289,7 @@ pub async fn run<R: AsyncBufRead + Unpin, W: Write + Send>(
             bots,
             admin: opts.admins.iter().any(|a| a == &opts.user),
             answers: None,
+            platform: None,
         };
         for reply in engine.handle(req).await {
             // A direct message to someone who closed theirs goes where the engine says instead.

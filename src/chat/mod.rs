@@ -3,6 +3,7 @@
 pub mod console;
 pub mod discord;
 pub mod ops;
+pub mod serve;
 pub mod slack;
 
 /// Logs are JSON lines: a status line for people is then one more JSON log line instead of free text.

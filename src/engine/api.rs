@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::commands::Command;
-use crate::domain::{ChannelId, UserId, WorkspaceId};
+use crate::domain::{ChannelId, Platform, UserId, WorkspaceId};
 
 /// Settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -48,6 +48,9 @@ pub struct Request {
     /// The question a text answer was given to, when the platform knows it (a button or form made for that
     /// question: [`Reply::question`]). An answer to a question no longer open changes nothing.
     pub answers: Option<String>,
+    /// The platform the request came from (None: the console, a test): recorded as the workspace's, so that
+    /// scheduled messages go back through it.
+    pub platform: Option<Platform>,
 }
 
 /// Where a reply goes.

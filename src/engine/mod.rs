@@ -9,7 +9,7 @@ use minijinja::context;
 
 use crate::commands::{self, ParseError};
 use crate::dialogue::{At, Conversation, Ctx, Effect, Flow, asks, scoping};
-use crate::domain::{Pilot, Step, WorkspaceSettings};
+use crate::domain::{Pilot, Platform, Step, WorkspaceId, WorkspaceSettings};
 use crate::prompts::{Key, Prompts};
 use crate::store::{ConversationGuard, ConversationWrite, Store, StoreError, TurnWrite};
 
@@ -31,11 +31,46 @@ pub struct Engine {
     store: Store,
     prompts: Arc<Prompts>,
     settings: EngineSettings,
+    /// Workspaces whose platform this process has recorded, so it is written once, not on every request.
+    platforms_recorded: Arc<std::sync::Mutex<std::collections::HashMap<String, Platform>>>,
 }
+
+/// Workspaces remembered as recorded; past this the memory starts again (it only saves writes).
+const PLATFORMS_KEPT: usize = 10_000;
 
 impl Engine {
     pub fn new(store: Store, prompts: Arc<Prompts>, settings: EngineSettings) -> Self {
-        Self { store, prompts, settings }
+        Self { store, prompts, settings, platforms_recorded: Arc::default() }
+    }
+
+    /// Records that `ws` lives on `platform` (an adapter served it), once per process unless it changes.
+    pub async fn platform_seen(
+        &self,
+        ws: &WorkspaceId,
+        platform: Platform,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let known = |m: &std::collections::HashMap<String, Platform>| m.get(ws.as_str()) == Some(&platform);
+        if known(&self.platforms_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return Ok(());
+        }
+        self.store.record_platform(ws, platform, now).await?;
+        let mut recorded = self.platforms_recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recorded.len() >= PLATFORMS_KEPT {
+            recorded.clear();
+        }
+        recorded.insert(ws.as_str().to_owned(), platform);
+        Ok(())
+    }
+
+    /// Every workspace whose platform is recorded, with it.
+    pub async fn platforms(&self) -> Result<Vec<(WorkspaceId, Platform)>, StoreError> {
+        self.store.platforms().await
+    }
+
+    /// Workspaces with a message due at `now` whose platform nobody recorded (made in the console, say).
+    pub async fn due_without_platform(&self, now: DateTime<Utc>) -> Result<Vec<WorkspaceId>, StoreError> {
+        self.store.due_without_platform(now).await
     }
 
     pub fn store(&self) -> &Store {
@@ -71,6 +106,12 @@ impl Engine {
 
     #[tracing::instrument(name = "request", skip_all, fields(workspace = req.workspace.as_str(), pilot))]
     async fn handle_timed(&self, req: Request) -> Vec<Reply> {
+        if let Some(platform) = req.platform
+            && let Err(e) = self.platform_seen(&req.workspace, platform, req.now).await
+        {
+            // The request is still answered; the next one tries again.
+            tracing::warn!(error = %e, "could not record the workspace's platform");
+        }
         let mut result = self.dispatch(&req).await;
         // Another request of this user moved the conversation first: decide again on the state as it is now.
         for _ in 0..3 {

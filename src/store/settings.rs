@@ -1,9 +1,10 @@
-//! Settings as stored: a workspace's (JSON, the defaults until an admin changes one) and each person's time zone.
+//! Settings as stored: a workspace's (JSON, the defaults until an admin changes one), the platform it lives on,
+//! and each person's time zone.
 
 use chrono::{DateTime, Utc};
 
 use super::{Pool, Store, StoreError};
-use crate::domain::{UserId, WorkspaceId, WorkspaceSettings};
+use crate::domain::{Platform, UserId, WorkspaceId, WorkspaceSettings};
 
 /// A workspace's settings as stored (JSON, with their revision), or the defaults when it has none.
 pub(super) fn parse_settings(ws: &WorkspaceId, stored: Option<(String, i64)>) -> Result<WorkspaceSettings, StoreError> {
@@ -64,5 +65,36 @@ impl Store {
             sqlx::query(sql).bind(ws.as_str()).bind(json).bind(now).execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Records the platform a workspace lives on (the last adapter that served it says).
+    pub async fn record_platform(
+        &self,
+        ws: &WorkspaceId,
+        platform: Platform,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO workspace_platforms (workspace, platform, updated_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (workspace) DO UPDATE SET platform = $2, updated_at = $3";
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(ws.as_str()).bind(platform.as_str()).bind(now).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Every workspace whose platform is recorded, with it (a name this build does not know is left out).
+    pub async fn platforms(&self) -> Result<Vec<(WorkspaceId, Platform)>, StoreError> {
+        let sql = "SELECT workspace, platform FROM workspace_platforms ORDER BY workspace";
+        let rows: Vec<(String, String)> = with_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?);
+        Ok(rows.into_iter().filter_map(|(ws, p)| Some((WorkspaceId::new(ws), Platform::parse(&p)?))).collect())
+    }
+
+    /// Workspaces with a message due at `now` and no recorded platform.
+    pub async fn due_without_platform(&self, now: DateTime<Utc>) -> Result<Vec<WorkspaceId>, StoreError> {
+        let sql = "SELECT DISTINCT p.workspace FROM pilots p WHERE p.next_action_at <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM workspace_platforms w WHERE w.workspace = p.workspace) \
+                   ORDER BY p.workspace";
+        let rows: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(sql).bind(now).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(WorkspaceId::new).collect())
     }
 }

@@ -117,3 +117,37 @@ pub async fn execute(url: &str, sql: &str) {
         c.close().await.ok();
     }
 }
+
+/// A scoped pilot to insert whose owner accepted and whose first nudge is due.
+pub struct DuePilot<'a> {
+    pub workspace: &'a str,
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub registered_by: &'a str,
+    pub channel: &'a str,
+    /// The review date; the nudge is due the next day.
+    pub review: chrono::NaiveDate,
+    /// When the scheduler is to look at it.
+    pub due: DateTime<Utc>,
+}
+
+/// Inserts `p` directly (migrating the database first), as a registration would have left it.
+pub async fn insert_due_pilot(url: &str, p: DuePilot<'_>) {
+    lastmile::open_store(url).await.unwrap().close().await;
+    let registered = (p.due - chrono::Duration::days(30)).to_rfc3339();
+    let sql = format!(
+        "INSERT INTO pilots (workspace, name, name_key, stage, registered_by, registered_at, home_channel, workflow, owner, \
+         pnl_line, pnl_unit, pnl_baseline, pnl_target, review_date, next_review_date, owner_status, next_action_at, updated_at) \
+         VALUES ('{ws}', '{name}', '{key}', 'scoped', '{by}', '{registered}', '{channel}', 'Intake triage by hand', '{owner}', \
+         'Claims cost', 'GBP', 100.0, 80.0, '{review}', '{review}', 'accepted', '{due}', '{registered}')",
+        ws = p.workspace,
+        name = p.name,
+        key = p.name.to_lowercase(),
+        by = p.registered_by,
+        channel = p.channel,
+        owner = p.owner,
+        review = p.review,
+        due = p.due.to_rfc3339(),
+    );
+    execute(url, &sql).await;
+}

@@ -4,7 +4,8 @@
 //! ([`render`] says how a reply looks). Text answers are given in forms (modals) opened by an "Answer" button;
 //! people are picked in a user menu; choices are buttons. Direct messages that Discord refuses (error 50007) go
 //! to the reply's fallback, a mention in the pilot's channel. The scheduler runs in the same process and sends
-//! nudges and digests through the same REST client.
+//! nudges and digests through the same REST client; under `lastmile serve` the adapter runs without one and the
+//! process's one scheduler sends through [`Running::outbox`].
 
 pub mod endpoint;
 pub mod ids;
@@ -56,6 +57,9 @@ pub struct DiscordOptions {
     pub scheduler_interval: std::time::Duration,
     /// How long the scheduler holds what it claimed (see `Scheduler::with_lease`).
     pub scheduler_lease: std::time::Duration,
+    /// Run a scheduler of its own; false under `lastmile serve`, whose one scheduler sends through
+    /// [`Running::outbox`].
+    pub scheduler: bool,
     pub clock: Clock,
     /// This process's gateway shard, when several processes share the token; one shard when `None`.
     pub shard: Option<crate::config::Shard>,
@@ -73,6 +77,7 @@ impl std::fmt::Debug for DiscordOptions {
             .field("guild_id", &self.guild_id)
             .field("scheduler_interval", &self.scheduler_interval)
             .field("scheduler_lease", &self.scheduler_lease)
+            .field("scheduler", &self.scheduler)
             .field("shard", &self.shard)
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
@@ -127,7 +132,8 @@ impl Drop for Ticket<'_> {
 /// A running bot: its connection (the gateway, or the HTTP endpoint), the interaction handler and the scheduler.
 pub struct Running {
     connection: Connection,
-    scheduler: tokio::task::JoinHandle<()>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    outbox: DiscordOutbox,
     stop: watch::Sender<bool>,
     inflight: Arc<InFlight>,
     ready: watch::Receiver<Option<String>>,
@@ -162,6 +168,11 @@ impl Running {
         self.runs.load(Ordering::SeqCst)
     }
 
+    /// Where scheduled messages for this bot's servers go (for a scheduler outside the adapter).
+    pub fn outbox(&self) -> DiscordOutbox {
+        self.outbox.clone()
+    }
+
     /// The address the HTTP interactions endpoint listens on, when the bot runs that way.
     pub fn endpoint_addr(&self) -> Option<SocketAddr> {
         match &self.connection {
@@ -185,7 +196,9 @@ impl Running {
             let left = self.inflight.count.load(Ordering::SeqCst);
             tracing::warn!(left, "interactions still in progress after the drain time; shutting down anyway");
         }
-        let _ = self.scheduler.await;
+        if let Some(scheduler) = self.scheduler {
+            let _ = scheduler.await;
+        }
         let result = match self.connection {
             Connection::Gateway { shards, client } => {
                 shards.shutdown_all().await;
@@ -283,8 +296,11 @@ pub async fn start(engine: Engine, opts: DiscordOptions) -> anyhow::Result<Runni
             (Connection::Gateway { shards, client }, rest)
         }
     };
-    let scheduler = tokio::spawn(scheduler(engine.clone(), rest, dms, opts.clone(), stop_rx, runs.clone()));
-    Ok(Running { connection, scheduler, stop, inflight, ready, engine, runs })
+    let outbox = DiscordOutbox { http: rest, engine: engine.clone(), dms };
+    let scheduler = opts
+        .scheduler
+        .then(|| tokio::spawn(scheduler(engine.clone(), outbox.clone(), opts.clone(), stop_rx, runs.clone())));
+    Ok(Running { connection, scheduler, outbox, stop, inflight, ready, engine, runs })
 }
 
 /// Runs the bot until SIGINT or SIGTERM, then shuts down cleanly.
@@ -322,14 +338,12 @@ async fn wait_finished(bot: &Running) {
 
 async fn scheduler(
     engine: Engine,
-    http: Arc<Http>,
-    dms: Arc<DmChannels>,
+    outbox: DiscordOutbox,
     opts: DiscordOptions,
     mut stop: watch::Receiver<bool>,
     runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = format!("discord-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
-    let outbox = DiscordOutbox { http, engine: engine.clone(), dms };
     let (clock, interval) = (opts.clock, opts.scheduler_interval);
     let lease = chrono::Duration::from_std(opts.scheduler_lease).unwrap_or(crate::schedule::LEASE);
     let scheduler = Scheduler::new(engine, worker).with_lease(lease);
@@ -349,7 +363,8 @@ async fn scheduler(
 }
 
 /// Scheduled messages, sent over REST.
-struct DiscordOutbox {
+#[derive(Clone)]
+pub struct DiscordOutbox {
     http: Arc<Http>,
     engine: Engine,
     dms: Arc<DmChannels>,
@@ -497,6 +512,13 @@ impl EventHandler for Handler {
             self.registered.store(done, Ordering::SeqCst);
         }
         tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "gateway ready");
+        // The servers the bot is in are Discord workspaces: their scheduled messages come back here.
+        for guild in &ready.guilds {
+            let ws = WorkspaceId::new(guild.id.to_string());
+            if let Err(e) = self.engine.platform_seen(&ws, crate::domain::Platform::Discord, (self.clock)()).await {
+                tracing::warn!(error = %e, "could not record a server's platform");
+            }
+        }
         self.health.connected(PLATFORM);
         let _ = self.ready.send(Some(ready.user.name.clone()));
     }
@@ -658,6 +680,7 @@ impl Handler {
             bots: vec![],
             admin,
             answers: None,
+            platform: Some(crate::domain::Platform::Discord),
         }
     }
 

@@ -8,9 +8,11 @@
 //! Other replies for the user are ephemeral (the event's `response_url`, else `chat.postEphemeral`); channel posts
 //! go through `chat.postMessage`; direct messages through `conversations.open`, falling back to the reply's
 //! channel mention when Slack refuses. One Slack team is one lastmile workspace: events from another team are
-//! refused. The scheduler runs in the same process and sends through the same client.
+//! refused. The scheduler runs in the same process and sends through the same client; under `lastmile serve` the
+//! adapter runs without one and the process's one scheduler sends through [`Running::outbox`].
 
 pub mod render;
+pub mod signature;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -61,6 +63,9 @@ pub struct SlackOptions {
     pub reconnect_backoff_secs: u64,
     pub scheduler_interval: std::time::Duration,
     pub scheduler_lease: std::time::Duration,
+    /// Run a scheduler of its own; false under `lastmile serve`, whose one scheduler sends through
+    /// [`Running::outbox`].
+    pub scheduler: bool,
     pub clock: Clock,
     pub health: Arc<Health>,
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for SlackOptions {
             .field("api_url", &self.api_url)
             .field("socket_connections", &self.socket_connections)
             .field("scheduler_interval", &self.scheduler_interval)
+            .field("scheduler", &self.scheduler)
             .finish_non_exhaustive()
     }
 }
@@ -135,7 +141,8 @@ pub struct Install {
 /// A running bot: the Socket Mode listener, the event handler and the scheduler.
 pub struct Running {
     listener: SlackClientSocketModeListener<Connector>,
-    scheduler: tokio::task::JoinHandle<()>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    outbox: SlackOutbox,
     stop: watch::Sender<bool>,
     inflight: Arc<InFlight>,
     engine: Engine,
@@ -153,6 +160,11 @@ impl Running {
         self.runs.load(Ordering::SeqCst)
     }
 
+    /// Where scheduled messages for the installed team go (for a scheduler outside the adapter).
+    pub fn outbox(&self) -> SlackOutbox {
+        self.outbox.clone()
+    }
+
     /// Stops taking new events, finishes what is in flight, disconnects and closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -160,7 +172,9 @@ impl Running {
             let left = self.inflight.count.load(Ordering::SeqCst);
             tracing::warn!(left, "Slack events still in progress after the drain time; shutting down anyway");
         }
-        let _ = self.scheduler.await;
+        if let Some(scheduler) = self.scheduler {
+            let _ = scheduler.await;
+        }
         self.listener.shutdown().await;
         self.engine.store().close().await;
         Ok(())
@@ -204,6 +218,12 @@ pub async fn start(engine: Engine, opts: SlackOptions) -> anyhow::Result<Running
         bot_user: auth.user_id.to_string(),
         bot_name: auth.user.clone().unwrap_or_else(|| "lastmile".into()),
     };
+    // The team is a Slack workspace: its scheduled messages come back here.
+    let ws = WorkspaceId::new(install.team.clone());
+    engine
+        .platform_seen(&ws, crate::domain::Platform::Slack, (opts.clock)())
+        .await
+        .context("cannot record the Slack team's platform")?;
     let inflight = Arc::new(InFlight::default());
     let handler = Arc::new(Handler {
         engine: engine.clone(),
@@ -234,8 +254,9 @@ pub async fn start(engine: Engine, opts: SlackOptions) -> anyhow::Result<Running
     let (stop, stop_rx) = watch::channel(false);
     let runs = Arc::new(AtomicU64::new(0));
     let outbox = SlackOutbox { handler: handler.clone() };
-    let scheduler = tokio::spawn(scheduler(engine.clone(), outbox, opts, stop_rx, runs.clone()));
-    Ok(Running { listener, scheduler, stop, inflight, engine, runs, install })
+    let scheduler =
+        opts.scheduler.then(|| tokio::spawn(scheduler(engine.clone(), outbox.clone(), opts, stop_rx, runs.clone())));
+    Ok(Running { listener, scheduler, outbox, stop, inflight, engine, runs, install })
 }
 
 /// Runs the bot until SIGINT or SIGTERM, then shuts down cleanly.
@@ -283,7 +304,8 @@ async fn scheduler(
 }
 
 /// Scheduled messages, sent through the Web API.
-struct SlackOutbox {
+#[derive(Clone)]
+pub struct SlackOutbox {
     handler: Arc<Handler>,
 }
 
@@ -429,6 +451,7 @@ impl Handler {
             bots: vec![],
             admin: false,
             answers: None,
+            platform: Some(crate::domain::Platform::Slack),
         }
     }
 
