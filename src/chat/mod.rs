@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod discord;
+mod inflight;
 pub mod ops;
 pub mod serve;
 pub mod slack;

@@ -14,7 +14,7 @@ pub mod render;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -28,11 +28,12 @@ use serenity::all::{
 };
 use serenity::builder::Builder;
 use serenity::gateway::ConnectionStage;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use self::ids::{Action, Kind};
 use self::render::Message;
+use crate::chat::inflight::InFlight;
 use crate::chat::ops::Health;
 use crate::commands::{self, Command};
 use crate::config::Secret;
@@ -81,51 +82,6 @@ impl std::fmt::Debug for DiscordOptions {
             .field("shard", &self.shard)
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
-    }
-}
-
-/// Requests being handled, so that shutting down can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    closed: AtomicBool,
-    idle: Notify,
-}
-
-struct Ticket<'a>(&'a InFlight);
-
-impl InFlight {
-    /// None once shutting down: new work is refused, work in progress finishes.
-    fn enter(&self) -> Option<Ticket<'_>> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
-            self.leave();
-            return None;
-        }
-        Some(Ticket(self))
-    }
-
-    fn leave(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    async fn close_and_wait(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        loop {
-            let idle = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
     }
 }
 
@@ -193,7 +149,7 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         if tokio::time::timeout(DRAIN, self.inflight.close_and_wait()).await.is_err() {
-            let left = self.inflight.count.load(Ordering::SeqCst);
+            let left = self.inflight.left();
             tracing::warn!(left, "interactions still in progress after the drain time; shutting down anyway");
         }
         if let Some(scheduler) = self.scheduler {

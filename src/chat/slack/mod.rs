@@ -15,17 +15,18 @@ pub mod render;
 pub mod signature;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use self::render::{INPUT_ID, Metadata};
 use crate::chat::discord::ids::{Action, Kind};
+use crate::chat::inflight::InFlight;
 use crate::chat::ops::Health;
 use crate::config::Secret;
 use crate::domain::{ChannelId, UserId, WorkspaceId};
@@ -83,51 +84,6 @@ impl std::fmt::Debug for SlackOptions {
     }
 }
 
-/// Events being handled, so that shutting down can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    closed: AtomicBool,
-    idle: Notify,
-}
-
-struct Ticket(Arc<InFlight>);
-
-impl InFlight {
-    /// None once shutting down: new work is refused, work in progress finishes.
-    fn enter(self: &Arc<Self>) -> Option<Ticket> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
-            self.leave();
-            return None;
-        }
-        Some(Ticket(self.clone()))
-    }
-
-    fn leave(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    async fn close_and_wait(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        loop {
-            let idle = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
 /// The installed app, as `auth.test` described it.
 #[derive(Debug, Clone)]
 pub struct Install {
@@ -169,7 +125,7 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         if tokio::time::timeout(DRAIN, self.inflight.close_and_wait()).await.is_err() {
-            let left = self.inflight.count.load(Ordering::SeqCst);
+            let left = self.inflight.left();
             tracing::warn!(left, "Slack events still in progress after the drain time; shutting down anyway");
         }
         if let Some(scheduler) = self.scheduler {
