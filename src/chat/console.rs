@@ -135,12 +135,7 @@ async fn run_scheduler<W: Write + Send>(
     let outbox = ConsoleOutbox { engine, opts, out: Mutex::new(out) };
     let ws = WorkspaceId::new(opts.workspace.clone());
     let scheduler = Scheduler::new(engine.clone(), "console");
-    if let Err(e) = scheduler.run_due(&move || now, &outbox, Some(&ws)).await {
-        tracing::error!(error = %e, "scheduler run failed");
-    }
-    if let Err(e) = scheduler.run_digests(now, &outbox, Some(&ws)).await {
-        tracing::error!(error = %e, "digest run failed");
-    }
+    scheduler.sweep(&move || now, &outbox, Some(&ws)).await;
     Ok(())
 }
 

@@ -170,13 +170,8 @@ async fn sweep(
     let platforms = engine.platforms().await?;
     routes.workspaces = platforms.iter().map(|(ws, p)| (ws.as_str().to_owned(), *p)).collect();
     // Only the workspaces this process can reach are claimed: another process (or platform) sends the others.
-    for (ws, platform) in platforms.iter().filter(|(_, p)| routes.runs(*p)) {
-        if let Err(e) = scheduler.run_due(clock.as_ref(), &*routes, Some(ws)).await {
-            tracing::error!(error = %e, workspace = ws.as_str(), %platform, "scheduler run failed");
-        }
-        if let Err(e) = scheduler.run_digests(clock(), &*routes, Some(ws)).await {
-            tracing::error!(error = %e, workspace = ws.as_str(), %platform, "digest run failed");
-        }
+    for (ws, _) in platforms.iter().filter(|(_, p)| routes.runs(*p)) {
+        scheduler.sweep(clock.as_ref(), &*routes, Some(ws)).await;
     }
     for ws in engine.due_without_platform(clock()).await? {
         if warned.insert(ws.as_str().to_owned()) {

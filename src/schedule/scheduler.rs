@@ -78,6 +78,43 @@ impl Scheduler {
         &self.engine
     }
 
+    /// One pass: the due messages, then the due digests (optionally of one workspace). A failure is logged; the
+    /// next pass tries again.
+    pub async fn sweep<O: Outbox>(
+        &self,
+        clock: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+        outbox: &O,
+        ws: Option<&WorkspaceId>,
+    ) {
+        let workspace = ws.map(WorkspaceId::as_str);
+        if let Err(e) = self.run_due(clock, outbox, ws).await {
+            tracing::error!(error = %e, workspace, "scheduler run failed");
+        }
+        if let Err(e) = self.run_digests(clock(), outbox, ws).await {
+            tracing::error!(error = %e, workspace, "digest run failed");
+        }
+    }
+
+    /// Sweeps every `interval` until `stop` turns true, counting the passes in `runs`.
+    pub async fn run_every<O: Outbox>(
+        &self,
+        clock: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+        outbox: &O,
+        ws: Option<&WorkspaceId>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        runs: &std::sync::atomic::AtomicU64,
+    ) {
+        loop {
+            self.sweep(clock, outbox, ws).await;
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
     /// Sends every message due at `clock()` (optionally in one workspace). The clock is read again for each claim,
     /// renewal and record: a lease counts from when it is taken.
     pub async fn run_due<O: Outbox>(

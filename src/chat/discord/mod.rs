@@ -296,26 +296,14 @@ async fn scheduler(
     engine: Engine,
     outbox: DiscordOutbox,
     opts: DiscordOptions,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     runs: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = format!("discord-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
     let (clock, interval) = (opts.clock, opts.scheduler_interval);
     let lease = chrono::Duration::from_std(opts.scheduler_lease).unwrap_or(crate::schedule::LEASE);
     let scheduler = Scheduler::new(engine, worker).with_lease(lease);
-    loop {
-        if let Err(e) = scheduler.run_due(clock.as_ref(), &outbox, None).await {
-            tracing::error!(error = %e, "scheduler run failed");
-        }
-        if let Err(e) = scheduler.run_digests(clock(), &outbox, None).await {
-            tracing::error!(error = %e, "digest run failed");
-        }
-        runs.fetch_add(1, Ordering::SeqCst);
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
+    scheduler.run_every(clock.as_ref(), &outbox, None, interval, stop, &runs).await;
 }
 
 /// Scheduled messages, sent over REST.

@@ -235,7 +235,7 @@ async fn scheduler(
     engine: Engine,
     outbox: SlackOutbox,
     opts: SlackOptions,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     runs: Arc<AtomicU64>,
 ) {
     let worker = format!("slack-{}-{}", std::process::id(), Utc::now().timestamp_micros());
@@ -243,20 +243,8 @@ async fn scheduler(
     let lease = chrono::Duration::from_std(opts.scheduler_lease).unwrap_or(crate::schedule::LEASE);
     let scheduler = Scheduler::new(engine, worker).with_lease(lease);
     let team = WorkspaceId::new(outbox.handler.team.clone());
-    loop {
-        // One install serves one team: this process sends that team's messages only.
-        if let Err(e) = scheduler.run_due(clock.as_ref(), &outbox, Some(&team)).await {
-            tracing::error!(error = %e, "scheduler run failed");
-        }
-        if let Err(e) = scheduler.run_digests(clock(), &outbox, Some(&team)).await {
-            tracing::error!(error = %e, "digest run failed");
-        }
-        runs.fetch_add(1, Ordering::SeqCst);
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
+    // One install serves one team: this process sends that team's messages only.
+    scheduler.run_every(clock.as_ref(), &outbox, Some(&team), interval, stop, &runs).await;
 }
 
 /// Scheduled messages, sent through the Web API.
